@@ -1,0 +1,159 @@
+"""SU(N) lattice gauge theory (Wilson action), N = 2 or 3, d ≥ 2.
+
+Conventions
+-----------
+- Links ``U_μ(x)``: complex tensor ``(batch, d, *lattice, N, N)`` in SU(N).
+- Plaquette ``U_μν(x) = U_μ(x) U_ν(x+μ) U_μ(x+ν)† U_ν(x)†`` for μ < ν.
+- Action ``S = −(β/N) Σ_x Σ_{μ<ν} Re tr U_μν(x)``.
+- Gauge transformation ``U_μ(x) → g(x) U_μ(x) g(x+μ)†``.
+- Observable ``plaquette`` = volume average of ``(1/N) Re tr U_μν``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..groups import dagger, haar_sun
+from ..lattice import shift
+from .base import Theory
+from .u1 import planes
+
+__all__ = ["SUN", "plaquettes", "sun_action", "wilson_loop_sun", "gauge_transform_sun"]
+
+
+def _tr(u: torch.Tensor) -> torch.Tensor:
+    return torch.diagonal(u, dim1=-2, dim2=-1).sum(-1)
+
+
+def plaquettes(u: torch.Tensor) -> torch.Tensor:
+    """U_μν(x) for all planes: ``(batch, n_planes, *lattice, N, N)``."""
+    d = u.shape[1]
+    out = []
+    for mu, nu in planes(d):
+        u_mu, u_nu = u[:, mu], u[:, nu]
+        out.append(u_mu @ shift(u_nu, mu) @ dagger(shift(u_mu, nu)) @ dagger(u_nu))
+    return torch.stack(out, dim=1)
+
+
+def sun_action(u: torch.Tensor, beta: float) -> torch.Tensor:
+    """``−(β/N) Σ Re tr U_P`` per configuration, ``(batch,)``."""
+    n = u.shape[-1]
+    return -(beta / n) * _tr(plaquettes(u)).real.flatten(1).sum(1)
+
+
+def _line(u_mu: torch.Tensor, mu: int, length: int) -> torch.Tensor:
+    out = u_mu
+    for k in range(1, length):
+        out = out @ shift(u_mu, mu, k)
+    return out
+
+
+def wilson_loop_sun(u: torch.Tensor, a: int, b: int, mu: int = 0, nu: int = 1) -> torch.Tensor:
+    """Volume average of ``(1/N) Re tr`` of the a×b loop in the (μ, ν) plane, ``(batch,)``."""
+    u_mu, u_nu = u[:, mu], u[:, nu]
+    bottom = _line(u_mu, mu, a)
+    right = shift(_line(u_nu, nu, b), mu, a)
+    top = shift(bottom, nu, b)
+    left = _line(u_nu, nu, b)
+    loop = bottom @ right @ dagger(top) @ dagger(left)
+    return _tr(loop).real.flatten(1).mean(1) / u.shape[-1]
+
+
+def gauge_transform_sun(u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Apply ``U_μ(x) → g(x) U_μ(x) g(x+μ)†``; ``g`` is ``(batch, *lattice, N, N)``."""
+    d = u.shape[1]
+    return torch.stack([g @ u[:, mu] @ dagger(shift(g, mu)) for mu in range(d)], dim=1)
+
+
+class SUN(Theory):
+    """SU(N) gauge theory with Wilson action, N ∈ {2, 3}.
+
+    References:
+        arXiv:2008.05456 (SU(N) gauge-equivariant flows).
+
+    Arguments:
+        shape: lattice extents, d >= 2.
+        beta: inverse coupling, > 0.
+        N: 2 or 3.
+
+    Example:
+        >>> theory = SUN((4, 4), beta=2.0, N=2)
+        >>> u = theory.random_field(2)
+        >>> theory.action(u).shape
+        torch.Size([2])
+    """
+
+    name = "sun"
+    observable_names = ("plaquette", "wilson_1x2", "wilson_2x2")
+
+    def __init__(self, shape, beta: float, N: int):
+        super().__init__(shape)
+        if self.dim < 2:
+            raise ValueError("SU(N) gauge theory needs d >= 2")
+        if N not in (2, 3):
+            raise ValueError("SU(N) is implemented for N = 2, 3")
+        self.beta = float(beta)
+        self.N = int(N)
+
+    @property
+    def field_shape(self):
+        return (self.dim, *self.shape, self.N, self.N)
+
+    @property
+    def field_dtype(self):
+        return torch.complex128
+
+    def action(self, x):
+        return sun_action(x, self.beta)
+
+    def staples(self, u: torch.Tensor) -> torch.Tensor:
+        """Staple sums ``A_μ(x)``, ``(batch, d, *lattice, N, N)``.
+
+        Defined so that the plaquettes containing ``U_μ(x)`` contribute
+        ``Σ Re tr U_P = Re tr (U_μ(x) A_μ(x))``; HMC's analytic force is built from it.
+        """
+        d = u.shape[1]
+        out = torch.zeros_like(u)
+        for mu in range(d):
+            for nu in range(d):
+                if nu == mu:
+                    continue
+                u_mu, u_nu = u[:, mu], u[:, nu]
+                up = shift(u_nu, mu) @ dagger(shift(u_mu, nu)) @ dagger(u_nu)
+                down_nu = shift(u_nu, nu, -1)
+                down = dagger(shift(down_nu, mu)) @ dagger(shift(u_mu, nu, -1)) @ down_nu
+                out[:, mu] += up + down
+        return out
+
+    def observables(self, x):
+        u = x.to(torch.complex128)
+        return {
+            "plaquette": _tr(plaquettes(u)).real.flatten(1).mean(1) / self.N,
+            "wilson_1x2": wilson_loop_sun(u, 1, 2),
+            "wilson_2x2": wilson_loop_sun(u, 2, 2),
+        }
+
+    def exact(self):
+        """2D only: SU(2) torus plaquette; infinite-volume plaquette and Wilson loops for N = 2, 3."""
+        if self.dim != 2:
+            return {}
+        from . import exact
+
+        p_inf = exact.sun_plaquette_infinite_volume(self.beta, self.N)
+        out = {}
+        if self.N == 2:
+            out["plaquette"] = exact.su2_plaquette_torus(self.beta, self.volume)
+        out["plaquette_infinite_volume"] = p_inf
+        out["wilson_1x2_infinite_volume"] = p_inf**2
+        out["wilson_2x2_infinite_volume"] = p_inf**4
+        return out
+
+    def params(self):
+        return {"name": self.name, "shape": list(self.shape), "beta": self.beta, "N": self.N}
+
+    def random_field(self, batch, generator=None):
+        return haar_sun((batch, *self.field_shape[:-2]), self.N, generator=generator)
+
+    def gauge_transform(self, x, generator=None):
+        g = haar_sun((x.shape[0], *self.shape), self.N, generator=generator)
+        return gauge_transform_sun(x, g)

@@ -1,0 +1,181 @@
+"""Compact U(1) lattice gauge theory (Wilson action) in d ≥ 2 dimensions.
+
+Conventions
+-----------
+- Links are angles θ_μ(x), tensor ``(batch, d, *lattice)``; any real value, taken mod 2π.
+- Plaquette angle ``θ_μν(x) = θ_μ(x) + θ_ν(x+μ) − θ_μ(x+ν) − θ_ν(x)`` for μ < ν
+  (counter-clockwise in the (μ, ν) plane).
+- Action ``S = −β Σ_x Σ_{μ<ν} cos θ_μν(x)``.
+- Gauge transformation with angles α(x): ``θ_μ(x) → θ_μ(x) + α(x) − α(x+μ)``
+  (``U_μ(x) → g(x) U_μ(x) g(x+μ)†``).
+- 2D topological charge ``Q = (1/2π) Σ_x arg e^{iθ_01(x)}``, arg ∈ (−π, π]; an integer
+  on the torus.  ``chi_Q`` per configuration is Q²/V, so its mean is χ_Q.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..groups import principal_angle
+from ..lattice import shift
+from .base import Theory
+
+__all__ = [
+    "U1",
+    "plaquette_angles",
+    "u1_action",
+    "topological_charge",
+    "wilson_loop",
+    "gauge_transform",
+    "random_gauge_transform",
+]
+
+_AXIS0 = 2  # lattice axes of a link tensor (batch, d, *lattice) start here
+
+
+def planes(d: int) -> list[tuple[int, int]]:
+    """The oriented planes (μ, ν), μ < ν, in a fixed order."""
+    return [(mu, nu) for mu in range(d) for nu in range(mu + 1, d)]
+
+
+def plaquette_angles(theta: torch.Tensor) -> torch.Tensor:
+    """θ_μν(x) for all planes μ < ν: ``(batch, n_planes, *lattice)`` (not wrapped)."""
+    d = theta.shape[1]
+    out = []
+    for mu, nu in planes(d):
+        t_mu, t_nu = theta[:, mu], theta[:, nu]
+        out.append(t_mu + shift(t_nu, mu) - shift(t_mu, nu) - t_nu)
+    return torch.stack(out, dim=1)
+
+
+def u1_action(theta: torch.Tensor, beta: float) -> torch.Tensor:
+    """Wilson action ``−β Σ cos θ_P`` per configuration, ``(batch,)``."""
+    return -beta * torch.cos(plaquette_angles(theta)).flatten(1).sum(1)
+
+
+def topological_charge(theta: torch.Tensor) -> torch.Tensor:
+    """Geometric charge of 2D configurations ``(batch, 2, L_0, L_1)``: ``(batch,)``, integer-valued."""
+    if theta.shape[1] != 2:
+        raise ValueError("the U(1) topological charge is defined here in 2D only")
+    p = plaquette_angles(theta)[:, 0]
+    return principal_angle(p).flatten(1).sum(1) / (2 * math.pi)
+
+
+def _line(theta_mu: torch.Tensor, mu: int, length: int) -> torch.Tensor:
+    """Σ_{k<length} θ_μ(x + kμ): the angle of a straight Wilson line starting at x."""
+    return sum(shift(theta_mu, mu, k) for k in range(length))
+
+
+def wilson_loop(theta: torch.Tensor, a: int, b: int, mu: int = 0, nu: int = 1) -> torch.Tensor:
+    """Volume-averaged ``cos`` of the a×b rectangular loop in the (μ, ν) plane, ``(batch,)``."""
+    t_mu, t_nu = theta[:, mu], theta[:, nu]
+    bottom = _line(t_mu, mu, a)
+    right = shift(_line(t_nu, nu, b), mu, a)
+    top = shift(bottom, nu, b)
+    left = _line(t_nu, nu, b)
+    return torch.cos(bottom + right - top - left).flatten(1).mean(1)
+
+
+def gauge_transform(theta: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Apply ``θ_μ(x) → θ_μ(x) + α(x) − α(x+μ)``; ``alpha`` is ``(batch, *lattice)``."""
+    d = theta.shape[1]
+    return torch.stack([theta[:, mu] + alpha - shift(alpha, mu) for mu in range(d)], dim=1)
+
+
+def random_gauge_transform(theta: torch.Tensor, generator=None) -> torch.Tensor:
+    """A uniformly random gauge transformation of ``theta``."""
+    shape = (theta.shape[0], *theta.shape[2:])
+    alpha = 2 * math.pi * torch.rand(shape, dtype=theta.dtype, generator=generator)
+    return gauge_transform(theta, alpha)
+
+
+class U1(Theory):
+    """Compact U(1) gauge theory with Wilson action at coupling ``beta``.
+
+    References:
+        arXiv:2003.06413 (gauge-equivariant flows), arXiv:2101.08176 (tutorial).
+
+    Arguments:
+        shape: lattice extents; ``len(shape) = d >= 2``.
+        beta: inverse coupling, > 0.
+
+    Example:
+        >>> theory = U1((8, 8), beta=2.0)
+        >>> theory.observables(torch.zeros(1, 2, 8, 8))["plaquette"]
+        tensor([1.], dtype=torch.float64)
+    """
+
+    name = "u1"
+
+    def __init__(self, shape, beta: float):
+        super().__init__(shape)
+        if self.dim < 2:
+            raise ValueError("U(1) gauge theory needs d >= 2")
+        self.beta = float(beta)
+
+    @property
+    def observable_names(self):
+        names = ["plaquette", "wilson_1x2", "wilson_2x2"]
+        if self.dim == 2:
+            names += ["topological_charge", "chi_Q"]
+        return tuple(names)
+
+    @property
+    def field_shape(self):
+        return (self.dim, *self.shape)
+
+    def action(self, x):
+        return u1_action(x, self.beta)
+
+    def force(self, x):
+        """−∂S/∂θ, shape like ``x`` (analytic; used by HMC)."""
+        s = torch.sin(plaquette_angles(x))  # dS/dθ_P = β sin θ_P
+        f = torch.zeros_like(x)
+        for p, (mu, nu) in enumerate(planes(self.dim)):
+            sp = self.beta * s[:, p]
+            # θ_P(x) contains +θ_μ(x), +θ_ν(x+μ), −θ_μ(x+ν), −θ_ν(x)
+            f[:, mu] -= sp - shift(sp, nu, -1)
+            f[:, nu] -= shift(sp, mu, -1) - sp
+        return f
+
+    def observables(self, x):
+        theta = x.to(torch.float64)
+        obs = {
+            "plaquette": torch.cos(plaquette_angles(theta)).flatten(1).mean(1),
+            "wilson_1x2": wilson_loop(theta, 1, 2),
+            "wilson_2x2": wilson_loop(theta, 2, 2),
+        }
+        if self.dim == 2:
+            q = topological_charge(theta)
+            obs["topological_charge"] = q
+            obs["chi_Q"] = q**2 / self.volume
+        return obs
+
+    def exact(self):
+        """Exact torus values in 2D (DESIGN.md §1); empty in d > 2."""
+        if self.dim != 2:
+            return {}
+        from . import exact
+
+        v = self.volume
+        q2 = exact.u1_q_squared(self.beta, v)
+        return {
+            "plaquette": exact.u1_plaquette(self.beta, v),
+            "wilson_1x2": exact.u1_wilson_loop(self.beta, v, 2),
+            "wilson_2x2": exact.u1_wilson_loop(self.beta, v, 4),
+            "topological_charge": 0.0,
+            "chi_Q": q2 / v,
+            "Q_squared": q2,
+        }
+
+    def params(self):
+        return {"name": self.name, "shape": list(self.shape), "beta": self.beta}
+
+    def random_field(self, batch, generator=None):
+        shape = (batch, *self.field_shape)
+        return 2 * math.pi * torch.rand(shape, dtype=torch.float64, generator=generator)
+
+    def gauge_transform(self, x, generator=None):
+        return random_gauge_transform(x, generator)

@@ -1,0 +1,413 @@
+"""Elementwise bijections: pure maps of (input, raw parameters), no networks inside.
+
+Every bijection takes the *raw, unconstrained* outputs of a conditioner network and turns
+them into a monotone map of each element, so coupling layers can swap one for another:
+
+    y, ld = bijection.forward(x, params)    # x: (...), params: (..., n_params)
+    x, ld = bijection.inverse(y, params)    # ld = log|dx/dy| = -(forward ld at x)
+
+``logabsdet`` is elementwise (shaped like ``x``); a coupling layer sums it over the sites it
+transforms. ``params`` broadcasts against ``x`` over the leading dimensions.
+
+Angles (``CircularSpline``, ``NCPMixture``) follow the U(1) convention of the package: any
+real input is taken mod 2π and every output lies in [0, 2π).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "ElementwiseBijection",
+    "Affine",
+    "RationalQuadraticSpline",
+    "CircularSpline",
+    "NCPMixture",
+]
+
+TWO_PI = 2 * math.pi
+
+
+def _wrap(theta: torch.Tensor) -> torch.Tensor:
+    """theta mod 2π in [0, 2π); remainder can round up to exactly 2π for tiny negatives."""
+    r = torch.remainder(theta, TWO_PI)
+    return torch.where(r >= TWO_PI, r - TWO_PI, r)
+
+
+def _broadcast(x: torch.Tensor, params: torch.Tensor):
+    batch = torch.broadcast_shapes(x.shape, params.shape[:-1])
+    return x.expand(batch), params.expand(*batch, params.shape[-1])
+
+
+def _knots(raw: torch.Tensor, low: float, high: float, min_size: float) -> torch.Tensor:
+    """K raw logits -> K+1 increasing knots from low to high, each bin at least min_size·(high-low)."""
+    bins = raw.shape[-1]
+    sizes = min_size + (1 - min_size * bins) * torch.softmax(raw, dim=-1)
+    inner = low + (high - low) * torch.cumsum(sizes, dim=-1)[..., :-1]
+    ends = torch.ones_like(raw[..., :1])
+    # pin the ends exactly, so the spline meets its tails (or closes the circle) without rounding
+    return torch.cat([low * ends, inner, high * ends], dim=-1)
+
+
+def _derivatives(raw: torch.Tensor, min_derivative: float) -> torch.Tensor:
+    # shifted softplus: raw = 0 gives derivative exactly 1, so zero parameters are the identity
+    shift = math.log(math.expm1(1 - min_derivative))
+    return min_derivative + F.softplus(raw + shift)
+
+
+def rational_quadratic(x, x_knots, y_knots, derivatives, inverse: bool = False):
+    r"""Monotone rational-quadratic spline through knots (Durkan et al., arXiv:1906.04032).
+
+    In bin k, with :math:`\xi = (x - x_k)/w_k`, :math:`s_k = h_k / w_k`,
+    :math:`\delta_k = d_k + d_{k+1} - 2 s_k`:
+
+    .. math:: y = y_k + h_k \frac{s_k \xi^2 + d_k \xi(1-\xi)}{s_k + \delta_k \xi(1-\xi)},
+       \qquad \frac{dy}{dx} = s_k^2 \frac{d_{k+1}\xi^2 + 2 s_k \xi(1-\xi) + d_k(1-\xi)^2}
+       {[s_k + \delta_k \xi(1-\xi)]^2}.
+
+    The inverse solves the quadratic for :math:`\xi` with the root written as
+    :math:`2c / (-b - \sqrt{b^2 - 4ac})`, which has no cancellation (their eqs. 6-8).
+
+    Arguments:
+        x: points inside [x_knots[0], x_knots[-1]] (or the y range if inverse), shape (...).
+        x_knots, y_knots: increasing knots, shape (..., K+1).
+        derivatives: positive derivatives at the knots, shape (..., K+1).
+        inverse: evaluate the inverse map instead.
+
+    Returns:
+        (out, logabsdet), both shaped like x; logabsdet of the map evaluated.
+    """
+    knots = y_knots if inverse else x_knots
+    index = torch.searchsorted(knots.contiguous(), x.unsqueeze(-1).contiguous(), right=True) - 1
+    index = index.clamp(0, knots.shape[-1] - 2)
+
+    def at(t, shift=0):
+        return t.gather(-1, index + shift).squeeze(-1)
+
+    x0, width = at(x_knots), at(x_knots, 1) - at(x_knots)
+    y0, height = at(y_knots), at(y_knots, 1) - at(y_knots)
+    d0, d1 = at(derivatives), at(derivatives, 1)
+    slope = height / width
+    delta = d0 + d1 - 2 * slope
+
+    if inverse:
+        dy = x - y0
+        a = height * (slope - d0) + dy * delta
+        b = height * d0 - dy * delta
+        c = -slope * dy
+        disc = (b * b - 4 * a * c).clamp(min=0)
+        xi = (2 * c) / (-b - disc.sqrt())
+        out = x0 + xi * width
+    else:
+        xi = (x - x0) / width
+        xo = xi * (1 - xi)
+        out = y0 + height * (slope * xi**2 + d0 * xo) / (slope + delta * xo)
+
+    xo = xi * (1 - xi)
+    numerator = d1 * xi**2 + 2 * slope * xo + d0 * (1 - xi) ** 2
+    logabsdet = 2 * torch.log(slope) + torch.log(numerator) - 2 * torch.log(slope + delta * xo)
+    return out, (-logabsdet if inverse else logabsdet)
+
+
+class ElementwiseBijection:
+    """Interface of an elementwise bijection, a pure function of (input, raw parameters).
+
+    Arguments (of ``forward`` / ``inverse``):
+        x or y: tensor of shape (...).
+        params: raw unconstrained parameters, shape (..., n_params), broadcast against x.
+
+    Both return ``(out, logabsdet)`` shaped like the input, with ``logabsdet`` the log of
+    the absolute derivative of the map evaluated (so inverse's is minus forward's).
+    ``identity_params(shape)`` gives raw parameters for which the map is the identity;
+    a conditioner whose last layer starts at zero therefore starts the flow at the identity.
+    """
+
+    n_params: int
+
+    def forward(self, x: torch.Tensor, params: torch.Tensor):
+        raise NotImplementedError
+
+    def inverse(self, y: torch.Tensor, params: torch.Tensor):
+        raise NotImplementedError
+
+    def identity_params(self, shape, dtype=None, device=None) -> torch.Tensor:
+        """Raw parameters of shape (*shape, n_params) making the map the identity (all zeros)."""
+        return torch.zeros(*tuple(shape), self.n_params, dtype=dtype, device=device)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "n_params")
+        return f"{type(self).__name__}({args})"
+
+
+class Affine(ElementwiseBijection):
+    r"""Affine map :math:`y = e^{s} x + t` with a bounded log-scale (real NVP, arXiv:1605.08803;
+    used for φ⁴ in arXiv:1904.12072).
+
+    The raw log-scale is squashed as :math:`s = b \tanh(s_\text{raw} / b)`, so |s| < b and the
+    map is the identity to first order in small parameters; ``scale_bound=None`` uses
+    :math:`s = s_\text{raw}` unbounded.
+
+    References:
+        Dinh et al., arXiv:1605.08803; Albergo, Kanwar, Shanahan, arXiv:1904.12072.
+
+    Arguments:
+        scale_bound: bound b on |log scale|, or None.
+        params: (..., 2) = (raw log-scale, shift t).
+
+    Example:
+        >>> f = Affine(scale_bound=3.0)
+        >>> x, p = torch.randn(4, 8), torch.randn(4, 8, f.n_params)
+        >>> y, ld = f.forward(x, p)
+        >>> torch.allclose(f.inverse(y, p)[0], x, atol=1e-6)
+        True
+    """
+
+    def __init__(self, scale_bound: float | None = 5.0):
+        if scale_bound is not None and scale_bound <= 0:
+            raise ValueError(f"scale_bound must be positive or None, got {scale_bound}")
+        self.scale_bound = scale_bound
+        self.n_params = 2
+
+    def log_scale(self, raw: torch.Tensor) -> torch.Tensor:
+        if self.scale_bound is None:
+            return raw
+        return self.scale_bound * torch.tanh(raw / self.scale_bound)
+
+    def forward(self, x, params):
+        s, t = self.log_scale(params[..., 0]), params[..., 1]
+        y = torch.exp(s) * x + t
+        return y, s.expand(y.shape)
+
+    def inverse(self, y, params):
+        s, t = self.log_scale(params[..., 0]), params[..., 1]
+        x = (y - t) * torch.exp(-s)
+        return x, (-s).expand(x.shape)
+
+
+class RationalQuadraticSpline(ElementwiseBijection):
+    r"""Monotone rational-quadratic spline on [-B, B] with identity tails outside.
+
+    Raw parameters ``(w_1..w_K, h_1..h_K, d_1..d_{K-1})``: bin widths and heights are
+    softmaxes rescaled to 2B with a floor ``min_bin_width·2B`` (``min_bin_height·2B``);
+    interior knot derivatives are ``min_derivative + softplus(d + c)`` with c such that
+    d = 0 gives 1; the derivatives at ±B are fixed to 1 so the map is C¹ across the linear
+    tails. Zero parameters give the identity. The spline equations live in
+    :func:`rational_quadratic`.
+
+    References:
+        Durkan, Bekasov, Murray, Papamakarios, "Neural spline flows", arXiv:1906.04032.
+
+    Arguments:
+        bins: number of bins K; ``n_params = 3K - 1``.
+        bound: half-width B of the spline interval.
+        params: (..., 3K - 1) raw parameters.
+
+    Example:
+        >>> f = RationalQuadraticSpline(bins=8, bound=5.0)
+        >>> x, p = 3 * torch.randn(10, dtype=torch.float64), torch.randn(10, f.n_params, dtype=torch.float64)
+        >>> y, ld = f.forward(x, p)
+        >>> torch.allclose(f.inverse(y, p)[0], x)
+        True
+    """
+
+    def __init__(self, bins: int = 8, bound: float = 5.0, min_bin_width: float = 1e-3,
+                 min_bin_height: float = 1e-3, min_derivative: float = 1e-3):
+        if bins < 1 or bound <= 0:
+            raise ValueError(f"need bins >= 1 and bound > 0, got bins={bins}, bound={bound}")
+        if max(min_bin_width, min_bin_height) * bins >= 1 or not 0 < min_derivative < 1:
+            raise ValueError("minimum bin sizes times bins must be < 1 and 0 < min_derivative < 1")
+        self.bins, self.bound = bins, float(bound)
+        self.min_bin_width, self.min_bin_height = min_bin_width, min_bin_height
+        self.min_derivative = min_derivative
+        self.n_params = 3 * bins - 1
+
+    def _apply(self, x, params, inverse):
+        x, params = _broadcast(x, params)
+        K, B = self.bins, self.bound
+        raw_w, raw_h, raw_d = params.split([K, K, K - 1], dim=-1)
+        ones = torch.ones_like(raw_d[..., :1])
+        derivatives = torch.cat([ones, _derivatives(raw_d, self.min_derivative), ones], dim=-1)
+        out, ld = rational_quadratic(
+            x.clamp(-B, B),
+            _knots(raw_w, -B, B, self.min_bin_width),
+            _knots(raw_h, -B, B, self.min_bin_height),
+            derivatives,
+            inverse=inverse,
+        )
+        inside = (x >= -B) & (x <= B)
+        return torch.where(inside, out, x), torch.where(inside, ld, torch.zeros_like(ld))
+
+    def forward(self, x, params):
+        return self._apply(x, params, inverse=False)
+
+    def inverse(self, y, params):
+        return self._apply(y, params, inverse=True)
+
+
+class CircularSpline(ElementwiseBijection):
+    r"""Circular rational-quadratic spline: a diffeomorphism of the circle [0, 2π).
+
+    K bins on [0, 2π] with softmax widths and heights (floors as in
+    :class:`RationalQuadraticSpline`) and K knot derivatives, the one at 0 being reused
+    at 2π, so the map and its derivative are continuous across 2π. With ``rotation`` one
+    extra raw parameter φ is added after the spline: :math:`y = (\mathrm{RQ}(x) + φ) \bmod 2π`.
+    Inputs are taken mod 2π; outputs lie in [0, 2π). Zero parameters give the identity.
+
+    References:
+        Rezende et al., "Normalizing flows on tori and spheres", arXiv:2002.02428;
+        Durkan et al., arXiv:1906.04032.
+
+    Arguments:
+        bins: number of bins K; ``n_params = 3K (+1 with rotation)``.
+        rotation: learn an offset added mod 2π.
+        params: (..., n_params) = (widths K, heights K, derivatives K[, rotation]).
+
+    Example:
+        >>> f = CircularSpline(bins=8)
+        >>> theta = 2 * math.pi * torch.rand(4, 8, 8, dtype=torch.float64)
+        >>> p = torch.randn(4, 8, 8, f.n_params, dtype=torch.float64)
+        >>> y, ld = f.forward(theta, p)
+        >>> bool(((y >= 0) & (y < 2 * math.pi)).all()), torch.allclose(f.inverse(y, p)[0], theta)
+        (True, True)
+    """
+
+    def __init__(self, bins: int = 8, rotation: bool = True, min_bin_width: float = 1e-3,
+                 min_bin_height: float = 1e-3, min_derivative: float = 1e-3):
+        if bins < 1:
+            raise ValueError(f"need bins >= 1, got {bins}")
+        if max(min_bin_width, min_bin_height) * bins >= 1 or not 0 < min_derivative < 1:
+            raise ValueError("minimum bin sizes times bins must be < 1 and 0 < min_derivative < 1")
+        self.bins, self.rotation = bins, rotation
+        self.min_bin_width, self.min_bin_height = min_bin_width, min_bin_height
+        self.min_derivative = min_derivative
+        self.n_params = 3 * bins + int(rotation)
+
+    def _spline(self, x, params, inverse):
+        K = self.bins
+        raw_w, raw_h, raw_d = params[..., : 3 * K].split(K, dim=-1)
+        d = _derivatives(raw_d, self.min_derivative)
+        return rational_quadratic(
+            x,
+            _knots(raw_w, 0.0, TWO_PI, self.min_bin_width),
+            _knots(raw_h, 0.0, TWO_PI, self.min_bin_height),
+            torch.cat([d, d[..., :1]], dim=-1),  # shared derivative at 0 ≡ 2π
+            inverse=inverse,
+        )
+
+    def _rotation(self, params):
+        return params[..., -1] if self.rotation else 0.0
+
+    def forward(self, x, params):
+        x, params = _broadcast(x, params)
+        y, ld = self._spline(_wrap(x), params, inverse=False)
+        return _wrap(y + self._rotation(params)), ld
+
+    def inverse(self, y, params):
+        y, params = _broadcast(y, params)
+        x, ld = self._spline(_wrap(y - self._rotation(params)), params, inverse=True)
+        return _wrap(x), ld
+
+
+def ncp(theta: torch.Tensor, log_scale: torch.Tensor):
+    r"""Non-compact projection :math:`g_s(θ) = 2\arctan(s\tan(θ/2))` on [0, 2π), and log g'.
+
+    For θ in [0, 2π) the half angle lies in [0, π) where sin ≥ 0, so
+    :math:`g = 2\,\mathrm{atan2}(s\sin(θ/2), \cos(θ/2))` is the branch of the paper's map that
+    is continuous and increasing from g(0) = 0 through g(π) = π to g(2π) = 2π, with no tan
+    blowing up at θ = π. The derivative
+    :math:`g'(θ) = s / (\cos^2(θ/2) + s^2 \sin^2(θ/2))` is bounded between min(s, 1/s) and
+    max(s, 1/s) everywhere.
+
+    Arguments:
+        theta: angles in [0, 2π), shape (...).
+        log_scale: log s, broadcast against theta.
+
+    Returns:
+        (g, log g'), broadcast shape.
+    """
+    half = theta / 2
+    s = torch.exp(log_scale)
+    sin, cos = torch.sin(half), torch.cos(half)
+    g = 2 * torch.atan2(s * sin, cos)
+    log_dg = log_scale - torch.log(cos**2 + (s * sin) ** 2)
+    return g, log_dg
+
+
+class NCPMixture(ElementwiseBijection):
+    r"""Convex mixture of non-compact projections of the circle, plus an optional rotation.
+
+    :math:`y = \big(\sum_k w_k\, g_{s_k}(θ) + φ\big) \bmod 2π` with ``θ = x mod 2π``,
+    :math:`g_s` from :func:`ncp`, weights :math:`w = \mathrm{softmax}(a)` and scales
+    :math:`s_k = e^{\sigma_k}`. Each :math:`g_{s}` fixes 0 and π and maps [0, 2π) onto itself
+    increasingly, so the mixture does too; the rotation φ (a raw parameter, used mod 2π)
+    moves the fixed points. The log-derivative is
+    :math:`\log \sum_k w_k g_{s_k}'(θ)` (a logsumexp).
+
+    The inverse has no closed form: it is found by vectorised bisection on [0, 2π]
+    (``bisection_steps`` halvings, by default enough to reach the dtype's resolution: 57 in
+    float64, 28 in float32), followed by one Newton step carrying the gradient with respect
+    to y and the parameters (implicit-function theorem), so the inverse is differentiable.
+    Its logabsdet is minus the forward one at the returned x.
+
+    References:
+        Rezende et al., arXiv:2002.02428; Kanwar et al., "Equivariant flow-based sampling for
+        lattice gauge theory", arXiv:2003.06413.
+
+    Arguments:
+        components: number K of projections; ``n_params = 2K (+1 with rotation)``.
+        rotation: learn an offset added mod 2π.
+        bisection_steps: number of bisection halvings, or None for the dtype default.
+        params: (..., n_params) = (mixture logits a, log-scales σ[, rotation φ]).
+
+    Example:
+        >>> f = NCPMixture(components=6)
+        >>> theta = 2 * math.pi * torch.rand(4, 2, 8, 8, dtype=torch.float64)
+        >>> p = torch.randn(4, 2, 8, 8, f.n_params, dtype=torch.float64)
+        >>> y, ld = f.forward(theta, p)
+        >>> x, ld_inv = f.inverse(y, p)
+        >>> torch.allclose(x, theta), torch.allclose(ld + ld_inv, torch.zeros_like(ld))
+        (True, True)
+    """
+
+    def __init__(self, components: int = 6, rotation: bool = True, bisection_steps: int | None = None):
+        if components < 1:
+            raise ValueError(f"need components >= 1, got {components}")
+        self.components, self.rotation = components, rotation
+        self.bisection_steps = bisection_steps
+        self.n_params = 2 * components + int(rotation)
+
+    def _mixture(self, theta, params):
+        K = self.components
+        log_w = torch.log_softmax(params[..., :K], dim=-1)
+        g, log_dg = ncp(theta.unsqueeze(-1), params[..., K : 2 * K])
+        return (log_w.exp() * g).sum(-1), torch.logsumexp(log_w + log_dg, dim=-1)
+
+    def _rotation(self, params):
+        return params[..., -1] if self.rotation else 0.0
+
+    def forward(self, x, params):
+        x, params = _broadcast(x, params)
+        y, ld = self._mixture(_wrap(x), params)
+        return _wrap(y + self._rotation(params)), ld
+
+    def _steps(self, dtype) -> int:
+        if self.bisection_steps is not None:
+            return self.bisection_steps
+        return math.ceil(math.log2(TWO_PI / torch.finfo(dtype).eps)) + 2
+
+    def inverse(self, y, params):
+        y, params = _broadcast(y, params)
+        u = _wrap(y - self._rotation(params))
+        with torch.no_grad():
+            low, high = torch.zeros_like(u), torch.full_like(u, TWO_PI)
+            for _ in range(self._steps(u.dtype)):
+                mid = (low + high) / 2
+                below = self._mixture(mid, params)[0] < u
+                low, high = torch.where(below, mid, low), torch.where(below, high, mid)
+            x0 = (low + high) / 2
+        f0, ld0 = self._mixture(x0, params)
+        x = _wrap(x0 - (f0 - u) / ld0.detach().exp())
+        return x, -self._mixture(x, params)[1]

@@ -45,6 +45,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -55,6 +56,7 @@ __all__ = ["HMC", "OMELYAN_LAMBDA", "initial_field", "su_n_generators"]
 OMELYAN_LAMBDA = 0.1931833275037836
 INTEGRATORS = ("leapfrog", "omelyan")
 FORCES = ("analytic", "autograd")
+MAX_STEP_REDUCTION = 50  # tuning never makes ε smaller than (initial ε) / this
 
 
 def su_n_generators(N: int) -> torch.Tensor:
@@ -103,10 +105,12 @@ def initial_field(theory, chains: int, start: str = "hot",
 class _DualAveraging:
     """Nesterov dual averaging of log ε (Hoffman & Gelman 2014, Alg. 5)."""
 
-    def __init__(self, step_size: float, target: float, gamma=0.05, t0=10.0, kappa=0.75):
+    def __init__(self, step_size: float, target: float, bounds: tuple[float, float],
+                 gamma=0.05, t0=10.0, kappa=0.75):
         self.mu = math.log(10 * step_size)
         self.target, self.gamma, self.t0, self.kappa = target, gamma, t0, kappa
         self.t, self.h_bar, self.log_eps_bar = 0, 0.0, math.log(step_size)
+        self.log_bounds = (math.log(bounds[0]), math.log(bounds[1]))
 
     def update(self, acceptance: float) -> float:
         """Feed the mean acceptance probability; returns the next ε to try."""
@@ -114,7 +118,8 @@ class _DualAveraging:
         w = 1.0 / (self.t + self.t0)
         self.h_bar = (1 - w) * self.h_bar + w * (self.target - acceptance)
         log_eps = self.mu - math.sqrt(self.t) / self.gamma * self.h_bar
-        log_eps = min(log_eps, self.mu + 5.0)  # guard against overflow while it settles
+        # a run of rejections early on would otherwise ask for ε ~ 1e-10, i.e. 1e10 MD steps
+        log_eps = min(max(log_eps, self.log_bounds[0]), self.log_bounds[1])
         eta = self.t ** (-self.kappa)
         self.log_eps_bar = eta * log_eps + (1 - eta) * self.log_eps_bar
         return math.exp(log_eps)
@@ -304,7 +309,8 @@ class HMC:
 
         Tuning: dual averaging of log ε on the mean Metropolis probability
         ⟨min(1, e^{−ΔH})⟩ over chains, each trajectory using ``round(τ/ε)`` steps of ε.
-        The adaptation restarts at n/2 so that the hot-start transient does not bias it.
+        ε is kept in [ε₀/50, τ] (ε₀ the step size before tuning), with a
+        warning if it ends at the lower bound.  The adaptation restarts at n/2 so that the hot-start transient does not bias it.
         At the end ε is frozen to ``τ / steps`` with ``steps = ⌈τ/ε̄⌉``, so the trajectory
         length stays τ exactly and the acceptance is at least about the target (rounding up:
         on small lattices acceptance falls off a cliff near the stability limit, and one step
@@ -318,8 +324,9 @@ class HMC:
             return x
         tau = self.trajectory_length
         eps = self.step_size
+        bounds = (eps / MAX_STEP_REDUCTION, tau)
         for window in (n // 2, n - n // 2):
-            averager = _DualAveraging(eps, target)
+            averager = _DualAveraging(eps, target, bounds)
             for _ in range(window):
                 steps = max(1, round(tau / eps))
                 x, _, delta_h = self.trajectory(x, generator, step_size=eps, steps=steps)
@@ -329,6 +336,9 @@ class HMC:
         self.steps = max(1, math.ceil(tau / eps - 1e-6))
         self.step_size = tau / self.steps
         self.tuned = True
+        if eps <= bounds[0] * 1.01:
+            warnings.warn(f"HMC tuning hit its smallest step size {bounds[0]:.3g}; the "
+                          f"acceptance may stay below {target} (start with more steps)")
         return x
 
     def sample(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None,

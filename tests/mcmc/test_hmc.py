@@ -204,6 +204,22 @@ def test_tuning_reaches_target_and_state_round_trip():
     assert torch.equal(hmc.trajectory(x, g1)[0], fresh.trajectory(x, g2)[0])
 
 
+def test_tuning_is_bounded_when_everything_is_rejected():
+    """A run of rejections must not drive ε to zero (and the MD step count to infinity)."""
+    theory = U1((4, 4), beta=1.0)
+    hmc = HMC(theory, steps=4)
+    tried = []
+
+    def always_rejected(x, generator=None, step_size=None, steps=None):
+        tried.append(steps)
+        return x, torch.zeros(x.shape[0], dtype=torch.bool), torch.full((x.shape[0],), math.inf)
+
+    hmc.trajectory = always_rejected
+    with pytest.warns(UserWarning, match="smallest step size"):
+        hmc.thermalize(theory.random_field(2, gen(0)), 60, gen(0))
+    assert max(tried) <= 4 * 50 and hmc.steps == 4 * 50
+
+
 def test_from_config_and_cold_start():
     cfg = parse_config('[theory]\nname = "sun"\nL = 4\nbeta = 2.0\nN = 2\n'
                        '[hmc]\nintegrator = "leapfrog"\nsteps = 7\nforce = "autograd"\n')

@@ -62,6 +62,9 @@ VERSION = 1
 SAMPLERS = ("hmc", "flow-mcmc", "flow-iid")
 _WEIGHT_COLUMN = {"hmc": "delta_h", "flow-mcmc": "log_weight", "flow-iid": "log_weight"}
 _FIELD_DTYPES = ("float32", "float64", "complex64", "complex128")
+_ATTRS = ("theory", "sampler", "config", "seed", "created", "latticeflow_version", "n_chains",
+          "n_rows", "generation_seconds")
+_GROUPS = ("observables", "mcmc", "state")
 _ROW_CHUNK_BYTES = 1 << 16  # observables / mcmc: ~64 KiB chunks along the time axis
 
 
@@ -145,6 +148,9 @@ def _check_file(f: h5py.File, path: Path) -> None:
         raise EnsembleError(
             f"{path} was written by a newer latticeflow (format version {version} > {VERSION})"
         )
+    missing = [a for a in _ATTRS if a not in f.attrs] + [g for g in _GROUPS if g not in f]
+    if missing:
+        raise EnsembleError(f"{path} is corrupt: it lacks {', '.join(missing)}")
     n_rows, n_chains = int(f.attrs["n_rows"]), int(f.attrs["n_chains"])
     for name, ds in _row_datasets(f).items():
         if ds.shape[0] < n_rows:

@@ -278,6 +278,11 @@ def test_newer_version_is_refused(tmp_path):
         f.attrs["version"] = 2
     with pytest.raises(EnsembleError, match=r"newer latticeflow \(format version 2 > 1\)"):
         ensemble.open(path)
+    with h5py.File(path, "r+") as f:
+        f.attrs["version"] = 1
+        del f.attrs["n_rows"], f["state"]
+    with pytest.raises(EnsembleError, match="is corrupt: it lacks n_rows, state"):
+        ensemble.open(path)
 
 
 def test_truncated_files_are_refused(tmp_path):

@@ -41,6 +41,62 @@ def cmd_exact(args) -> int:
     return 0
 
 
+# --- analyze ------------------------------------------------------------------------------
+def _format_summary(summary: dict) -> str:
+    from .analysis import format_value_error
+
+    theory = summary["theory"]
+    couplings = " ".join(f"{k}={v}" for k, v in theory.items() if k not in ("name", "shape"))
+    shape = "x".join(map(str, theory["shape"]))
+    lines = [f"{summary['path']}  ({summary['sampler']}; {theory['name']} {shape} {couplings})"]
+    n, c = summary["n"], summary["n_chains"]
+    head = f"  N = {n} ({c} chains x {n // max(c, 1)})"
+    if summary["acceptance"] is not None:
+        head += f", acceptance {summary['acceptance']:.3f}"
+    if summary["ess"] is not None:
+        head += f", ESS {summary['ess']:.3f}"
+    head += f", generated in {summary['generation_seconds']:.1f} s"
+    lines.append(head)
+    exact = summary.get("exact", {})
+    lines.append(f"  {'observable':<20} {'mean':>18} {'tau_int':>12} {'N_eff':>9} "
+                 f"{'exact':>12} {'dev':>7}")
+    for name, r in summary["observables"].items():
+        if r["mean"] is None:
+            lines.append(f"  {name:<20} {'(too few data)':>18}")
+            continue
+        mean = format_value_error(r["mean"], r["error"])
+        tau = format_value_error(r["tau_int"], r["tau_int_error"])
+        row = f"  {name:<20} {mean:>18} {tau:>12} {r['n_eff']:>9.0f}"
+        if name in exact:
+            dev = (r["mean"] - exact[name]) / r["error"] if r["error"] > 0 else float("nan")
+            row += f" {exact[name]:>12.6g} {dev:>+6.1f}σ"
+        lines.append(row)
+    if "exp_minus_delta_h" in summary and summary["exp_minus_delta_h"]["mean"] is not None:
+        r = summary["exp_minus_delta_h"]
+        lines.append(f"  <exp(-dH)> = {format_value_error(r['mean'], r['error'])} (should be 1)")
+    return "\n".join(lines)
+
+
+def cmd_analyze(args) -> int:
+    from . import ensemble
+    from .analysis.summary import summarize
+    from .theories import theory_from_params
+
+    summaries = []
+    for path in args.files:
+        with ensemble.open(path) as ens:
+            try:
+                exact = theory_from_params(ens.theory).exact()
+            except (ValueError, LatticeflowError):
+                exact = {}
+            summaries.append(summarize(ens, exact))
+    if args.json:
+        _print_json(summaries[0] if len(summaries) == 1 else {"ensembles": summaries})
+    else:
+        print("\n\n".join(_format_summary(s) for s in summaries))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latticeflow",
@@ -52,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model or study TOML file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_exact)
+
+    p = sub.add_parser("analyze", help="means, errors and autocorrelation times of ensembles")
+    p.add_argument("files", nargs="+", help="HDF5 ensemble files")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_analyze)
     return parser
 
 

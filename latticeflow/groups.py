@@ -61,9 +61,17 @@ def haar_sun(shape: tuple[int, ...], N: int, dtype=torch.complex128,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Haar-random SU(N) matrices of shape ``(*shape, N, N)``.
 
-    QR of a complex Ginibre matrix with the phases of R's diagonal fixed (Mezzadri,
-    math-ph/0609050), then the determinant divided out.
+    N = 2: a uniform unit quaternion a₀ + i a⃗·σ⃗.  N ≥ 3: QR of a complex Ginibre matrix
+    with the phases of R's diagonal fixed (Mezzadri, math-ph/0609050), then the
+    determinant divided out.
     """
+    if N == 2:
+        # SU(2) ≅ unit quaternions: a uniform point on S³ is Haar-distributed
+        a = torch.randn((*shape, 4), dtype=torch.float64, generator=generator)
+        a = a / a.norm(dim=-1, keepdim=True)
+        row0 = torch.stack([torch.complex(a[..., 0], a[..., 3]), torch.complex(a[..., 2], a[..., 1])], -1)
+        row1 = torch.stack([torch.complex(-a[..., 2], a[..., 1]), torch.complex(a[..., 0], -a[..., 3])], -1)
+        return torch.stack([row0, row1], -2).to(dtype)
     real = torch.randn((*shape, N, N, 2), dtype=torch.float64, generator=generator)
     z = torch.view_as_complex(real) / math.sqrt(2)
     q, r = torch.linalg.qr(z)
@@ -86,10 +94,10 @@ def project_hermitian(m: torch.Tensor) -> torch.Tensor:
 
 def random_algebra(shape: tuple[int, ...], N: int, dtype=torch.complex128,
                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Gaussian traceless Hermitian matrices with density ∝ exp(−tr P²/2)... per component.
+    """Gaussian traceless Hermitian matrices with density ∝ exp(−tr P²).
 
-    P = Σ_a p_a T_a with T_a the generators normalised tr(T_a T_b) = δ_ab/2 and p_a ~ N(0,1),
-    so ``tr P² = ½ Σ p_a²`` and the kinetic energy in HMC is ``tr P²``.
+    P = Σ_a p_a T_a with generators normalised tr(T_a T_b) = δ_ab/2 and p_a ~ N(0, 1),
+    so ``tr P² = ½ Σ p_a²``: the HMC kinetic energy is ``tr P²``.
     """
     real = torch.randn((*shape, N, N, 2), dtype=torch.float64, generator=generator)
     g = torch.view_as_complex(real)

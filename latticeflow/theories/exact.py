@@ -107,7 +107,7 @@ def u1_charge_distribution(beta: float, volume: int, qmax: int = 10) -> dict[int
     into one integral over the real line, done by quadrature on |ν| ≤ 60.
     """
     _check(beta, volume)
-    nu = np.linspace(0.0, _NMAX, 24001)
+    nu = np.linspace(0.0, _NMAX, 12001)
     j0, _, _ = _j_and_derivatives(nu, beta)
     f = (j0 / j0[0]) ** volume
     q = np.arange(0, qmax + 1)

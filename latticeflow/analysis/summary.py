@@ -1,0 +1,88 @@
+"""Summaries of ensemble files: every observable's mean, error and τ_int, acceptance, ESS.
+
+This is what ``latticeflow analyze`` prints.  Conventions:
+
+- Chains are replicas of one Markov process (Γ-method over all of them at once).
+- ``flow-iid`` files are reweighted: ⟨O⟩ = Σ w O / Σ w with w = exp(log_weight), the
+  error from the Γ-method of that ratio (τ_int ≈ ½ for independent samples).
+- ESS = (Σw)²/(N Σw²) of the *proposals* (flow samplers): the flow's quality, independent
+  of the accept/reject history.  ``null`` for HMC.
+- For φ⁴ the derived ``chi2_connected`` = (⟨M²⟩ − ⟨M⟩²)/V is added (it equals the mean of
+  ``chi2`` up to the ⟨M⟩² term, which vanishes by Z₂ symmetry).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .gamma import GammaResult, ess, gamma_method, gamma_method_derived, reweighted_mean
+
+__all__ = ["summarize", "observable_results"]
+
+
+def _replicas(a: np.ndarray) -> np.ndarray:
+    """(n_rows, C) → (C, n_rows): chains as replicas."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64).T)
+
+
+def _safe(fn, *args) -> GammaResult | None:
+    try:
+        return fn(*args)
+    except ValueError:
+        return None
+
+
+def observable_results(ens) -> dict[str, GammaResult | None]:
+    """Γ-method result for every stored observable (and derived ones); None if too short."""
+    obs = ens.observables
+    iid = ens.sampler == "flow-iid"
+    log_w = _replicas(ens.log_weight) if iid else None
+    out: dict[str, GammaResult | None] = {}
+    for name, values in obs.items():
+        data = _replicas(values)
+        out[name] = _safe(reweighted_mean, data, log_w) if iid else _safe(gamma_method, data)
+    theory = ens.theory
+    if theory.get("name") == "phi4" and "magnetization" in obs and not iid:
+        volume = math.prod(theory["shape"])
+        m = _replicas(obs["magnetization"])
+        out["chi2_connected"] = _safe(
+            gamma_method_derived, lambda m2, m1: (m2 - m1**2) / volume, [m**2, m])
+    return out
+
+
+def _result_dict(r: GammaResult | None) -> dict:
+    if r is None:
+        return {"mean": None, "error": None, "tau_int": None, "tau_int_error": None}
+    return {"mean": r.mean, "error": r.error, "tau_int": r.tau_int,
+            "tau_int_error": r.tau_int_error, "n_eff": r.n_eff}
+
+
+def summarize(ens, exact: dict[str, float] | None = None) -> dict:
+    """The ``analyze --json`` object for one open :class:`latticeflow.ensemble.Ensemble`."""
+    accepted = ens.accepted
+    acceptance = float(np.mean(accepted)) if accepted is not None and accepted.size else None
+    proposals = ens.mcmc.get("proposal_log_weight")
+    if proposals is None and ens.sampler == "flow-iid":
+        proposals = ens.log_weight
+    ess_value = float(ess(proposals)) if proposals is not None and proposals.size else None
+    results = observable_results(ens)
+    summary = {
+        "path": str(ens.path),
+        "sampler": ens.sampler,
+        "theory": ens.theory,
+        "n": int(ens.n),
+        "n_chains": int(ens.n_chains),
+        "acceptance": acceptance,
+        "ess": ess_value,
+        "generation_seconds": float(ens.generation_seconds),
+        "observables": {name: _result_dict(r) for name, r in results.items()},
+    }
+    delta_h = ens.delta_h
+    if delta_h is not None and delta_h.size >= 10:
+        r = _safe(gamma_method, _replicas(np.exp(-delta_h)))
+        summary["exp_minus_delta_h"] = _result_dict(r)
+    if exact:
+        summary["exact"] = {k: v for k, v in exact.items() if k in results}
+    return summary

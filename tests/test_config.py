@@ -1,0 +1,70 @@
+"""Config validation: every bad value gets a one-line error naming the key."""
+
+import pytest
+
+from latticeflow.config import load_config, parse_config
+from latticeflow.errors import ConfigError
+
+U1 = '[theory]\nname = "u1"\nL = 8\nbeta = 2.0\n'
+PHI4 = '[theory]\nname = "phi4"\nL = 8\nm2 = -4.0\nlam = 8.0\n'
+
+
+def test_defaults_and_types():
+    cfg = parse_config(U1)
+    assert cfg.theory.shape == (8, 8) and cfg.theory.beta == 2.0
+    assert cfg.flow is None and cfg.hmc.integrator == "omelyan"
+    theory = cfg.theory.build()
+    assert theory.params() == {"name": "u1", "shape": [8, 8], "beta": 2.0}
+    cfg = parse_config('[theory]\nname = "sun"\nshape = [4, 6]\nbeta = 1\nN = 3\n')
+    assert cfg.theory.shape == (4, 6) and cfg.theory.beta == 1.0 and cfg.theory.N == 3
+    cfg = parse_config(PHI4 + "[flow]\nbijection = \"spline\"\nhidden = [16, 16]\n")
+    assert cfg.flow.bijection == "spline" and cfg.flow.hidden == (16, 16) and cfg.flow.z2
+    assert parse_config('[theory]\nname = "phi4"\nL = 4\ndim = 3\nm2 = 1.0\nlam = 0\n').theory.shape == (4, 4, 4)
+
+
+@pytest.mark.parametrize("text,key", [
+    ('[theory]\nname = "x"\nL = 8\n', "theory.name"),
+    ('[theory]\nname = "u1"\nL = 1\nbeta = 2.0\n', "theory.L"),
+    ('[theory]\nname = "u1"\nL = 8\nbeta = 0.0\n', "theory.beta"),
+    ('[theory]\nname = "u1"\nL = 8\nbeta = -1.0\n', "theory.beta"),
+    ('[theory]\nname = "u1"\nL = 8\n', "theory.beta"),
+    ('[theory]\nname = "u1"\nL = 8\nbeta = "2"\n', "theory.beta"),
+    ('[theory]\nname = "sun"\nL = 8\nbeta = 2.0\nN = 4\n', "theory.N"),
+    ('[theory]\nname = "phi4"\nL = 8\nm2 = -4.0\n', "theory.lam"),
+    ('[theory]\nname = "phi4"\nL = 8\nm2 = -4.0\nlam = -1.0\n', "theory.lam"),
+    ('[theory]\nname = "phi4"\nL = 8\nm2 = -4.0\nlam = 1.0\nbeta = 1.0\n', "theory.beta"),
+    ('[theory]\nname = "u1"\nL = 8\nbeta = 2.0\ncolour = 3\n', "theory.colour"),
+    ('[theory]\nname = "u1"\nL = 8\nshape = [8, 8]\nbeta = 2.0\n', "theory.shape"),
+    ('[theory]\nname = "u1"\nL = 8\ndim = 1\nbeta = 2.0\n', "theory.dim"),
+    ('[theory]\nname = "phi4"\nL = 7\nm2 = -4.0\nlam = 8.0\n[flow]\n', "theory.L"),
+    ('[theory]\nname = "u1"\nL = 6\nbeta = 2.0\n[flow]\n', "theory.L"),
+    (PHI4 + "[train]\nbatch_size = -4\n", "train.batch_size"),
+    (PHI4 + "[train]\nlr = 0\n", "train.lr"),
+    (PHI4 + "[train]\nestimator = \"magic\"\n", "train.estimator"),
+    (PHI4 + "[sample]\nchains = 0\n", "sample.chains"),
+    (PHI4 + "[hmc]\nintegrator = \"euler\"\n", "hmc.integrator"),
+    (PHI4 + "[hmc]\ntarget_acceptance = 1.5\n", "hmc.target_acceptance"),
+    (PHI4 + "[flow]\nkernel_size = 4\n", "flow.kernel_size"),
+    (PHI4 + "[flow]\nbijection = \"ncp\"\n", "flow.bijection"),
+    (PHI4 + "[flow]\nhidden = [8, 0]\n", "flow.hidden"),
+    (U1 + "[flow]\nz2 = true\n", "flow.z2"),
+    (PHI4 + "[mystery]\n", "mystery"),
+    ("[flow]\nlayers = 4\n", "theory"),
+])
+def test_bad_values_name_the_key(text, key):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    message = str(info.value)
+    assert message.startswith(key), message
+    assert "\n" not in message
+
+
+def test_invalid_toml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        parse_config("[theory\nname=")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.toml")
+    path = tmp_path / "m.toml"
+    path.write_text(U1)
+    cfg = load_config(path)
+    assert cfg.name == "m" and cfg.text == U1

@@ -97,6 +97,43 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+# --- hmc --------------------------------------------------------------------------------------
+def _default_output(cfg, kind: str):
+    from pathlib import Path
+
+    return Path("runs") / f"{cfg.name}-{kind}.h5"
+
+
+def _announce(result: dict, what: str) -> None:
+    verb = "continued" if result["resumed"] else "wrote"
+    print(f"{verb} {result['path']}: {result['n']} configurations ({what}, "
+          f"{result['rows_added']} new rows in {result['seconds']:.1f} s)", file=sys.stderr)
+
+
+def cmd_hmc(args) -> int:
+    from .config import load_config
+    from .mcmc.driver import run_ensemble
+    from .mcmc.hmc import HMC
+    from .mcmc.hmc_chains import HMCChains
+
+    cfg = load_config(args.config)
+    if args.n < 1:
+        raise LatticeflowError(f"-n: must be >= 1 (got {args.n})")
+    theory = cfg.theory.build()
+    h = cfg.hmc
+    chains = args.chains or h.chains
+    seed = h.seed if args.seed is None else args.seed
+    sampler = HMCChains(theory, HMC.from_config(theory, h), chains, h.thermalization, h.tune,
+                        h.start, seed, store_configs=not args.no_configs,
+                        progress=not args.quiet)
+    out = args.out or _default_output(cfg, "hmc")
+    result = run_ensemble(sampler, theory=theory, path=out, n=args.n, config_text=cfg.text,
+                          seed=seed, block=h.block, store_configs=not args.no_configs,
+                          progress=not args.quiet, desc="hmc")
+    _announce(result, "hmc")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latticeflow",
@@ -108,6 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model or study TOML file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_exact)
+
+    p = sub.add_parser("hmc", help="HMC ensemble for a model or study file (resumable)")
+    p.add_argument("config", help="model or study TOML (uses its [theory] and [hmc] tables)")
+    p.add_argument("-n", type=int, required=True, help="configurations the file should hold")
+    p.add_argument("--out", help="HDF5 file (default runs/<name>-hmc.h5); an existing one is resumed")
+    p.add_argument("--chains", type=int, help="override [hmc] chains (a new file only)")
+    p.add_argument("--seed", type=int, help="override [hmc] seed")
+    p.add_argument("--no-configs", action="store_true", help="store observables only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_hmc)
 
     p = sub.add_parser("analyze", help="means, errors and autocorrelation times of ensembles")
     p.add_argument("files", nargs="+", help="HDF5 ensemble files")

@@ -304,7 +304,8 @@ class HMC:
         return x_new, accepted, delta_h
 
     def thermalize(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None,
-                   target: float | None = None, tune: bool = True) -> torch.Tensor:
+                   target: float | None = None, tune: bool = True,
+                   callback=None) -> torch.Tensor:
         """Run ``n`` trajectories, tuning the step size toward ``target`` acceptance.
 
         Tuning: dual averaging of log ε on the mean Metropolis probability
@@ -315,12 +316,15 @@ class HMC:
         length stays τ exactly and the acceptance is at least about the target (rounding up:
         on small lattices acceptance falls off a cliff near the stability limit, and one step
         fewer can halve it).  Read ``step_size`` and ``steps`` (or :meth:`state_dict`) to
-        store the result.
+        store the result.  ``callback()`` (e.g. a progress bar's update) is called after
+        every trajectory.
         """
+        tick = callback or (lambda: None)
         target = self.target_acceptance if target is None else float(target)
         if not tune or n < 2:
             for _ in range(n):
                 x, _, _ = self.trajectory(x, generator)
+                tick()
             return x
         tau = self.trajectory_length
         eps = self.step_size
@@ -332,6 +336,7 @@ class HMC:
                 x, _, delta_h = self.trajectory(x, generator, step_size=eps, steps=steps)
                 prob = torch.exp(-delta_h.clamp(min=0)).nan_to_num(0.0)
                 eps = averager.update(float(prob.mean()))
+                tick()
             eps = averager.final
         self.steps = max(1, math.ceil(tau / eps - 1e-6))
         self.step_size = tau / self.steps

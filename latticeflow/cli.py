@@ -134,6 +134,58 @@ def cmd_hmc(args) -> int:
     return 0
 
 
+# --- compare ----------------------------------------------------------------------------------
+def _exact_distributions(params: dict) -> dict:
+    """Exact distributions to draw over histograms: P(Q) for 2D U(1)."""
+    if params.get("name") == "u1" and len(params["shape"]) == 2:
+        from .theories.exact import u1_charge_distribution
+        from math import prod
+
+        return {"topological_charge": u1_charge_distribution(params["beta"], prod(params["shape"]))}
+    return {}
+
+
+def cmd_compare(args) -> int:
+    from contextlib import ExitStack
+    from pathlib import Path
+
+    from . import ensemble
+    from .analysis.compare import compare_ensembles, comparison_markdown
+    from .analysis.plots import plot_comparison
+    from .theories import theory_from_params
+
+    if len(args.files) < 2:
+        raise LatticeflowError("compare: give at least two ensemble files")
+    with ExitStack() as stack:
+        ensembles = [stack.enter_context(ensemble.open(p)) for p in args.files]
+        theories = {json.dumps(e.theory, sort_keys=True) for e in ensembles}
+        if len(theories) > 1:
+            raise LatticeflowError("compare: the files hold different theories: "
+                                   + " vs ".join(sorted(theories)))
+        exact = theory_from_params(ensembles[0].theory).exact()
+        labels = args.labels.split(",") if args.labels else None
+        if labels is not None and len(labels) != len(ensembles):
+            raise LatticeflowError(f"--labels: expected {len(ensembles)} comma-separated names")
+        table = compare_ensembles(ensembles, exact, labels)
+        markdown = comparison_markdown(table)
+        written = []
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "comparison.md").write_text(markdown + "\n")
+            (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
+            labels = [e["label"] for e in table["ensembles"]]
+            written = plot_comparison(ensembles, labels, out, list(table["observables"]), exact,
+                                      _exact_distributions(ensembles[0].theory))
+    if args.json:
+        _print_json(table)
+    else:
+        print(markdown)
+        if args.out:
+            print(f"\nwrote {Path(args.out) / 'comparison.md'} and {len(written)} plots", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latticeflow",
@@ -160,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", help="HDF5 ensemble files")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("compare", help="side-by-side table and plots of several ensembles")
+    p.add_argument("files", nargs="+", help="HDF5 ensemble files of the same theory")
+    p.add_argument("--out", help="directory for comparison.md, comparison.json and PNG plots")
+    p.add_argument("--labels", help="comma-separated names of the files (default: sampler names)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 
@@ -175,8 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"latticeflow: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("latticeflow: interrupted", file=sys.stderr)
+        print("latticeflow: interrupted (everything committed so far is kept)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `latticeflow analyze … | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

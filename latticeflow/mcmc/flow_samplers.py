@@ -70,6 +70,7 @@ class _FlowSampler:
                 x, log_q = self.propose(m, self.generator)
                 x = x.to(self.theory.field_dtype)
                 log_w = -self.theory.action(x).to(torch.float64) - log_q.to(torch.float64)
+                log_w = torch.nan_to_num(log_w, nan=-math.inf)  # a NaN weight is never accepted
                 obs.append(self.theory.observables(x))
             xs.append(x if self.store_configs else None)
             log_ws.append(log_w)

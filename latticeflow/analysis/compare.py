@@ -1,0 +1,97 @@
+"""Side-by-side comparison of ensembles (e.g. flow-MCMC against HMC).
+
+For every observable common to all files: mean ± error, τ_int ± error, N_eff per
+configuration (N_eff/N = 1/(2τ_int), reweighting losses included for ``flow-iid``) and
+per second of generation (N_eff / generation_seconds), and, where the theory has an
+exact value, the deviation in units of the error.  Labels default to the sampler names.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .format import format_value_error
+from .summary import observable_results
+
+__all__ = ["compare_ensembles", "comparison_markdown"]
+
+
+def _labels(ensembles) -> list[str]:
+    labels, seen = [], {}
+    for ens in ensembles:
+        base = ens.sampler
+        seen[base] = seen.get(base, 0) + 1
+        labels.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return labels
+
+
+def compare_ensembles(ensembles, exact: dict[str, float] | None = None,
+                      labels: list[str] | None = None) -> dict:
+    """The ``compare --json`` object; ``ensembles`` are open :class:`Ensemble` objects."""
+    from .gamma import ess
+
+    labels = labels or _labels(ensembles)
+    exact = exact or {}
+    results = [observable_results(e) for e in ensembles]
+    common = [k for k in results[0] if all(k in r for r in results[1:])]
+    table = {"ensembles": [], "observables": {}}
+    for label, ens in zip(labels, ensembles):
+        acc = ens.accepted
+        proposals = ens.mcmc.get("proposal_log_weight")
+        if proposals is None and ens.sampler == "flow-iid":
+            proposals = ens.log_weight
+        table["ensembles"].append({
+            "label": label, "path": str(ens.path), "sampler": ens.sampler, "n": int(ens.n),
+            "n_chains": int(ens.n_chains),
+            "acceptance": float(acc.mean()) if acc is not None and acc.size else None,
+            "ess": float(ess(proposals)) if proposals is not None and proposals.size else None,
+            "generation_seconds": float(ens.generation_seconds)})
+    for name in common:
+        row = {"exact": exact.get(name)}
+        for label, ens, res in zip(labels, ensembles, results):
+            r = res[name]
+            if r is None:
+                row[label] = None
+                continue
+            seconds = float(ens.generation_seconds)
+            dev = None
+            if name in exact and r.error > 0:
+                dev = (r.mean - exact[name]) / r.error
+            row[label] = {
+                "mean": r.mean, "error": r.error, "tau_int": r.tau_int,
+                "tau_int_error": r.tau_int_error, "n_eff": r.n_eff,
+                "n_eff_per_config": r.n_eff / r.n if r.n else None,
+                "n_eff_per_second": r.n_eff / seconds if seconds > 0 else None,
+                "deviation_sigma": dev}
+        table["observables"][name] = row
+    return table
+
+
+def _fmt(x, spec=".3g") -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+def comparison_markdown(table: dict) -> str:
+    """Markdown tables: one row per ensemble, then one row per (observable, ensemble)."""
+    lines = ["| ensemble | sampler | N | chains | acceptance | ESS | generation time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    for e in table["ensembles"]:
+        lines.append(f"| {e['label']} | {e['sampler']} | {e['n']} | {e['n_chains']} | "
+                     f"{_fmt(e['acceptance'], '.3f')} | {_fmt(e['ess'], '.3f')} | "
+                     f"{_fmt(e['generation_seconds'], '.1f')} |")
+    lines += ["", "| observable | ensemble | mean | τ_int | N_eff/N | N_eff/s | exact | deviation |",
+              "|---|---|---|---|---|---|---|---|"]
+    labels = [e["label"] for e in table["ensembles"]]
+    for name, row in table["observables"].items():
+        for label in labels:
+            r = row[label]
+            if r is None:
+                lines.append(f"| {name} | {label} | (too few data) | | | | | |")
+                continue
+            dev = "–" if r["deviation_sigma"] is None else f"{r['deviation_sigma']:+.1f}σ"
+            lines.append(
+                f"| {name} | {label} | {format_value_error(r['mean'], r['error'])} | "
+                f"{format_value_error(r['tau_int'], r['tau_int_error'])} | "
+                f"{_fmt(r['n_eff_per_config'])} | {_fmt(r['n_eff_per_second'])} | "
+                f"{_fmt(row['exact'], '.6g')} | {dev} |")
+    return "\n".join(lines)

@@ -383,6 +383,7 @@ def plot_training(metrics: Path, out: Path) -> None:
             ax.plot(*zip(*pts), marker="." if key == "acceptance" else None, lw=1)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    axes[0].set_yscale("symlog", linthresh=10)  # the first steps are orders of magnitude above the rest
     axes[1].set_ylim(0, 1.02)
     axes[2].set_ylim(0, 1.02)
     axes[-1].set_xlabel("step")

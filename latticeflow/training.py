@@ -194,9 +194,10 @@ class Trainer:
             raise LatticeflowError(f"{self.run_dir}: no {CHECKPOINT} to resume from")
         try:
             state = torch.load(path, weights_only=True)
-            assert state.get("format") == "latticeflow-checkpoint"
         except Exception:
-            raise LatticeflowError(f"{path}: not a readable latticeflow checkpoint") from None
+            state = None
+        if not isinstance(state, dict) or state.get("format") != "latticeflow-checkpoint":
+            raise LatticeflowError(f"{path}: not a readable latticeflow checkpoint")
         try:
             old = parse_config(state["config"])
         except ConfigError as exc:

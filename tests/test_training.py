@@ -252,3 +252,10 @@ def test_cli_model_without_flow_table(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "[flow]" in proc.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(LatticeflowError, match="not a readable latticeflow checkpoint"):
+        training.train(cfg(steps=2), out=tmp_path / "run", resume=True, progress=False)

@@ -217,6 +217,10 @@ def test_shipped_tutorial_weights_load_beside_their_toml():
     flow = load_flow(ROOT / "models" / "phi4_tutorial.pt")
     x, log_q = flow.sample(4)
     assert x.shape == (4, 8, 8) and torch.isfinite(log_q).all()
+    # the same weights on a larger lattice (same architecture, other L): allowed
+    text = (ROOT / "models" / "phi4_tutorial.toml").read_text().replace("L = 8\n", "L = 12\n")
+    flow12 = load_flow(ROOT / "models" / "phi4_tutorial.pt", parse_config(text))
+    assert flow12.sample(2)[0].shape == (2, 12, 12)
 
 
 def test_cli_train_end_to_end(tmp_path, capsys):

@@ -9,4 +9,19 @@ __version__ = "0.1.0"
 
 from .errors import LatticeflowError, ConfigError  # noqa: E402
 
-__all__ = ["__version__", "LatticeflowError", "ConfigError"]
+__all__ = ["__version__", "LatticeflowError", "ConfigError", "train", "load_flow"]
+
+
+# torch-heavy modules are imported on first use, so `import latticeflow` stays light
+def train(config_or_path, out=None, steps=None, resume=False, progress=True):
+    """Train a model's flow by reverse KL; see :func:`latticeflow.training.train`."""
+    from .training import train as _train
+
+    return _train(config_or_path, out=out, steps=steps, resume=resume, progress=progress)
+
+
+def load_flow(source, config=None):
+    """Load trained weights into a flow; see :func:`latticeflow.training.load_flow`."""
+    from .training import load_flow as _load_flow
+
+    return _load_flow(source, config)

@@ -186,6 +186,34 @@ def cmd_compare(args) -> int:
     return 0
 
 
+# --- train --------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .errors import LatticeflowError
+
+    cfg = load_config(args.model)
+    if cfg.flow is None:
+        raise LatticeflowError(f"{args.model}: no [flow] table, so there is no flow to train")
+    if args.steps is not None and args.steps < 1:
+        raise LatticeflowError(f"--steps: must be >= 1 (got {args.steps})")
+    if args.resume and args.out is None:
+        raise LatticeflowError("--resume: give the run directory to continue with --out DIR")
+    from .training import train
+
+    result = train(cfg, out=args.out, steps=args.steps, resume=args.resume, progress=not args.quiet)
+    summary = {"run_dir": str(result.run_dir), "step": result.step, "stopped": result.stopped,
+               "metrics": result.metrics}
+    if args.json:
+        _print_json(summary)
+        return 0
+    m = result.metrics
+    print(f"trained {cfg.name} to step {result.step} ({result.stopped}) in {result.run_dir}")
+    for key in ("loss", "log_z_bound", "ess", "acceptance", "seconds"):
+        if m.get(key) is not None:
+            print(f"  {key:<12} {m[key]:.6g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latticeflow",
@@ -197,6 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model or study TOML file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_exact)
+
+    p = sub.add_parser("train", help="train a model's flow by reverse KL")
+    p.add_argument("model", help="model TOML with [theory], [flow] and optionally [train]")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>/)")
+    p.add_argument("--steps", type=int, metavar="N", help="planned total steps (overrides [train] steps)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("hmc", help="HMC ensemble for a model or study file (resumable)")
     p.add_argument("config", help="model or study TOML (uses its [theory] and [hmc] tables)")

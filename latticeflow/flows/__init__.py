@@ -1,6 +1,9 @@
 """Normalizing flows: priors, elementwise bijections, networks, coupling layers, flows."""
 
 from .bijections import Affine, CircularSpline, ElementwiseBijection, NCPMixture, RationalQuadraticSpline
+from .build import build_flow
+from .coupling import CheckerboardCoupling
+from .flow import Flow
 from .priors import NormalPrior, UniformAnglePrior
 
 __all__ = [
@@ -11,4 +14,7 @@ __all__ = [
     "NCPMixture",
     "NormalPrior",
     "UniformAnglePrior",
+    "CheckerboardCoupling",
+    "Flow",
+    "build_flow",
 ]

@@ -137,6 +137,14 @@ class ElementwiseBijection:
         """Raw parameters of shape (*shape, n_params) making the map the identity (all zeros)."""
         return torch.zeros(*tuple(shape), self.n_params, dtype=dtype, device=device)
 
+    def reflect_params(self, params: torch.Tensor) -> torch.Tensor:
+        r"""The linear involution R of raw parameters with :math:`-f(-x\,|\,θ) = f(x\,|\,Rθ)`.
+
+        Maps of the real line only (the reflection x → −x of a scalar field); a Z₂-equivariant
+        coupling symmetrises its conditioner with it, θ(c) = ½[n(c) + R n(−c)].
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no reflection x -> -x")
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "n_params")
         return f"{type(self).__name__}({args})"
@@ -185,6 +193,10 @@ class Affine(ElementwiseBijection):
         s, t = self.log_scale(params[..., 0]), params[..., 1]
         x = (y - t) * torch.exp(-s)
         return x, (-s).expand(x.shape)
+
+    def reflect_params(self, params):
+        """(s, t) → (s, −t): −(e^s (−x) + t) = e^s x − t."""
+        return params * params.new_tensor([1.0, -1.0])
 
 
 class RationalQuadraticSpline(ElementwiseBijection):
@@ -245,6 +257,14 @@ class RationalQuadraticSpline(ElementwiseBijection):
 
     def inverse(self, y, params):
         return self._apply(y, params, inverse=True)
+
+    def reflect_params(self, params):
+        """Reverse the order of widths, heights and interior derivatives: the knots of
+        −f(−x) are the negated knots of f in reverse order, with the same slopes there
+        (the fixed end slopes and the identity tails are symmetric already)."""
+        K = self.bins
+        parts = params.split([K, K, K - 1], dim=-1)
+        return torch.cat([p.flip(-1) for p in parts], dim=-1)
 
 
 class CircularSpline(ElementwiseBijection):

@@ -262,3 +262,22 @@ def test_circular_spline_inverse_property(theta, raw):
 
 def test_docstring_examples():
     assert doctest.testmod(bijections, raise_on_error=False).failed == 0
+
+
+@pytest.mark.parametrize("f", REAL, ids=ids)
+def test_reflect_params_conjugates_by_x_to_minus_x(f):
+    # -f(-x | θ) = f(x | Rθ), equal log-derivatives, and R is an involution
+    x = inputs(f, seed=11)
+    p = params_for(f, x, seed=12)
+    r = f.reflect_params(p)
+    y, ld = f.forward(x, r)
+    y_ref, ld_ref = f.forward(-x, p)
+    assert (y + y_ref).abs().max() < 1e-12
+    assert (ld - ld_ref).abs().max() < 1e-12
+    assert torch.equal(f.reflect_params(r), p)
+
+
+@pytest.mark.parametrize("f", CIRCLE, ids=ids)
+def test_circle_maps_have_no_reflection(f):
+    with pytest.raises(NotImplementedError):
+        f.reflect_params(torch.zeros(f.n_params))

@@ -1,20 +1,19 @@
-"""The ``latticeflow`` command (also ``python -m latticeflow``).
+"""The subcommands of ``latticeflow``: each is ``cmd_<name>(args) -> int``.
 
-Every subcommand is a function ``cmd_<name>(args) -> int``.  User errors
-(:class:`LatticeflowError`) print one line on stderr and exit with code 2; ``--json``
-output is exactly one JSON object on stdout.
+They wire the library together (config → theory → flow / sampler → ensemble → analysis);
+nothing below the CLI imports across those layers.  User errors raise
+:class:`LatticeflowError`; :func:`latticeflow.cli.main` prints them as one line, exit 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-from . import __version__
-from .errors import LatticeflowError
+from ..errors import LatticeflowError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["cmd_exact", "cmd_train", "cmd_sample", "cmd_hmc", "cmd_analyze", "cmd_compare",
+           "load_model", "flow_proposal"]
 
 
 def _print_json(obj) -> None:
@@ -23,7 +22,7 @@ def _print_json(obj) -> None:
 
 # --- exact --------------------------------------------------------------------------------
 def cmd_exact(args) -> int:
-    from .config import load_config
+    from ..config import load_config
 
     cfg = load_config(args.model)
     theory = cfg.theory.build()
@@ -43,7 +42,7 @@ def cmd_exact(args) -> int:
 
 # --- analyze ------------------------------------------------------------------------------
 def _format_summary(summary: dict) -> str:
-    from .analysis import format_value_error
+    from ..analysis import format_value_error
 
     theory = summary["theory"]
     couplings = " ".join(f"{k}={v}" for k, v in theory.items() if k not in ("name", "shape"))
@@ -78,9 +77,9 @@ def _format_summary(summary: dict) -> str:
 
 
 def cmd_analyze(args) -> int:
-    from . import ensemble
-    from .analysis.summary import summarize
-    from .theories import theory_from_params
+    from .. import ensemble
+    from ..analysis.summary import summarize
+    from ..theories import theory_from_params
 
     summaries = []
     for path in args.files:
@@ -111,10 +110,10 @@ def _announce(result: dict, what: str) -> None:
 
 
 def cmd_hmc(args) -> int:
-    from .config import load_config
-    from .mcmc.driver import run_ensemble
-    from .mcmc.hmc import HMC
-    from .mcmc.hmc_chains import HMCChains
+    from ..config import load_config
+    from ..mcmc.driver import run_ensemble
+    from ..mcmc.hmc import HMC
+    from ..mcmc.hmc_chains import HMCChains
 
     cfg = load_config(args.config)
     if args.n < 1:
@@ -134,11 +133,81 @@ def cmd_hmc(args) -> int:
     return 0
 
 
+# --- sample -----------------------------------------------------------------------------------
+def load_model(source):
+    """``(config, flow)`` from a run directory or a model TOML with weights beside it (``.pt``)."""
+    from pathlib import Path
+
+    from ..config import load_config
+
+    source = Path(source)
+    if source.is_dir():
+        if not (source / "config.toml").is_file():
+            raise LatticeflowError(f"{source}: not a training run directory (no config.toml)")
+        cfg = load_config(source / "config.toml")
+        weights = source
+    elif source.suffix == ".toml":
+        cfg = load_config(source)
+        weights = source.with_suffix(".pt")
+        if not weights.is_file():
+            raise LatticeflowError(f"{source}: no shipped weights {weights.name} beside it "
+                                   f"(train them: latticeflow train {source})")
+    else:
+        raise LatticeflowError(f"{source}: expected a run directory or a model .toml file")
+    if cfg.flow is None:
+        raise LatticeflowError(f"{cfg.path}: no [flow] table, so there is no flow to sample")
+    from ..training import load_flow
+
+    return cfg, load_flow(weights, cfg)
+
+
+def flow_proposal(flow):
+    """``propose(n, generator) -> (x, log_q)`` with the flow run in float64."""
+    import torch
+
+    flow = flow.double().eval()
+
+    def propose(n, generator):
+        with torch.no_grad():
+            return flow.sample(n, generator=generator)
+
+    return propose
+
+
+def cmd_sample(args) -> int:
+    from pathlib import Path
+
+    from ..mcmc.driver import run_ensemble
+    from ..mcmc.flow_samplers import IIDWithWeights, IndependenceMetropolis
+
+    if args.n < 1:
+        raise LatticeflowError(f"-n: must be >= 1 (got {args.n})")
+    cfg, flow = load_model(args.source)
+    theory = cfg.theory.build()
+    s = cfg.sample
+    seed = s.seed if args.seed is None else args.seed
+    kind = IIDWithWeights if args.iid else IndependenceMetropolis
+    store = s.configs and not args.no_configs
+    sampler = kind(theory, flow_proposal(flow), n_chains=args.chains or s.chains,
+                   batch_size=s.batch_size, seed=seed, store_configs=store)
+    if args.out:
+        out = Path(args.out)
+    elif Path(args.source).is_dir():
+        out = Path(args.source) / f"{sampler.sampler}.h5"
+    else:
+        out = _default_output(cfg, sampler.sampler)
+    result = run_ensemble(sampler, theory=theory, path=out, n=args.n, config_text=cfg.text,
+                          seed=seed, block=s.block, store_configs=store,
+                          progress=not args.quiet, desc=sampler.sampler)
+    _announce(result, sampler.sampler)
+    return 0
+
+
 # --- compare ----------------------------------------------------------------------------------
 def _exact_distributions(params: dict) -> dict:
     """Exact distributions to draw over histograms: P(Q) for 2D U(1)."""
     if params.get("name") == "u1" and len(params["shape"]) == 2:
-        from .theories.exact import u1_charge_distribution
+        from ..theories.exact import u1_charge_distribution
         from math import prod
 
         return {"topological_charge": u1_charge_distribution(params["beta"], prod(params["shape"]))}
@@ -149,10 +218,10 @@ def cmd_compare(args) -> int:
     from contextlib import ExitStack
     from pathlib import Path
 
-    from . import ensemble
-    from .analysis.compare import compare_ensembles, comparison_markdown
-    from .analysis.plots import plot_comparison
-    from .theories import theory_from_params
+    from .. import ensemble
+    from ..analysis.compare import compare_ensembles, comparison_markdown
+    from ..analysis.plots import plot_comparison
+    from ..theories import theory_from_params
 
     if len(args.files) < 2:
         raise LatticeflowError("compare: give at least two ensemble files")
@@ -188,8 +257,7 @@ def cmd_compare(args) -> int:
 
 # --- train --------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from .config import load_config
-    from .errors import LatticeflowError
+    from ..config import load_config
 
     cfg = load_config(args.model)
     if cfg.flow is None:
@@ -198,7 +266,7 @@ def cmd_train(args) -> int:
         raise LatticeflowError(f"--steps: must be >= 1 (got {args.steps})")
     if args.resume and args.out is None:
         raise LatticeflowError("--resume: give the run directory to continue with --out DIR")
-    from .training import train
+    from ..training import train
 
     result = train(cfg, out=args.out, steps=args.steps, resume=args.resume, progress=not args.quiet)
     summary = {"run_dir": str(result.run_dir), "step": result.step, "stopped": result.stopped,
@@ -212,73 +280,3 @@ def cmd_train(args) -> int:
         if m.get(key) is not None:
             print(f"  {key:<12} {m[key]:.6g}")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="latticeflow",
-        description="Symmetry-respecting normalizing flows for lattice field theory.")
-    parser.add_argument("--version", action="version", version=f"latticeflow {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    p = sub.add_parser("exact", help="analytic reference values for a model's theory")
-    p.add_argument("model", help="model or study TOML file")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_exact)
-
-    p = sub.add_parser("train", help="train a model's flow by reverse KL")
-    p.add_argument("model", help="model TOML with [theory], [flow] and optionally [train]")
-    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>/)")
-    p.add_argument("--steps", type=int, metavar="N", help="planned total steps (overrides [train] steps)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("hmc", help="HMC ensemble for a model or study file (resumable)")
-    p.add_argument("config", help="model or study TOML (uses its [theory] and [hmc] tables)")
-    p.add_argument("-n", type=int, required=True, help="configurations the file should hold")
-    p.add_argument("--out", help="HDF5 file (default runs/<name>-hmc.h5); an existing one is resumed")
-    p.add_argument("--chains", type=int, help="override [hmc] chains (a new file only)")
-    p.add_argument("--seed", type=int, help="override [hmc] seed")
-    p.add_argument("--no-configs", action="store_true", help="store observables only")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_hmc)
-
-    p = sub.add_parser("analyze", help="means, errors and autocorrelation times of ensembles")
-    p.add_argument("files", nargs="+", help="HDF5 ensemble files")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_analyze)
-
-    p = sub.add_parser("compare", help="side-by-side table and plots of several ensembles")
-    p.add_argument("files", nargs="+", help="HDF5 ensemble files of the same theory")
-    p.add_argument("--out", help="directory for comparison.md, comparison.json and PNG plots")
-    p.add_argument("--labels", help="comma-separated names of the files (default: sampler names)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_compare)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return args.func(args)
-    except LatticeflowError as exc:
-        print(f"latticeflow: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("latticeflow: interrupted (everything committed so far is kept)", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # e.g. `latticeflow analyze … | head`
-        import os
-
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

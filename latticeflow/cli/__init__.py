@@ -1,0 +1,100 @@
+"""The ``latticeflow`` command (also ``python -m latticeflow``).
+
+Subcommands live in :mod:`latticeflow.cli.commands` and :mod:`latticeflow.cli.run`.
+User errors (:class:`LatticeflowError`) print one line on stderr and exit with code 2;
+``--json`` output is exactly one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import LatticeflowError
+from .commands import cmd_analyze, cmd_compare, cmd_exact, cmd_hmc, cmd_sample, cmd_train
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latticeflow",
+        description="Symmetry-respecting normalizing flows for lattice field theory.")
+    parser.add_argument("--version", action="version", version=f"latticeflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("exact", help="analytic reference values for a model's theory")
+    p.add_argument("model", help="model or study TOML file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_exact)
+
+    p = sub.add_parser("train", help="train a model's flow by reverse KL")
+    p.add_argument("model", help="model TOML with [theory], [flow] and optionally [train]")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>/)")
+    p.add_argument("--steps", type=int, metavar="N", help="planned total steps (overrides [train] steps)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="exact ensemble from a trained flow (Metropolis or i.i.d.)")
+    p.add_argument("source", help="training run directory, or model TOML with weights beside it")
+    p.add_argument("-n", type=int, required=True, help="configurations the file should hold")
+    p.add_argument("--out", help="HDF5 file (default: in the run directory, or runs/<name>-<sampler>.h5);"
+                                 " an existing one is resumed")
+    p.add_argument("--iid", action="store_true",
+                   help="raw flow samples with log weights (for reweighting) instead of Metropolis")
+    p.add_argument("--chains", type=int, help="override [sample] chains")
+    p.add_argument("--seed", type=int, help="override [sample] seed")
+    p.add_argument("--no-configs", action="store_true", help="store observables only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("hmc", help="HMC ensemble for a model or study file (resumable)")
+    p.add_argument("config", help="model or study TOML (uses its [theory] and [hmc] tables)")
+    p.add_argument("-n", type=int, required=True, help="configurations the file should hold")
+    p.add_argument("--out", help="HDF5 file (default runs/<name>-hmc.h5); an existing one is resumed")
+    p.add_argument("--chains", type=int, help="override [hmc] chains (a new file only)")
+    p.add_argument("--seed", type=int, help="override [hmc] seed")
+    p.add_argument("--no-configs", action="store_true", help="store observables only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_hmc)
+
+    p = sub.add_parser("analyze", help="means, errors and autocorrelation times of ensembles")
+    p.add_argument("files", nargs="+", help="HDF5 ensemble files")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("compare", help="side-by-side table and plots of several ensembles")
+    p.add_argument("files", nargs="+", help="HDF5 ensemble files of the same theory")
+    p.add_argument("--out", help="directory for comparison.md, comparison.json and PNG plots")
+    p.add_argument("--labels", help="comma-separated names of the files (default: sampler names)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_compare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except LatticeflowError as exc:
+        print(f"latticeflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("latticeflow: interrupted (everything committed so far is kept)", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `latticeflow analyze … | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -83,10 +83,11 @@ def plot_observable(name: str, ensembles, labels, path, exact: float | None = No
 
 def plot_comparison(ensembles, labels, out_dir, names, exact: dict | None = None,
                     distributions: dict | None = None) -> list[Path]:
-    """One PNG per observable in ``names`` under ``out_dir``; returns the paths.
+    """One PNG per stored observable in ``names`` under ``out_dir``; returns the paths.
 
     ``distributions`` maps observable names to exact distributions ({value: probability}).
     """
     exact, distributions = exact or {}, distributions or {}
+    stored = [n for n in names if all(n in e.observables for e in ensembles)]  # not derived ones
     return [plot_observable(n, ensembles, labels, Path(out_dir) / f"{n}.png", exact.get(n),
-                            distributions.get(n)) for n in names]
+                            distributions.get(n)) for n in stored]

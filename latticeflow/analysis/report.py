@@ -42,8 +42,7 @@ def _speedup_lines(table: dict, flow: str, hmc: str) -> list[str]:
         per_s = (f["n_eff_per_second"] / h["n_eff_per_second"]
                  if f["n_eff_per_second"] and h["n_eff_per_second"] else None)
         text = (f"- `{name}`: τ_int = {f['tau_int']:.3g} ± {f['tau_int_error']:.2g} (flow) vs "
-                f"{h['tau_int']:.3g} ± {h['tau_int_error']:.2g} (HMC): "
-                f"{ratio:.3g}× fewer correlated steps")
+                f"{h['tau_int']:.3g} ± {h['tau_int_error']:.2g} (HMC), ratio HMC/flow = {ratio:.3g}")
         if per_s is not None:
             text += f"; effective samples per second of generation, flow/HMC = {per_s:.3g}"
         lines.append(text)

@@ -13,6 +13,7 @@ import sys
 from .. import __version__
 from ..errors import LatticeflowError
 from .commands import cmd_analyze, cmd_compare, cmd_exact, cmd_hmc, cmd_sample, cmd_train
+from .run import cmd_run
 
 __all__ = ["main", "build_parser"]
 
@@ -28,6 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model or study TOML file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_exact)
+
+    p = sub.add_parser("run", help="the whole pipeline: flow, flow-MCMC, HMC, comparison, report")
+    p.add_argument("model", help="model TOML (weights beside it are used unless --train)")
+    p.add_argument("-n", type=int, help="configurations per ensemble (default 20000)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>/)")
+    p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
+    p.add_argument("--train", action="store_true", help="train the flow even if weights are shipped")
+    p.add_argument("--train-minutes", type=float, metavar="M", help="train for at most M minutes")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train a model's flow by reverse KL")
     p.add_argument("model", help="model TOML with [theory], [flow] and optionally [train]")

@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 
 from .errors import LatticeflowError, ConfigError  # noqa: E402
 
-__all__ = ["__version__", "LatticeflowError", "ConfigError", "train", "load_flow"]
+__all__ = ["__version__", "LatticeflowError", "ConfigError", "train", "load_flow", "sample", "hmc",
+           "analyze"]
 
 
 # torch-heavy modules are imported on first use, so `import latticeflow` stays light
@@ -25,3 +26,24 @@ def load_flow(source, config=None):
     from .training import load_flow as _load_flow
 
     return _load_flow(source, config)
+
+
+def sample(source, n, out=None, iid=False, chains=None, seed=None, configs=True, progress=True):
+    """Exact flow ensemble (Metropolis, or i.i.d. with weights); see :func:`latticeflow.cli.commands.sample`."""
+    from .cli.commands import sample as _sample
+
+    return _sample(source, n, out, iid, chains, seed, configs, progress)
+
+
+def hmc(config, n, out=None, chains=None, seed=None, configs=True, progress=True):
+    """HMC ensemble for a model or study file; see :func:`latticeflow.cli.commands.hmc`."""
+    from .cli.commands import hmc as _hmc
+
+    return _hmc(config, n, out, chains, seed, configs, progress)
+
+
+def analyze(path):
+    """Means, errors, τ_int, acceptance, ESS of an ensemble file (the ``analyze --json`` object)."""
+    from .cli.commands import analyze as _analyze
+
+    return _analyze(path)

@@ -13,7 +13,7 @@ import sys
 from ..errors import LatticeflowError
 
 __all__ = ["cmd_exact", "cmd_train", "cmd_sample", "cmd_hmc", "cmd_analyze", "cmd_compare",
-           "load_model", "flow_proposal"]
+           "sample", "hmc", "analyze", "load_model", "flow_proposal"]
 
 
 def _print_json(obj) -> None:
@@ -76,19 +76,22 @@ def _format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def cmd_analyze(args) -> int:
+def analyze(path) -> dict:
+    """The ``analyze --json`` object of one ensemble file (exact values included)."""
     from .. import ensemble
     from ..analysis.summary import summarize
     from ..theories import theory_from_params
 
-    summaries = []
-    for path in args.files:
-        with ensemble.open(path) as ens:
-            try:
-                exact = theory_from_params(ens.theory).exact()
-            except (ValueError, LatticeflowError):
-                exact = {}
-            summaries.append(summarize(ens, exact))
+    with ensemble.open(path) as ens:
+        try:
+            exact = theory_from_params(ens.theory).exact()
+        except (ValueError, LatticeflowError):
+            exact = {}
+        return summarize(ens, exact)
+
+
+def cmd_analyze(args) -> int:
+    summaries = [analyze(path) for path in args.files]
     if args.json:
         _print_json(summaries[0] if len(summaries) == 1 else {"ensembles": summaries})
     else:
@@ -109,26 +112,38 @@ def _announce(result: dict, what: str) -> None:
           f"{result['rows_added']} new rows in {result['seconds']:.1f} s)", file=sys.stderr)
 
 
-def cmd_hmc(args) -> int:
-    from ..config import load_config
+def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = None,
+        configs: bool = True, progress: bool = True) -> dict:
+    """Generate (or continue) an HMC ensemble file for a model/study; returns the run summary.
+
+    Arguments:
+        config: a TOML path or :class:`~latticeflow.config.Config` (``[theory]``, ``[hmc]``).
+        n: configurations the file should hold (resumes an existing ``out``).
+        out: HDF5 path (default ``runs/<name>-hmc.h5``).
+        chains, seed: override ``[hmc] chains`` / ``seed``.
+        configs: store the fields (observables are always stored).
+    """
+    from ..config import Config, load_config
     from ..mcmc.driver import run_ensemble
     from ..mcmc.hmc import HMC
     from ..mcmc.hmc_chains import HMCChains
 
-    cfg = load_config(args.config)
-    if args.n < 1:
-        raise LatticeflowError(f"-n: must be >= 1 (got {args.n})")
+    cfg = config if isinstance(config, Config) else load_config(config)
+    if n < 1:
+        raise LatticeflowError(f"-n: must be >= 1 (got {n})")
     theory = cfg.theory.build()
     h = cfg.hmc
-    chains = args.chains or h.chains
-    seed = h.seed if args.seed is None else args.seed
-    sampler = HMCChains(theory, HMC.from_config(theory, h), chains, h.thermalization, h.tune,
-                        h.start, seed, store_configs=not args.no_configs,
-                        progress=not args.quiet)
-    out = args.out or _default_output(cfg, "hmc")
-    result = run_ensemble(sampler, theory=theory, path=out, n=args.n, config_text=cfg.text,
-                          seed=seed, block=h.block, store_configs=not args.no_configs,
-                          progress=not args.quiet, desc="hmc")
+    seed = h.seed if seed is None else seed
+    sampler = HMCChains(theory, HMC.from_config(theory, h), chains or h.chains, h.thermalization,
+                        h.tune, h.start, seed, store_configs=configs, progress=progress)
+    return run_ensemble(sampler, theory=theory, path=out or _default_output(cfg, "hmc"), n=n,
+                        config_text=cfg.text, seed=seed, block=h.block, store_configs=configs,
+                        progress=progress, desc="hmc")
+
+
+def cmd_hmc(args) -> int:
+    result = hmc(args.config, args.n, args.out, args.chains, args.seed,
+                 configs=not args.no_configs, progress=not args.quiet)
     _announce(result, "hmc")
     return 0
 
@@ -174,32 +189,45 @@ def flow_proposal(flow):
     return propose
 
 
-def cmd_sample(args) -> int:
+def sample(source, n: int, out=None, iid: bool = False, chains: int | None = None,
+           seed: int | None = None, configs: bool = True, progress: bool = True) -> dict:
+    """Exact ensemble from a trained flow: Metropolis independence chains, or (``iid``) raw
+    samples with log weights for reweighting.  Returns the run summary.
+
+    Arguments:
+        source: a training run directory, or a model TOML with its weights beside it.
+        n: configurations the file should hold (resumes an existing ``out``).
+        out: HDF5 path (default: in the run directory, or ``runs/<name>-<sampler>.h5``).
+        chains, seed: override ``[sample] chains`` / ``seed``.
+        configs: store the fields (observables are always stored).
+    """
     from pathlib import Path
 
     from ..mcmc.driver import run_ensemble
     from ..mcmc.flow_samplers import IIDWithWeights, IndependenceMetropolis
 
-    if args.n < 1:
-        raise LatticeflowError(f"-n: must be >= 1 (got {args.n})")
-    cfg, flow = load_model(args.source)
+    if n < 1:
+        raise LatticeflowError(f"-n: must be >= 1 (got {n})")
+    cfg, flow = load_model(source)
     theory = cfg.theory.build()
     s = cfg.sample
-    seed = s.seed if args.seed is None else args.seed
-    kind = IIDWithWeights if args.iid else IndependenceMetropolis
-    store = s.configs and not args.no_configs
-    sampler = kind(theory, flow_proposal(flow), n_chains=args.chains or s.chains,
+    seed = s.seed if seed is None else seed
+    kind = IIDWithWeights if iid else IndependenceMetropolis
+    store = s.configs and configs
+    sampler = kind(theory, flow_proposal(flow), n_chains=chains or s.chains,
                    batch_size=s.batch_size, seed=seed, store_configs=store)
-    if args.out:
-        out = Path(args.out)
-    elif Path(args.source).is_dir():
-        out = Path(args.source) / f"{sampler.sampler}.h5"
-    else:
-        out = _default_output(cfg, sampler.sampler)
-    result = run_ensemble(sampler, theory=theory, path=out, n=args.n, config_text=cfg.text,
-                          seed=seed, block=s.block, store_configs=store,
-                          progress=not args.quiet, desc=sampler.sampler)
-    _announce(result, sampler.sampler)
+    if out is None:
+        out = (Path(source) / f"{sampler.sampler}.h5" if Path(source).is_dir()
+               else _default_output(cfg, sampler.sampler))
+    return run_ensemble(sampler, theory=theory, path=out, n=n, config_text=cfg.text, seed=seed,
+                        block=s.block, store_configs=store, progress=progress,
+                        desc=sampler.sampler)
+
+
+def cmd_sample(args) -> int:
+    result = sample(args.source, args.n, args.out, args.iid, args.chains, args.seed,
+                    configs=not args.no_configs, progress=not args.quiet)
+    _announce(result, "flow-iid" if args.iid else "flow-mcmc")
     return 0
 
 

@@ -314,6 +314,7 @@ class SampleConfig:
     seed: int = 0
     block: int = 1000
     configs: bool = True
+    dtype: str = "float32"
 
 
 _SAMPLE_KEYS = {
@@ -322,6 +323,7 @@ _SAMPLE_KEYS = {
     "seed": _Key(int, 0, _nonneg),
     "block": _Key(int, 1000, _at_least(1)),
     "configs": _Key(bool, True),
+    "dtype": _Key(str, "float32", _one_of("float32", "float64")),
 }
 
 

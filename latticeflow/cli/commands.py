@@ -176,11 +176,14 @@ def load_model(source):
     return cfg, load_flow(weights, cfg)
 
 
-def flow_proposal(flow):
-    """``propose(n, generator) -> (x, log_q)`` with the flow run in float64."""
+def flow_proposal(flow, dtype: str = "float32"):
+    """``propose(n, generator) -> (x, log_q)`` with the flow run in ``dtype``.
+
+    The caller casts x and log q to float64 before computing S and log w (docs/config.md).
+    """
     import torch
 
-    flow = flow.double().eval()
+    flow = flow.to(getattr(torch, dtype)).eval()
 
     def propose(n, generator):
         with torch.no_grad():
@@ -214,7 +217,7 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
     seed = s.seed if seed is None else seed
     kind = IIDWithWeights if iid else IndependenceMetropolis
     store = s.configs and configs
-    sampler = kind(theory, flow_proposal(flow), n_chains=chains or s.chains,
+    sampler = kind(theory, flow_proposal(flow, s.dtype), n_chains=chains or s.chains,
                    batch_size=s.batch_size, seed=seed, store_configs=store)
     if out is None:
         out = (Path(source) / f"{sampler.sampler}.h5" if Path(source).is_dir()

@@ -135,7 +135,7 @@ def cmd_run(args) -> int:
 
         _stage("2/4 flow-MCMC ensemble", quiet)
         s = cfg.sample
-        sampler = IndependenceMetropolis(theory, flow_proposal(flow), n_chains=s.chains,
+        sampler = IndependenceMetropolis(theory, flow_proposal(flow, s.dtype), n_chains=s.chains,
                                          batch_size=s.batch_size, seed=s.seed,
                                          store_configs=s.configs)
         run_ensemble(sampler, theory=theory, path=run_dir / FLOW_FILE, n=n, config_text=cfg.text,

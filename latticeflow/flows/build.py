@@ -6,8 +6,7 @@
   (:class:`CheckerboardCoupling`) with alternating parity, each with its own periodic
   :class:`ConvNet` conditioner (``hidden``, ``kernel_size``, ``activation``) and an
   ``affine`` or ``spline`` (``bins``) bijection, Z₂-symmetrised when ``z2`` is on.
-- ``u1``: gauge-equivariant couplings, built in ``flows/u1_coupling.py`` (to be registered
-  here as ``BUILDERS["u1"]``).
+- ``u1``: gauge-equivariant couplings, built in ``flows/u1_coupling.py``.
 
 Every conditioner's last layer starts at zero, so a freshly built flow is the identity
 map: its density is the prior's.  Parameters are created in torch's default dtype
@@ -24,6 +23,7 @@ from .coupling import CheckerboardCoupling
 from .flow import Flow
 from .nets import ConvNet
 from .priors import NormalPrior
+from .u1_coupling import build_u1_flow
 
 __all__ = ["build_flow", "BUILDERS", "SPLINE_BOUND", "AFFINE_SCALE_BOUND"]
 
@@ -54,15 +54,10 @@ def build_phi4_flow(theory, flow_config) -> Flow:
     return Flow(NormalPrior(theory.shape), layers)
 
 
-def _build_u1_flow(theory, flow_config) -> Flow:
-    # placeholder: flows/u1_coupling.py (another work package) replaces this entry
-    raise NotImplementedError("U(1) gauge-equivariant flows are not built yet (flows/u1_coupling.py)")
-
-
 #: theory name -> builder(theory, flow_config) -> Flow.  A new theory adds its entry here.
 BUILDERS: dict[str, Callable] = {
     "phi4": build_phi4_flow,
-    "u1": _build_u1_flow,
+    "u1": build_u1_flow,
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from latticeflow.mcmc.independence import independence_acceptance
 from latticeflow.training import load_flow
 
 from latticeflow.config import FlowConfig, load_config
@@ -197,16 +198,6 @@ def test_bad_lattices_and_kernels_are_refused():
         build_u1_flow(U1((8, 8), 1.0), FlowConfig(bijection="affine"))
     with pytest.raises(ValueError, match="loops"):
         u1_coupling.loop_channels(["rectangle"])
-
-
-def independence_acceptance(log_w: torch.Tensor) -> float:
-    """Metropolis independence chain over proposals with log-weights ``log_w``, started at the first."""
-    u = torch.rand(len(log_w), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    current, accepted = log_w[0], 0
-    for lw, r in zip(log_w[1:], u[1:]):
-        if torch.log(r) < lw - current:
-            current, accepted = lw, accepted + 1
-    return accepted / (len(log_w) - 1)
 
 
 def test_shipped_l8_beta2_model():

@@ -5,7 +5,7 @@
 - ``phi4``: :class:`NormalPrior` + ``layers`` checkerboard couplings
   (:class:`CheckerboardCoupling`) with alternating parity, each with its own periodic
   :class:`ConvNet` conditioner (``hidden``, ``kernel_size``, ``activation``) and an
-  ``affine`` or ``spline`` (``bins``) bijection, Z₂-symmetrised when ``z2`` is on.
+  ``affine`` or ``spline`` (``bins`` on [−``bound``, ``bound``]) bijection, Z₂-symmetrised when ``z2`` is on.
 - ``u1``: gauge-equivariant couplings, built in ``flows/u1_coupling.py`` (to be registered
   here as ``BUILDERS["u1"]``).
 
@@ -27,8 +27,10 @@ from .priors import NormalPrior
 
 __all__ = ["build_flow", "BUILDERS", "SPLINE_BOUND", "AFFINE_SCALE_BOUND"]
 
-#: half-width of the interval on which the φ⁴ spline acts (identity tails outside);
-#: φ⁴ fields at the reference points have |φ| ≲ 3, the prior N(0, 1) likewise.
+#: default half-width (``[flow] bound``) of the interval on which the φ⁴ spline acts
+#: (identity tails outside); φ⁴ fields at the reference points have |φ| ≲ 3, the prior
+#: N(0, 1) likewise.  A prior value beyond the bound passes a layer unchanged, which can give
+#: a huge action once the flow has learnt to shrink the field.
 SPLINE_BOUND = 5.0
 #: bound on |log scale| of each affine map (keeps early training from blowing up).
 AFFINE_SCALE_BOUND = 5.0
@@ -38,7 +40,7 @@ def _scalar_bijection(flow_config):
     if flow_config.bijection == "affine":
         return Affine(scale_bound=AFFINE_SCALE_BOUND)
     if flow_config.bijection == "spline":
-        return RationalQuadraticSpline(bins=flow_config.bins, bound=SPLINE_BOUND)
+        return RationalQuadraticSpline(bins=flow_config.bins, bound=getattr(flow_config, "bound", SPLINE_BOUND))
     raise LatticeflowError(f"flow.bijection: {flow_config.bijection!r} is not available for phi4 "
                            "(use 'affine' or 'spline')")
 

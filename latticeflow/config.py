@@ -196,6 +196,7 @@ class FlowConfig:
     loops: tuple[str, ...] = ("plaquette",)
     activation: str = "leaky_relu"
     bound: float = 5.0
+    momentum_scaling: bool = False
 
 
 _FLOW_KEYS = {
@@ -209,6 +210,7 @@ _FLOW_KEYS = {
     "loops": _Key(list, ["plaquette"], _loops),
     "activation": _Key(str, "leaky_relu", _one_of("leaky_relu", "tanh", "gelu", "silu")),
     "bound": _Key(float, 5.0, _positive),
+    "momentum_scaling": _Key(bool, False),
 }
 
 
@@ -226,6 +228,8 @@ def _flow(table: dict, theory: TheoryConfig) -> FlowConfig:
         raise ConfigError("flow.loops: only meaningful for gauge theories")
     if "bound" in table and not (scalar and bijection == "spline"):
         raise ConfigError("flow.bound: only meaningful for the phi4 spline bijection")
+    if "momentum_scaling" in table and not scalar:
+        raise ConfigError("flow.momentum_scaling: only meaningful for the phi4 theory")
     if scalar and any(n % 2 for n in theory.shape):
         raise ConfigError(f"theory.L: the checkerboard mask needs even extents (got {list(theory.shape)})")
     if theory.name == "u1":
@@ -238,7 +242,8 @@ def _flow(table: dict, theory: TheoryConfig) -> FlowConfig:
         raise ConfigError("flow: flows for SU(N) are not implemented yet (HMC only)")
     z2 = True if f["z2"] is None else f["z2"]
     return FlowConfig(f["layers"], bijection, tuple(f["hidden"]), f["kernel_size"], f["bins"],
-                      f["components"], z2, tuple(f["loops"]), f["activation"], f["bound"])
+                      f["components"], z2, tuple(f["loops"]), f["activation"], f["bound"],
+                      f["momentum_scaling"])
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@
 - ``phi4``: :class:`NormalPrior` + ``layers`` checkerboard couplings
   (:class:`CheckerboardCoupling`) with alternating parity, each with its own periodic
   :class:`ConvNet` conditioner (``hidden``, ``kernel_size``, ``activation``) and an
-  ``affine`` or ``spline`` (``bins`` on [−``bound``, ``bound``]) bijection, Z₂-symmetrised when ``z2`` is on.
+  ``affine`` or ``spline`` (``bins`` on [−``bound``, ``bound``]) bijection, Z₂-symmetrised when ``z2`` is on;
+  with ``momentum_scaling`` a :class:`MomentumScaling` layer (learnable correlated Gaussian
+  prior, ``flows/spectral.py``) comes first.
 - ``u1``: gauge-equivariant couplings, built in ``flows/u1_coupling.py`` (to be registered
   here as ``BUILDERS["u1"]``).
 
@@ -24,6 +26,7 @@ from .coupling import CheckerboardCoupling
 from .flow import Flow
 from .nets import ConvNet
 from .priors import NormalPrior
+from .spectral import MomentumScaling
 
 __all__ = ["build_flow", "BUILDERS", "SPLINE_BOUND", "AFFINE_SCALE_BOUND"]
 
@@ -47,7 +50,7 @@ def _scalar_bijection(flow_config):
 
 def build_phi4_flow(theory, flow_config) -> Flow:
     """Checkerboard-coupling flow for a real scalar field on ``theory.shape``."""
-    layers = []
+    layers = [MomentumScaling(theory.dim)] if getattr(flow_config, "momentum_scaling", False) else []
     for i in range(flow_config.layers):
         bijection = _scalar_bijection(flow_config)
         net = ConvNet(theory.dim, 1, bijection.n_params, hidden=flow_config.hidden,

@@ -195,6 +195,8 @@ class FlowConfig:
     z2: bool = True
     loops: tuple[str, ...] = ("plaquette",)
     activation: str = "leaky_relu"
+    bound: float = 5.0
+    momentum_scaling: bool = False
 
 
 _FLOW_KEYS = {
@@ -207,6 +209,8 @@ _FLOW_KEYS = {
     "z2": _Key(bool, None),
     "loops": _Key(list, ["plaquette"], _loops),
     "activation": _Key(str, "leaky_relu", _one_of("leaky_relu", "tanh", "gelu", "silu")),
+    "bound": _Key(float, 5.0, _positive),
+    "momentum_scaling": _Key(bool, False),
 }
 
 
@@ -222,6 +226,10 @@ def _flow(table: dict, theory: TheoryConfig) -> FlowConfig:
         raise ConfigError("flow.z2: only meaningful for the phi4 theory")
     if scalar and "loops" in table:
         raise ConfigError("flow.loops: only meaningful for gauge theories")
+    if "bound" in table and not (scalar and bijection == "spline"):
+        raise ConfigError("flow.bound: only meaningful for the phi4 spline bijection")
+    if "momentum_scaling" in table and not scalar:
+        raise ConfigError("flow.momentum_scaling: only meaningful for the phi4 theory")
     if scalar and any(n % 2 for n in theory.shape):
         raise ConfigError(f"theory.L: the checkerboard mask needs even extents (got {list(theory.shape)})")
     if theory.name == "u1":
@@ -234,7 +242,8 @@ def _flow(table: dict, theory: TheoryConfig) -> FlowConfig:
         raise ConfigError("flow: flows for SU(N) are not implemented yet (HMC only)")
     z2 = True if f["z2"] is None else f["z2"]
     return FlowConfig(f["layers"], bijection, tuple(f["hidden"]), f["kernel_size"], f["bins"],
-                      f["components"], z2, tuple(f["loops"]), f["activation"])
+                      f["components"], z2, tuple(f["loops"]), f["activation"], f["bound"],
+                      f["momentum_scaling"])
 
 
 @dataclass(frozen=True)
@@ -248,6 +257,7 @@ class TrainConfig:
     warmup: int = 0
     grad_clip: float = 10.0
     estimator: str = "reparam"
+    path_after: int | None = None
     seed: int = 0
     minutes: float | None = None
     log_every: int = 10
@@ -264,6 +274,7 @@ _TRAIN_KEYS = {
     "warmup": _Key(int, 0, _nonneg),
     "grad_clip": _Key(float, 10.0, _nonneg),
     "estimator": _Key(str, "reparam", _one_of("reparam", "path")),
+    "path_after": _Key(int, None, _nonneg),
     "seed": _Key(int, 0, _nonneg),
     "minutes": _Key(float, None, _positive),
     "log_every": _Key(int, 10, _at_least(1)),

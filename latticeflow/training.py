@@ -14,6 +14,10 @@ bound on log Z; both are logged.  Two gradient estimators (``[train] estimator``
   flow each step and never require grad), through its inverse: the twin passes gradients
   only through x, i.e. exactly the path term.  Costs one extra inverse pass.
 
+``[train] path_after = N`` gives a two-phase schedule: ``estimator`` (normally ``"reparam"``,
+the cheaper step) for the first N updates, ``"path"`` from update N on, where its lower
+variance near convergence pays for its cost (:meth:`Trainer.estimator_at`).
+
 The run directory (``runs/<config name>-<timestamp>/`` or ``out``) holds ``config.toml``
 (the model file, echoed), ``metrics.jsonl`` (one JSON object per logged step),
 ``training.png``, ``checkpoint.pt`` (everything a resume needs, written atomically) and,
@@ -154,7 +158,8 @@ class Trainer:
             self.flow = build_flow(self.theory, cfg.flow).float()
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.tc.lr)
         self.generator = torch.Generator().manual_seed(self.tc.seed)
-        self.twin = _frozen_twin(self.flow) if self.tc.estimator == "path" else None
+        uses_path = self.tc.estimator == "path" or self.tc.path_after is not None
+        self.twin = _frozen_twin(self.flow) if uses_path else None
         self.step, self.elapsed, self.bad_steps, self.rollbacks, self.consecutive_bad = 0, 0.0, 0, 0, 0
         self.total = steps or self.tc.steps
         if resume:
@@ -216,6 +221,13 @@ class Trainer:
         _truncate_metrics(self.run_dir / METRICS, self.step)
 
     # --- one step -----------------------------------------------------------------------------
+    def estimator_at(self, step: int) -> str:
+        """The gradient estimator of update number ``step`` (0-based): ``"path"`` from
+        ``path_after`` on, ``estimator`` before (and always, without ``path_after``)."""
+        if self.tc.path_after is not None and step >= self.tc.path_after:
+            return "path"
+        return self.tc.estimator
+
     def train_step(self) -> dict:
         """One optimizer update (or a skipped one); returns this step's metrics."""
         lr = learning_rate(self.step, self.tc.lr, self.total, self.tc.schedule, self.tc.warmup)
@@ -223,7 +235,7 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss, log_q, action = kl_loss(self.flow, self.theory, self.tc.batch_size, self.generator,
-                                      self.tc.estimator, self.twin)
+                                      self.estimator_at(self.step), self.twin)
         grad_norm = float("nan")
         if torch.isfinite(loss):
             loss.backward()

@@ -14,7 +14,7 @@ import torch
 import latticeflow
 from latticeflow import cli
 from latticeflow.config import parse_config
-from latticeflow.errors import LatticeflowError
+from latticeflow.errors import ConfigError, LatticeflowError
 from latticeflow.flows.build import build_flow
 from latticeflow.theories.phi4 import Phi4
 from latticeflow import training
@@ -263,3 +263,22 @@ def test_resume_from_a_file_that_is_not_a_checkpoint(tmp_path):
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(LatticeflowError, match="not a readable latticeflow checkpoint"):
         training.train(cfg(steps=2), out=tmp_path / "run", resume=True, progress=False)
+
+
+def test_path_after_switches_estimator(tmp_path, monkeypatch):
+    seen = []
+    real = training.kl_loss
+
+    def spy(flow, theory, batch, generator=None, estimator="reparam", twin=None):
+        seen.append((estimator, twin is not None))
+        return real(flow, theory, batch, generator, estimator, twin)
+
+    monkeypatch.setattr(training, "kl_loss", spy)
+    result = training.train(cfg(steps=6, path_after=4), out=tmp_path / "run", progress=False)
+    assert result.step == 6
+    assert [e for e, _ in seen] == ["reparam"] * 4 + ["path"] * 2
+    assert all(has_twin for _, has_twin in seen)
+    trainer = training.Trainer(cfg(steps=6), tmp_path / "plain")
+    assert {trainer.estimator_at(s) for s in range(6)} == {"reparam"} and trainer.twin is None
+    with pytest.raises(ConfigError, match="train.path_after"):
+        cfg(path_after=-1)

@@ -5,7 +5,9 @@
 - ``phi4``: :class:`NormalPrior` + ``layers`` checkerboard couplings
   (:class:`CheckerboardCoupling`) with alternating parity, each with its own periodic
   :class:`ConvNet` conditioner (``hidden``, ``kernel_size``, ``activation``) and an
-  ``affine`` or ``spline`` (``bins``) bijection, Z₂-symmetrised when ``z2`` is on.
+  ``affine`` or ``spline`` (``bins`` on [−``bound``, ``bound``]) bijection, Z₂-symmetrised when ``z2`` is on;
+  with ``momentum_scaling`` a :class:`MomentumScaling` layer (learnable correlated Gaussian
+  prior, ``flows/spectral.py``) comes first.
 - ``u1``: gauge-equivariant couplings, built in ``flows/u1_coupling.py``.
 
 Every conditioner's last layer starts at zero, so a freshly built flow is the identity
@@ -23,12 +25,15 @@ from .coupling import CheckerboardCoupling
 from .flow import Flow
 from .nets import ConvNet
 from .priors import NormalPrior
+from .spectral import MomentumScaling
 from .u1_coupling import build_u1_flow
 
 __all__ = ["build_flow", "BUILDERS", "SPLINE_BOUND", "AFFINE_SCALE_BOUND"]
 
-#: half-width of the interval on which the φ⁴ spline acts (identity tails outside);
-#: φ⁴ fields at the reference points have |φ| ≲ 3, the prior N(0, 1) likewise.
+#: default half-width (``[flow] bound``) of the interval on which the φ⁴ spline acts
+#: (identity tails outside); φ⁴ fields at the reference points have |φ| ≲ 3, the prior
+#: N(0, 1) likewise.  A prior value beyond the bound passes a layer unchanged, which can give
+#: a huge action once the flow has learnt to shrink the field.
 SPLINE_BOUND = 5.0
 #: bound on |log scale| of each affine map (keeps early training from blowing up).
 AFFINE_SCALE_BOUND = 5.0
@@ -38,14 +43,14 @@ def _scalar_bijection(flow_config):
     if flow_config.bijection == "affine":
         return Affine(scale_bound=AFFINE_SCALE_BOUND)
     if flow_config.bijection == "spline":
-        return RationalQuadraticSpline(bins=flow_config.bins, bound=SPLINE_BOUND)
+        return RationalQuadraticSpline(bins=flow_config.bins, bound=getattr(flow_config, "bound", SPLINE_BOUND))
     raise LatticeflowError(f"flow.bijection: {flow_config.bijection!r} is not available for phi4 "
                            "(use 'affine' or 'spline')")
 
 
 def build_phi4_flow(theory, flow_config) -> Flow:
     """Checkerboard-coupling flow for a real scalar field on ``theory.shape``."""
-    layers = []
+    layers = [MomentumScaling(theory.dim)] if getattr(flow_config, "momentum_scaling", False) else []
     for i in range(flow_config.layers):
         bijection = _scalar_bijection(flow_config)
         net = ConvNet(theory.dim, 1, bijection.n_params, hidden=flow_config.hidden,

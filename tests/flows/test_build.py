@@ -107,3 +107,21 @@ def test_u1_hook_is_not_built_here_yet():
 
 def test_docstring_examples():
     assert doctest.testmod(build, raise_on_error=False).failed == 0
+
+
+def test_spline_bound_comes_from_the_config():
+    from latticeflow.config import parse_config
+    from latticeflow.errors import ConfigError
+
+    text = '[theory]\nname = "phi4"\nL = 4\nm2 = -4.0\nlam = 8.0\n\n[flow]\nbijection = "spline"\nlayers = 2\n'
+    assert parse_config(text).flow.bound == 5.0
+    flow = build_flow(Phi4((4, 4), m2=-4.0, lam=8.0), parse_config(text + "bound = 8\n").flow)
+    assert all(layer.bijection.bound == 8.0 for layer in flow.layers)
+    with pytest.raises(ConfigError, match="flow.bound"):
+        parse_config(text + "bound = 0.0\n")
+    with pytest.raises(ConfigError, match="flow.bound"):
+        parse_config(text.replace("spline", "affine") + "bound = 8.0\n")
+    # a value beyond the bound passes unchanged; inside it the (random) spline acts
+    flow = random_flow((4, 4), bijection="spline", bound=2.0)
+    z = torch.full((1, 4, 4), 3.0, dtype=F64)
+    assert torch.equal(flow(z)[0], z)

@@ -100,9 +100,14 @@ def test_other_dimensions(shape):
     assert torch.allclose(flow.log_prob(-x), log_q, atol=1e-8)
 
 
-def test_u1_hook_is_not_built_here_yet():
-    with pytest.raises(NotImplementedError):
-        build_flow(U1((8, 8), beta=2.0), FlowConfig(bijection="ncp"))
+def test_u1_dispatches_to_the_gauge_equivariant_builder():
+    from latticeflow.flows.u1_coupling import GaugeEquivariantCoupling
+
+    flow = build_flow(U1((8, 8), beta=2.0), FlowConfig(layers=8, bijection="ncp"))
+    assert len(flow.layers) == 8
+    assert all(isinstance(layer, GaugeEquivariantCoupling) for layer in flow.layers)
+    x, log_q = flow.sample(3)
+    assert x.shape == (3, 2, 8, 8) and torch.allclose(flow.log_prob(x), log_q, atol=1e-3)
 
 
 def test_docstring_examples():

@@ -22,3 +22,15 @@ def run_cli(*args, cwd=None, timeout=600, env_extra=None):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tests use tiny tensors: on a small shared CPU, intra-op threads only add
+    contention (10-50x slower), so every test runs torch on one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

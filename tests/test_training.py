@@ -25,14 +25,6 @@ KEYS = {"step", "loss", "log_z_bound", "ess", "acceptance", "lr", "seconds", "gr
         "skipped", "bad_steps", "rollbacks"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared CPU: intra-op threads only add contention (10-50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def toml(steps=20, schedule="cosine", lam=8.0, layers=2, estimator="reparam", **train):
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in train.items())

@@ -17,14 +17,6 @@ from latticeflow.theories import U1, Phi4
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared CPU: intra-op threads only add contention (10-50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def random_flow(shape, seed=0, **flow_options):
     torch.manual_seed(seed)

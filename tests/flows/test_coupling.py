@@ -16,14 +16,6 @@ F64 = torch.float64
 CASES = [(b, z2) for b in ("affine", "spline") for z2 in (False, True)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors on a shared CPU: intra-op threads only add contention (10-50x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_layer(bijection, z2, parity=0, dim=2, seed=0):
     torch.manual_seed(seed)

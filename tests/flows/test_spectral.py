@@ -14,13 +14,6 @@ from latticeflow.theories import Phi4
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def random_layer(dim=2, seed=0):
     torch.manual_seed(seed)

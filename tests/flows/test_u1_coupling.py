@@ -28,15 +28,6 @@ KINDS = [("ncp", ("plaquette",)), ("ncp", ("plaquette", "rectangle")),
 IDS = ["ncp", "ncp-rect", "spline", "spline-rect"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """8x8 lattices are far too small for intra-op threads; on a shared CPU they only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_flow(L, layers, bijection, loops, seed=0, scale=0.1):
     torch.manual_seed(seed)
     cfg = FlowConfig(layers=layers, bijection=bijection, hidden=(4,), kernel_size=3, bins=4,

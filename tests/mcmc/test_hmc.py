@@ -25,8 +25,6 @@ from latticeflow.groups import expi, is_special_unitary, random_algebra
 from latticeflow.mcmc import HMC, initial_field, su_n_generators
 from latticeflow.theories import SUN, U1, Phi4
 
-torch.set_num_threads(1)  # tiny tensors: threads only add overhead on the shared CPUs
-
 THEORIES = {
     "phi4": lambda: Phi4((6, 6), m2=-1.0, lam=1.3),
     "u1": lambda: U1((4, 4), beta=1.7),

@@ -17,13 +17,15 @@ Datasets (resizable along axis 0, chunked along axis 0)
                              ``delta_h`` (HMC), or any extra column named at creation
     ``configs``              optional, ``(n_rows, C, *field_shape)``, the field dtype
                              (float32/64, complex64/128), one row per chunk, uncompressed
-    ``state/<name>``         what a resume needs (current fields, log weights, RNG states
-                             as uint8 arrays); replaced at each append
+    ``state/{a,b}/<name>``   what a resume needs (current fields, log weights, RNG states
+                             as uint8 arrays), in two slots; the slot whose ``rows``
+                             attribute equals ``n_rows`` is the committed one
 
-Crash safety: :meth:`EnsembleWriter.append` grows and writes the datasets first and
-commits ``state``, ``n_rows`` and ``generation_seconds`` last, then flushes.  Readers and
-resumes trust only the first ``n_rows`` rows, so a run killed while writing rows leaves
-the committed part intact.  SIGINT/SIGTERM are deferred until the block is committed
+Crash safety: :meth:`EnsembleWriter.append` writes the new rows and the new state (into
+the slot that is not the committed one), flushes, and only then moves ``n_rows`` and
+``generation_seconds`` and flushes again.  Readers and resumes trust only the first
+``n_rows`` rows and the matching state slot, so a run killed anywhere before the commit
+resumes exactly where the last committed block ended.  SIGINT/SIGTERM are deferred until the block is committed
 (:func:`deferred_signals`); the only unsafe window is a SIGKILL (or power loss) during
 the final metadata flush, which HDF5 cannot make atomic.
 
@@ -159,6 +161,20 @@ def _check_file(f: h5py.File, path: Path) -> None:
             )
         if ds.ndim < 2 or ds.shape[1] != n_chains:
             raise EnsembleError(f"{path} is corrupt: {name} has shape {ds.shape}")
+
+
+def _committed_slot(f: h5py.File):
+    """The state slot (``state/a`` or ``state/b``) whose ``rows`` equals ``n_rows``, or None.
+
+    Two slots make the commit atomic: a block writes its state into the slot that does not
+    hold the committed one, flushes, and only then moves ``n_rows``.  A run killed in
+    between resumes from the old slot, which still matches the committed rows.
+    """
+    n_rows = int(f.attrs["n_rows"])
+    for name in ("a", "b"):
+        if name in f["state"] and int(f["state"][name].attrs.get("rows", -1)) == n_rows:
+            return f["state"][name]
+    return None
 
 
 def _row_datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
@@ -308,8 +324,9 @@ class EnsembleWriter(_File):
         return self.n_rows * self.n_chains
 
     def state(self) -> dict[str, np.ndarray]:
-        """The saved resume state ``{name: array}`` (empty on a new file)."""
-        return {k: np.asarray(ds[()]) for k, ds in self._f["state"].items()}
+        """The resume state of the committed rows ``{name: array}`` (empty on a new file)."""
+        slot = _committed_slot(self._f)
+        return {} if slot is None else {k: np.asarray(ds[()]) for k, ds in slot.items()}
 
     def append(self, observables: dict, mcmc: dict, configs=None, state: dict | None = None,
                seconds: float = 0.0, extra: dict | None = None) -> None:
@@ -346,18 +363,19 @@ class EnsembleWriter(_File):
                 ds = f[name]
                 ds.resize(start + rows, axis=0)
                 ds[start:] = value
-            g = f["state"]  # 2. the state; same-shaped arrays overwrite in place
-            for k in list(g):
-                if k not in state or g[k].shape != state[k].shape or g[k].dtype != state[k].dtype:
-                    del g[k]
+            # 2. the state of the new rows, into the slot that does not hold the committed state
+            current = _committed_slot(f)
+            name = "b" if current is not None and current.name.endswith("/a") else "a"
+            if name in f["state"]:
+                del f["state"][name]
+            g = f["state"].create_group(name)
             for k, v in state.items():
-                if k in g:
-                    g[k][...] = v
-                else:
-                    g.create_dataset(k, data=v)
+                g.create_dataset(k, data=v)
+            g.attrs["rows"] = start + rows
             if extra:
                 self.extra.update(extra)
                 f.attrs["extra"] = json.dumps(self.extra)
+            f.flush()  # rows and new state on disk before the commit point moves
             # 3. the commit
             f.attrs["generation_seconds"] = float(f.attrs["generation_seconds"]) + float(seconds)
             f.attrs["n_rows"] = start + rows

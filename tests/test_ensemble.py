@@ -154,6 +154,25 @@ def test_uncommitted_rows_are_dropped_on_resume(tmp_path):
         np.testing.assert_array_equal(e.configs[:], _block(0, 7)["configs"])
 
 
+def test_state_of_an_uncommitted_block_is_ignored(tmp_path):
+    """A run killed after writing a block's state but before moving n_rows resumes from the
+    state of the committed rows (two state slots make the commit atomic)."""
+    path = tmp_path / "e.h5"
+    with _make(path) as w:
+        w.append(**_block(0, 4), state={"step": np.array(4)})
+        w.append(**_block(4, 2), state={"step": np.array(6)})
+    with h5py.File(path, "r+") as f:  # the next block wrote its state, then the run died
+        stale = "a" if int(f["state/b"].attrs["rows"]) == 6 else "b"
+        del f["state"][stale]
+        g = f["state"].create_group(stale)
+        g["step"] = np.array(9)
+        g.attrs["rows"] = 9
+    with ensemble.open_for_append(path, theory=U1, sampler="hmc", n_chains=C) as w:
+        assert w.n_rows == 6 and int(w.state()["step"]) == 6
+        w.append(**_block(6, 1), state={"step": np.array(7)})
+        assert int(w.state()["step"]) == 7
+
+
 _WRITER = textwrap.dedent("""
     import sys, numpy as np
     from latticeflow import ensemble

@@ -113,3 +113,26 @@ def test_analyze_rejects_non_ensembles(tmp_path):
     text.write_text("hello")
     proc = run_cli("analyze", text, "--json")
     assert proc.returncode == 2 and proc.stdout == ""
+
+
+def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path):
+    model = tmp_path / "u1.toml"
+    model.write_text(U1_SMALL.replace("block = 50", "block = 10").replace("chains = 16", "chains = 4"))
+    out = tmp_path / "term.h5"
+    n = 4 * 400
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "latticeflow", "hmc", str(model), "-n", str(n),
+                             "--out", str(out), "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while _committed_rows(out) < 40 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    with ensemble.open(out) as ens:  # a readable file holding whole committed blocks
+        assert 0 < ens.n_rows < 400 and ens.n_rows % 10 == 0
+    assert run_cli("hmc", model, "-n", n, "--out", out, "--quiet").returncode == 0
+    with ensemble.open(out) as ens:
+        assert ens.n == n

@@ -22,35 +22,9 @@ import numpy as np
 import torch
 
 from .driver import Block, generator_state, restore_generator
+from .independence import independence_chain
 
-__all__ = ["IndependenceMetropolis", "IIDWithWeights", "independence_chain"]
-
-
-def independence_chain(log_w_proposals: torch.Tensor, log_w_start: torch.Tensor,
-                       log_u: torch.Tensor):
-    """Accept/reject scan of Metropolis independence chains.
-
-    Arguments:
-        log_w_proposals: ``(T, C)`` log weights of the proposals, float64.
-        log_w_start: ``(C,)`` log weight of each chain's current configuration.
-        log_u: ``(T, C)`` log of uniform random numbers.
-
-    Returns:
-        ``(accepted (T, C) bool, source (T, C) long, log_w (T, C))``: ``source[t, c]`` is the
-        index t′ ≤ t of the proposal chain c holds after step t (−1: its start state).
-    """
-    steps, chains = log_w_proposals.shape
-    accepted = torch.zeros(steps, chains, dtype=torch.bool)
-    source = torch.empty(steps, chains, dtype=torch.long)
-    log_w = torch.empty(steps, chains, dtype=torch.float64)
-    current = log_w_start.clone()
-    holder = torch.full((chains,), -1, dtype=torch.long)
-    for t in range(steps):
-        acc = log_u[t] < log_w_proposals[t] - current
-        current = torch.where(acc, log_w_proposals[t], current)
-        holder = torch.where(acc, torch.full_like(holder, t), holder)
-        accepted[t], source[t], log_w[t] = acc, holder, current
-    return accepted, source, log_w
+__all__ = ["IndependenceMetropolis", "IIDWithWeights"]
 
 
 class _FlowSampler:

@@ -2,15 +2,44 @@
 
 A proposal x′ ~ q replaces the current x with probability min(1, w(x′)/w(x)), where
 log w = −S − log q.  The chain is exact for any q that covers the target, trained or not
-(arXiv:1904.12072, Sec. III).  This module holds the accept/reject rule; the full sampler
-(chains, ensembles, resume) builds on it.
+(arXiv:1904.12072, Sec. III).  This module holds the accept/reject rule,
+:func:`independence_chain` (vectorised over chains); the samplers of
+:mod:`latticeflow.mcmc.flow_samplers` and the acceptance reported during training use it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-__all__ = ["independence_acceptance"]
+__all__ = ["independence_chain", "independence_acceptance"]
+
+
+def independence_chain(log_w_proposals: torch.Tensor, log_w_start: torch.Tensor,
+                       log_u: torch.Tensor):
+    """Accept/reject scan of Metropolis independence chains.
+
+    Arguments:
+        log_w_proposals: ``(T, C)`` log weights of the proposals, float64.
+        log_w_start: ``(C,)`` log weight of each chain's current configuration.
+        log_u: ``(T, C)`` log of uniform random numbers.
+
+    Returns:
+        ``(accepted (T, C) bool, source (T, C) long, log_w (T, C))``: ``source[t, c]`` is the
+        index t′ ≤ t of the proposal chain c holds after step t (−1: its start state).
+    """
+    steps, chains = log_w_proposals.shape
+    accepted = torch.zeros(steps, chains, dtype=torch.bool)
+    source = torch.empty(steps, chains, dtype=torch.long)
+    log_w = torch.empty(steps, chains, dtype=torch.float64)
+    current = log_w_start.clone()
+    holder = torch.full((chains,), -1, dtype=torch.long)
+    for t in range(steps):
+        acc = log_u[t] < log_w_proposals[t] - current
+        current = torch.where(acc, log_w_proposals[t], current)
+        holder = torch.where(acc, torch.full_like(holder, t), holder)
+        accepted[t], source[t], log_w[t] = acc, holder, current
+    return accepted, source, log_w
 
 
 def independence_acceptance(log_w, rng: np.random.Generator | int | None = None) -> float:
@@ -40,11 +69,7 @@ def independence_acceptance(log_w, rng: np.random.Generator | int | None = None)
     logw = np.where(np.isnan(logw), -np.inf, logw)
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     log_u = np.log(rng.random(logw.size - 1))
-    current, accepted = logw[0], 0
-    for proposal, lu in zip(logw[1:], log_u):
-        if proposal == -np.inf:
-            continue
-        if current == -np.inf or lu < proposal - current:
-            current = proposal
-            accepted += 1
-    return accepted / (logw.size - 1)
+    accepted, _, _ = independence_chain(torch.from_numpy(logw[1:, None]),
+                                        torch.from_numpy(logw[:1]),
+                                        torch.from_numpy(log_u[:, None]))
+    return int(accepted.sum()) / (logw.size - 1)

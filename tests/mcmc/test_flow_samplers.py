@@ -9,7 +9,8 @@ import torch
 from latticeflow import ensemble
 from latticeflow.analysis import gamma_method, reweighted_mean
 from latticeflow.mcmc.driver import run_ensemble
-from latticeflow.mcmc.flow_samplers import IIDWithWeights, IndependenceMetropolis, independence_chain
+from latticeflow.mcmc.flow_samplers import IIDWithWeights, IndependenceMetropolis
+from latticeflow.mcmc.independence import independence_chain
 from latticeflow.theories import Phi4
 
 THEORY = Phi4((4, 4), m2=1.0, lam=0.0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from .format import format_value_error
-from .summary import observable_results
+from .summary import acceptance_and_ess, observable_results
 
 __all__ = ["compare_ensembles", "comparison_markdown"]
 
@@ -28,23 +28,16 @@ def _labels(ensembles) -> list[str]:
 def compare_ensembles(ensembles, exact: dict[str, float] | None = None,
                       labels: list[str] | None = None) -> dict:
     """The ``compare --json`` object; ``ensembles`` are open :class:`Ensemble` objects."""
-    from .gamma import ess
-
     labels = labels or _labels(ensembles)
     exact = exact or {}
     results = [observable_results(e) for e in ensembles]
     common = [k for k in results[0] if all(k in r for r in results[1:])]
     table = {"ensembles": [], "observables": {}}
     for label, ens in zip(labels, ensembles):
-        acc = ens.accepted
-        proposals = ens.mcmc.get("proposal_log_weight")
-        if proposals is None and ens.sampler == "flow-iid":
-            proposals = ens.log_weight
+        acceptance, ess_value = acceptance_and_ess(ens)
         table["ensembles"].append({
             "label": label, "path": str(ens.path), "sampler": ens.sampler, "n": int(ens.n),
-            "n_chains": int(ens.n_chains),
-            "acceptance": float(acc.mean()) if acc is not None and acc.size else None,
-            "ess": float(ess(proposals)) if proposals is not None and proposals.size else None,
+            "n_chains": int(ens.n_chains), "acceptance": acceptance, "ess": ess_value,
             "generation_seconds": float(ens.generation_seconds)})
     for name in common:
         row = {"exact": exact.get(name)}

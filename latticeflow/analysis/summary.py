@@ -19,7 +19,7 @@ import numpy as np
 
 from .gamma import GammaResult, ess, gamma_method, gamma_method_derived, reweighted_mean
 
-__all__ = ["summarize", "observable_results"]
+__all__ = ["summarize", "observable_results", "acceptance_and_ess"]
 
 
 def _replicas(a: np.ndarray) -> np.ndarray:
@@ -59,14 +59,20 @@ def _result_dict(r: GammaResult | None) -> dict:
             "tau_int_error": r.tau_int_error, "n_eff": r.n_eff}
 
 
-def summarize(ens, exact: dict[str, float] | None = None) -> dict:
-    """The ``analyze --json`` object for one open :class:`latticeflow.ensemble.Ensemble`."""
+def acceptance_and_ess(ens) -> tuple[float | None, float | None]:
+    """Acceptance rate, and the ESS of the flow's proposals (None for HMC)."""
     accepted = ens.accepted
     acceptance = float(np.mean(accepted)) if accepted is not None and accepted.size else None
     proposals = ens.mcmc.get("proposal_log_weight")
     if proposals is None and ens.sampler == "flow-iid":
         proposals = ens.log_weight
     ess_value = float(ess(proposals)) if proposals is not None and proposals.size else None
+    return acceptance, ess_value
+
+
+def summarize(ens, exact: dict[str, float] | None = None) -> dict:
+    """The ``analyze --json`` object for one open :class:`latticeflow.ensemble.Ensemble`."""
+    acceptance, ess_value = acceptance_and_ess(ens)
     results = observable_results(ens)
     summary = {
         "path": str(ens.path),

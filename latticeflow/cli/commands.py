@@ -245,13 +245,36 @@ def _exact_distributions(params: dict) -> dict:
     return {}
 
 
+def write_comparison(ensembles, labels, exact: dict, out=None):
+    """The comparison table of open ensembles, and with ``out`` its files there:
+    ``comparison.md``, ``comparison.json`` and one PNG per stored observable.
+
+    Returns ``(table, markdown, figures)``.
+    """
+    from pathlib import Path
+
+    from ..analysis.compare import compare_ensembles, comparison_markdown
+    from ..analysis.plots import plot_comparison
+
+    table = compare_ensembles(ensembles, exact, labels)
+    markdown = comparison_markdown(table)
+    figures = []
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "comparison.md").write_text(markdown + "\n")
+        (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
+        figures = plot_comparison(ensembles, [e["label"] for e in table["ensembles"]], out,
+                                  list(table["observables"]), exact,
+                                  _exact_distributions(ensembles[0].theory))
+    return table, markdown, figures
+
+
 def cmd_compare(args) -> int:
     from contextlib import ExitStack
     from pathlib import Path
 
     from .. import ensemble
-    from ..analysis.compare import compare_ensembles, comparison_markdown
-    from ..analysis.plots import plot_comparison
     from ..theories import theory_from_params
 
     if len(args.files) < 2:
@@ -266,17 +289,7 @@ def cmd_compare(args) -> int:
         labels = args.labels.split(",") if args.labels else None
         if labels is not None and len(labels) != len(ensembles):
             raise LatticeflowError(f"--labels: expected {len(ensembles)} comma-separated names")
-        table = compare_ensembles(ensembles, exact, labels)
-        markdown = comparison_markdown(table)
-        written = []
-        if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "comparison.md").write_text(markdown + "\n")
-            (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
-            labels = [e["label"] for e in table["ensembles"]]
-            written = plot_comparison(ensembles, labels, out, list(table["observables"]), exact,
-                                      _exact_distributions(ensembles[0].theory))
+        table, markdown, written = write_comparison(ensembles, labels, exact, args.out)
     if args.json:
         _print_json(table)
     else:
@@ -290,9 +303,7 @@ def cmd_compare(args) -> int:
 def cmd_train(args) -> int:
     from ..config import load_config
 
-    cfg = load_config(args.model)
-    if cfg.flow is None:
-        raise LatticeflowError(f"{args.model}: no [flow] table, so there is no flow to train")
+    cfg = load_config(args.model)  # train() refuses a model without [flow] before writing anything
     if args.steps is not None and args.steps < 1:
         raise LatticeflowError(f"--steps: must be >= 1 (got {args.steps})")
     if args.resume and args.out is None:

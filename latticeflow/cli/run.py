@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from ..errors import LatticeflowError
-from .commands import _exact_distributions, flow_proposal
+from .commands import flow_proposal, write_comparison
 
 __all__ = ["cmd_run"]
 
@@ -84,10 +84,9 @@ def _flow(cfg, run_dir: Path, args, info: dict):
 
 
 def _training_facts(run_dir: Path) -> dict:
-    metrics = run_dir / "train" / "metrics.jsonl"
-    if not metrics.is_file():
-        return {}
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    from ..training import METRICS, _read_metrics
+
+    rows = _read_metrics(run_dir / "train" / METRICS)
     if not rows:
         return {}
     last = rows[-1]
@@ -101,8 +100,6 @@ def _training_facts(run_dir: Path) -> dict:
 
 def cmd_run(args) -> int:
     from .. import ensemble
-    from ..analysis.compare import compare_ensembles, comparison_markdown
-    from ..analysis.plots import plot_comparison
     from ..analysis.report import consistency, write_report
     from ..config import load_config
     from ..mcmc.driver import run_ensemble
@@ -157,17 +154,12 @@ def cmd_run(args) -> int:
     _stage("4/4 comparison and report", quiet)
     exact = theory.exact()
     with ensemble.open(run_dir / FLOW_FILE) as fe, ensemble.open(run_dir / HMC_FILE) as he:
-        table = compare_ensembles([fe, he], exact, ["flow-mcmc", "hmc"])
-        names = list(table["observables"])
-        figures = plot_comparison([fe, he], ["flow-mcmc", "hmc"], run_dir, names, exact,
-                                  _exact_distributions(theory.params()))
-    (run_dir / "comparison.md").write_text(comparison_markdown(table) + "\n")
-    (run_dir / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
+        table, markdown, figures = write_comparison([fe, he], ["flow-mcmc", "hmc"], exact, run_dir)
     drawn = [Path(f).stem for f in figures]
     first = [n for n in ("topological_charge", "chi2", "plaquette") if n in drawn]
     order = first + [n for n in drawn if n not in first]
     commands = [f"latticeflow run {args.model} -n {n}" + (" --train" if args.train else ""),
-                f"# or stage by stage:",
+                "# or stage by stage:",
                 f"latticeflow sample {args.model} -n {n} --out {run_dir / FLOW_FILE}",
                 f"latticeflow hmc {args.model} -n {n} --out {run_dir / HMC_FILE} --no-configs",
                 f"latticeflow compare {run_dir / FLOW_FILE} {run_dir / HMC_FILE} --out {run_dir}"]
@@ -181,7 +173,7 @@ def cmd_run(args) -> int:
         print(json.dumps({"run_dir": str(run_dir), "report": str(report), "comparison": table},
                          indent=2))
         return 0
-    print(comparison_markdown(table))
+    print(markdown)
     for label, c in consistency(table).items():
         if c["n_compared"]:
             verdict = "consistent" if c["consistent"] else "NOT consistent"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -78,7 +77,3 @@ class Theory:
 
     def __hash__(self):
         return hash(repr(self))
-
-
-def _finite(x: float) -> float:
-    return float(x) if math.isfinite(x) else float("nan")

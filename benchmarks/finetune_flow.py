@@ -14,10 +14,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import torch
-
 from latticeflow.config import load_config
-from latticeflow.training import CONFIG, Trainer, _refresh_twin, load_flow
+from latticeflow.training import CONFIG, Trainer, load_flow
 
 
 def main() -> None:
@@ -41,11 +39,7 @@ def main() -> None:
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG).write_text(cfg.text)
-    trainer = Trainer(cfg, run_dir, steps=args.steps)
-    trainer.flow.load_state_dict(start.state_dict())
-    if trainer.twin is not None:
-        _refresh_twin(trainer.twin, trainer.flow)
-    trainer.snapshot = trainer._snapshot()
+    trainer = Trainer(cfg, run_dir, steps=args.steps, init=start.state_dict())
     result = trainer.run(progress=True)
     print(f"finished at step {result.step} ({result.stopped}); metrics: {result.metrics}")
 

@@ -21,7 +21,6 @@ Threads: ``--threads`` sets torch's intra-op threads (and OMP_NUM_THREADS for ch
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys

@@ -145,9 +145,12 @@ class Trainer:
         steps: planned total number of steps (default ``cfg.train.steps``, or on resume the
             checkpoint's plan); the cosine schedule decays to zero there.
         resume: continue from ``run_dir/checkpoint.pt``.
+        init: a state dict to start from instead of fresh weights (fine-tuning, or moving a
+            flow to another β or L).
     """
 
-    def __init__(self, cfg: Config, run_dir: Path, steps: int | None = None, resume: bool = False):
+    def __init__(self, cfg: Config, run_dir: Path, steps: int | None = None, resume: bool = False,
+                 init: dict | None = None):
         if cfg.flow is None:
             where = cfg.path or "the model file"
             raise LatticeflowError(f"{where}: no [flow] table, so there is no flow to train")
@@ -156,6 +159,8 @@ class Trainer:
         with torch.random.fork_rng():  # initial weights from the config's seed, user RNG untouched
             torch.manual_seed(self.tc.seed)
             self.flow = build_flow(self.theory, cfg.flow).float()
+        if init is not None:
+            self.flow.load_state_dict(init)
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.tc.lr)
         self.generator = torch.Generator().manual_seed(self.tc.seed)
         uses_path = self.tc.estimator == "path" or self.tc.path_after is not None

@@ -274,3 +274,17 @@ def test_path_after_switches_estimator(tmp_path, monkeypatch):
     assert {trainer.estimator_at(s) for s in range(6)} == {"reparam"} and trainer.twin is None
     with pytest.raises(ConfigError, match="train.path_after"):
         cfg(path_after=-1)
+
+
+def test_trainer_starts_from_given_weights(tmp_path):
+    """``init`` (used to fine-tune shipped weights) replaces the fresh weights, twin included."""
+    source = Trainer(cfg(estimator="path"), tmp_path / "a")
+    with torch.no_grad():
+        for p in source.flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    init = source.flow.state_dict()
+    trainer = Trainer(cfg(estimator="path"), tmp_path / "b", init=init)
+    for name, value in trainer.flow.state_dict().items():
+        assert torch.equal(value, init[name]), name
+    for p_twin, p in zip(trainer.twin.parameters(), trainer.flow.parameters()):
+        assert torch.equal(p_twin, p)

@@ -1,6 +1,17 @@
-"""Errors a user can cause.  The CLI turns these into one line on stderr and exit code 2."""
+"""Errors a user can cause.  The CLI turns these into one line on stderr and exit code 2.
 
-__all__ = ["LatticeflowError", "ConfigError", "EnsembleError"]
+Also the stop request of an interrupted run: the CLI's SIGINT/SIGTERM handler sets
+:data:`STOP_REQUESTED` and raises ``KeyboardInterrupt``.  Python drops an exception raised
+while it runs a finaliser or a weakref callback, so long loops also check the event at
+their safe points (between blocks) and stop there.
+"""
+
+import threading
+
+__all__ = ["LatticeflowError", "ConfigError", "EnsembleError", "STOP_REQUESTED"]
+
+#: set when the user asked an interruptible run to stop (Ctrl-C, ``kill``)
+STOP_REQUESTED = threading.Event()
 
 
 class LatticeflowError(Exception):

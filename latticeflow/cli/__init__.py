@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from .. import __version__
-from ..errors import LatticeflowError
+from ..errors import STOP_REQUESTED, LatticeflowError
 from .commands import cmd_analyze, cmd_compare, cmd_exact, cmd_hmc, cmd_sample, cmd_train
 from .run import cmd_run
 
@@ -87,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate_as_interrupt(signum, frame):
+def _stop(signum, frame):
+    STOP_REQUESTED.set()  # seen at the next safe point even if this exception gets swallowed
     raise KeyboardInterrupt
 
 
@@ -95,14 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        # `kill` (SIGTERM) stops as cleanly as Ctrl-C: committed blocks and checkpoints kept
-        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    STOP_REQUESTED.clear()
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        # Ctrl-C and `kill` (SIGTERM) stop cleanly: committed blocks and checkpoints kept
+        handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return args.func(args)
     except LatticeflowError as exc:
@@ -116,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        for sig, handler in handlers.items():  # main() may be called from Python: restore
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import ensemble
+from ..errors import STOP_REQUESTED
 
 __all__ = ["Block", "run_ensemble", "generator_state", "restore_generator"]
 
@@ -87,6 +88,8 @@ def run_ensemble(sampler, *, theory, path, n: int, config_text: str, seed: int,
         accepted = []
         try:
             while writer.n_rows < target:
+                if STOP_REQUESTED.is_set():  # an interrupt that Python swallowed (errors.py)
+                    raise KeyboardInterrupt
                 rows = min(block, target - writer.n_rows)
                 t0 = time.perf_counter()
                 blk = sampler.advance(rows)

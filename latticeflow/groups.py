@@ -32,8 +32,13 @@ __all__ = [
 
 
 def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
-    """Angle mod 2π in [0, 2π)."""
-    return torch.remainder(theta, 2 * math.pi)
+    """Angle mod 2π in [0, 2π).
+
+    ``torch.remainder`` of a tiny negative angle can round up to exactly 2π; that value is
+    mapped to 0, so the result is always inside the half-open interval.
+    """
+    r = torch.remainder(theta, 2 * math.pi)
+    return torch.where(r >= 2 * math.pi, r - 2 * math.pi, r)
 
 
 def principal_angle(theta: torch.Tensor) -> torch.Tensor:

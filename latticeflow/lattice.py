@@ -33,6 +33,7 @@ __all__ = [
     "link_stripes_2d",
     "plaquette_masks_2d",
     "gauge_mask_schedule",
+    "planes",
 ]
 
 
@@ -70,6 +71,11 @@ def shift(x: torch.Tensor, mu: int, steps: int = 1, axis0: int = 1) -> torch.Ten
         steps: how many lattice units (negative: backwards).
     """
     return torch.roll(x, shifts=-steps, dims=axis0 + mu)
+
+
+def planes(d: int) -> list[tuple[int, int]]:
+    """The oriented planes (μ, ν), μ < ν, of a d-dimensional lattice, in a fixed order."""
+    return [(mu, nu) for mu in range(d) for nu in range(mu + 1, d)]
 
 
 def coordinates(shape: Sequence[int]) -> torch.Tensor:

@@ -45,7 +45,7 @@ from .analysis.gamma import ess as batch_ess
 from .config import Config, load_config, parse_config
 from .errors import ConfigError, LatticeflowError
 from .flows.build import build_flow
-from .mcmc.independence import independence_acceptance
+from .mcmc.independence import independence_acceptance, log_weight
 
 __all__ = ["train", "TrainResult", "load_flow", "Trainer", "kl_loss", "learning_rate", "MAX_BAD_STEPS"]
 
@@ -259,7 +259,7 @@ class Trainer:
         self.step += 1
         self._updating = False
         self.optimizer.zero_grad(set_to_none=True)
-        log_w = (-action - log_q).numpy()
+        log_w = log_weight(action, log_q).numpy()
         finite = bool(np.all(np.isfinite(log_w)))
         record = {"step": self.step, "loss": _num(loss), "log_z_bound": _num(-loss),
                   "ess": batch_ess(log_w) if finite else None, "lr": lr, "grad_norm": _num(grad_norm),
@@ -276,7 +276,7 @@ class Trainer:
         log_w = []
         for start in range(0, self.tc.eval_batch, self.tc.batch_size):
             x, log_q = self.flow.sample(min(self.tc.batch_size, self.tc.eval_batch - start), generator=gen)
-            log_w.append(-self.theory.action(x.double()) - log_q.double())
+            log_w.append(log_weight(self.theory.action(x.double()), log_q))
         log_w = torch.cat(log_w).numpy()
         if not np.all(np.isfinite(log_w)) or log_w.size < 2:
             return {"acceptance": None, "eval_ess": None}

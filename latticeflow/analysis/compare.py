@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from .format import format_value_error
-from .summary import acceptance_and_ess, observable_results
+from .summary import acceptance_and_ess, observable_results, result_dict
 
 __all__ = ["compare_ensembles", "comparison_markdown"]
 
@@ -50,9 +50,7 @@ def compare_ensembles(ensembles, exact: dict[str, float] | None = None,
             dev = None
             if name in exact and r.error > 0:
                 dev = (r.mean - exact[name]) / r.error
-            row[label] = {
-                "mean": r.mean, "error": r.error, "tau_int": r.tau_int,
-                "tau_int_error": r.tau_int_error, "n_eff": r.n_eff,
+            row[label] = result_dict(r) | {
                 "n_eff_per_config": r.n_eff / r.n if r.n else None,
                 "n_eff_per_second": r.n_eff / seconds if seconds > 0 else None,
                 "deviation_sigma": dev}

@@ -19,7 +19,7 @@ import numpy as np
 
 from .gamma import GammaResult, ess, gamma_method, gamma_method_derived, reweighted_mean
 
-__all__ = ["summarize", "observable_results", "acceptance_and_ess"]
+__all__ = ["summarize", "observable_results", "acceptance_and_ess", "result_dict"]
 
 
 def _replicas(a: np.ndarray) -> np.ndarray:
@@ -52,11 +52,12 @@ def observable_results(ens) -> dict[str, GammaResult | None]:
     return out
 
 
-def _result_dict(r: GammaResult | None) -> dict:
+def result_dict(r: GammaResult | None) -> dict:
+    """One observable of the ``analyze --json`` object: mean, error, τ_int and its error,
+    N_eff (all None when there were too few data)."""
     if r is None:
         return {"mean": None, "error": None, "tau_int": None, "tau_int_error": None}
-    return {"mean": r.mean, "error": r.error, "tau_int": r.tau_int,
-            "tau_int_error": r.tau_int_error, "n_eff": r.n_eff}
+    return r.as_dict() | {"n_eff": r.n_eff}
 
 
 def acceptance_and_ess(ens) -> tuple[float | None, float | None]:
@@ -83,12 +84,12 @@ def summarize(ens, exact: dict[str, float] | None = None) -> dict:
         "acceptance": acceptance,
         "ess": ess_value,
         "generation_seconds": float(ens.generation_seconds),
-        "observables": {name: _result_dict(r) for name, r in results.items()},
+        "observables": {name: result_dict(r) for name, r in results.items()},
     }
     delta_h = ens.delta_h
     if delta_h is not None and delta_h.size >= 10:
         r = _safe(gamma_method, _replicas(np.exp(-delta_h)))
-        summary["exp_minus_delta_h"] = _result_dict(r)
+        summary["exp_minus_delta_h"] = result_dict(r)
     if exact:
         summary["exact"] = {k: v for k, v in exact.items() if k in results}
     return summary

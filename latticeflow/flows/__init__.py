@@ -1,6 +1,7 @@
 """Normalizing flows: priors, elementwise bijections, networks, coupling layers, flows."""
 
-from .bijections import Affine, CircularSpline, ElementwiseBijection, NCPMixture, RationalQuadraticSpline
+from .bijections import Affine, ElementwiseBijection, RationalQuadraticSpline
+from .circle import CircularSpline, NCPMixture
 from .build import build_flow
 from .coupling import CheckerboardCoupling
 from .flow import Flow

@@ -7,7 +7,7 @@
   :class:`ConvNet` conditioner (``hidden``, ``kernel_size``, ``activation``) and an
   ``affine`` or ``spline`` (``bins`` on [−``bound``, ``bound``]) bijection, Z₂-symmetrised when ``z2`` is on;
   with ``momentum_scaling`` a :class:`MomentumScaling` layer (learnable correlated Gaussian
-  prior, ``flows/spectral.py``) comes first.
+  prior, ``flows/momentum_scaling.py``) comes first.
 - ``u1``: gauge-equivariant couplings, built in ``flows/u1_coupling.py``.
 
 Every conditioner's last layer starts at zero, so a freshly built flow is the identity
@@ -25,7 +25,7 @@ from .coupling import CheckerboardCoupling
 from .flow import Flow
 from .nets import ConvNet
 from .priors import NormalPrior
-from .spectral import MomentumScaling
+from .momentum_scaling import MomentumScaling
 from .u1_coupling import build_u1_flow
 
 __all__ = ["build_flow", "BUILDERS", "SPLINE_BOUND", "AFFINE_SCALE_BOUND"]

@@ -61,22 +61,18 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..lattice import gauge_mask_schedule, plaquette_masks_2d
+from ..groups import wrap_angle
+from ..lattice import gauge_mask_schedule, plaquette_masks_2d, shift
 from ..theories.u1 import plaquette_angles
-from .bijections import CircularSpline, ElementwiseBijection, NCPMixture
+from .bijections import ElementwiseBijection
+from .circle import CircularSpline, NCPMixture
 from .flow import Flow
 from .nets import ConvNet
 from .priors import UniformAnglePrior
 
 __all__ = ["GaugeEquivariantCoupling", "build_u1_flow", "loop_channels"]
 
-TWO_PI = 2 * math.pi
 LOOPS = ("plaquette", "rectangle")
-
-
-def _wrap(theta: torch.Tensor) -> torch.Tensor:
-    r = torch.remainder(theta, TWO_PI)
-    return torch.where(r >= TWO_PI, r - TWO_PI, r)
 
 
 def loop_channels(loops: Sequence[str]) -> int:
@@ -85,11 +81,6 @@ def loop_channels(loops: Sequence[str]) -> int:
     if unknown or "plaquette" not in loops:
         raise ValueError(f"loops must contain 'plaquette' and optionally 'rectangle', got {loops!r}")
     return 2 + (4 if "rectangle" in loops else 0)
-
-
-def _roll(p: torch.Tensor, axis: int) -> torch.Tensor:
-    """``p(x + axis_hat)`` for plaquette fields ``(batch, L_0, L_1)``."""
-    return torch.roll(p, shifts=-1, dims=1 + axis)
 
 
 class GaugeEquivariantCoupling(nn.Module):
@@ -160,7 +151,7 @@ class GaugeEquivariantCoupling(nn.Module):
         masks = self.masks(plaq.shape[1:], plaq.device)
         loops = [(plaq, masks["frozen"])]
         if "rectangle" in self.loops:
-            loops += [(plaq + _roll(plaq, a), masks[f"rect{a}"]) for a in (0, 1)]
+            loops += [(plaq + shift(plaq, a), masks[f"rect{a}"]) for a in (0, 1)]
         chans = []
         for angle, mask in loops:
             m = mask.to(plaq.dtype)
@@ -178,7 +169,7 @@ class GaugeEquivariantCoupling(nn.Module):
         p_new, logabsdet = map_(p_old, params)
         delta = torch.zeros_like(plaq)
         delta[:, active] = p_new - p_old
-        moved = torch.where(active, _wrap(theta[:, self.mu] + self.sign * delta), theta[:, self.mu])
+        moved = torch.where(active, wrap_angle(theta[:, self.mu] + self.sign * delta), theta[:, self.mu])
         links = [moved, theta[:, 1]] if self.mu == 0 else [theta[:, 0], moved]
         return torch.stack(links, dim=1), logabsdet.sum(-1)
 

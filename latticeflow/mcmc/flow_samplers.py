@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .driver import Block, generator_state, restore_generator
-from .independence import independence_chain
+from .independence import independence_chain, log_weight
 
 __all__ = ["IndependenceMetropolis", "IIDWithWeights"]
 
@@ -43,7 +43,7 @@ class _FlowSampler:
             with torch.no_grad():
                 x, log_q = self.propose(m, self.generator)
                 x = x.to(self.theory.field_dtype)
-                log_w = -self.theory.action(x).to(torch.float64) - log_q.to(torch.float64)
+                log_w = log_weight(self.theory.action(x), log_q)
                 log_w = torch.nan_to_num(log_w, nan=-math.inf)  # a NaN weight is never accepted
                 obs.append(self.theory.observables(x))
             xs.append(x if self.store_configs else None)

@@ -12,7 +12,18 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["independence_chain", "independence_acceptance"]
+__all__ = ["log_weight", "independence_chain", "independence_acceptance"]
+
+
+def log_weight(action: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """The importance weight of a flow sample, log w = −S(x) − log q(x), in float64.
+
+    The central equation of flow sampling (DESIGN §2): the Metropolis independence step
+    accepts with min(1, w′/w), reweighting uses w, ESS = (Σw)²/(N Σw²).  Both inputs are
+    ``(batch,)`` and are promoted to float64 before the difference, so a float32 flow
+    never rounds the weights.
+    """
+    return -action.to(torch.float64) - log_q.to(torch.float64)
 
 
 def independence_chain(log_w_proposals: torch.Tensor, log_w_start: torch.Tensor,

@@ -14,9 +14,8 @@ from __future__ import annotations
 import torch
 
 from ..groups import dagger, haar_sun
-from ..lattice import shift
+from ..lattice import planes, shift
 from .base import Theory
-from .u1 import planes
 
 __all__ = ["SUN", "plaquettes", "sun_action", "wilson_loop_sun", "gauge_transform_sun"]
 

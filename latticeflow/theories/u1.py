@@ -19,7 +19,7 @@ import math
 import torch
 
 from ..groups import principal_angle
-from ..lattice import shift
+from ..lattice import planes, shift
 from .base import Theory
 
 __all__ = [
@@ -33,11 +33,6 @@ __all__ = [
 ]
 
 _AXIS0 = 2  # lattice axes of a link tensor (batch, d, *lattice) start here
-
-
-def planes(d: int) -> list[tuple[int, int]]:
-    """The oriented planes (μ, ν), μ < ν, in a fixed order."""
-    return [(mu, nu) for mu in range(d) for nu in range(mu + 1, d)]
 
 
 def plaquette_angles(theta: torch.Tensor) -> torch.Tensor:

@@ -98,7 +98,7 @@ def test_other_dimensions(dim, shape):
 
 
 def test_z2_needs_a_reflectable_bijection():
-    from latticeflow.flows.bijections import CircularSpline
+    from latticeflow.flows.circle import CircularSpline
 
     with pytest.raises(NotImplementedError):
         CheckerboardCoupling(CircularSpline(), ConvNet(2, 1, 25), mask_parity=0, z2=True)

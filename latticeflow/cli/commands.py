@@ -235,16 +235,6 @@ def cmd_sample(args) -> int:
 
 
 # --- compare ----------------------------------------------------------------------------------
-def _exact_distributions(params: dict) -> dict:
-    """Exact distributions to draw over histograms: P(Q) for 2D U(1)."""
-    if params.get("name") == "u1" and len(params["shape"]) == 2:
-        from ..theories.exact import u1_charge_distribution
-        from math import prod
-
-        return {"topological_charge": u1_charge_distribution(params["beta"], prod(params["shape"]))}
-    return {}
-
-
 def write_comparison(ensembles, labels, exact: dict, out=None):
     """The comparison table of open ensembles, and with ``out`` its files there:
     ``comparison.md``, ``comparison.json`` and one PNG per stored observable.
@@ -255,6 +245,7 @@ def write_comparison(ensembles, labels, exact: dict, out=None):
 
     from ..analysis.compare import compare_ensembles, comparison_markdown
     from ..analysis.plots import plot_comparison
+    from ..theories import theory_from_params
 
     table = compare_ensembles(ensembles, exact, labels)
     markdown = comparison_markdown(table)
@@ -266,7 +257,7 @@ def write_comparison(ensembles, labels, exact: dict, out=None):
         (out / "comparison.json").write_text(json.dumps(table, indent=2) + "\n")
         figures = plot_comparison(ensembles, [e["label"] for e in table["ensembles"]], out,
                                   list(table["observables"]), exact,
-                                  _exact_distributions(ensembles[0].theory))
+                                  theory_from_params(ensembles[0].theory).exact_distributions())
     return table, markdown, figures
 
 

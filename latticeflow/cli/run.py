@@ -156,7 +156,7 @@ def cmd_run(args) -> int:
     with ensemble.open(run_dir / FLOW_FILE) as fe, ensemble.open(run_dir / HMC_FILE) as he:
         table, markdown, figures = write_comparison([fe, he], ["flow-mcmc", "hmc"], exact, run_dir)
     drawn = [Path(f).stem for f in figures]
-    first = [n for n in ("topological_charge", "chi2", "plaquette") if n in drawn]
+    first = [n for n in theory.headline_observables if n in drawn]
     order = first + [n for n in drawn if n not in first]
     commands = [f"latticeflow run {args.model} -n {n}" + (" --train" if args.train else ""),
                 "# or stage by stage:",

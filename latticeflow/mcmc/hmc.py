@@ -2,25 +2,13 @@
 
 Conventions
 -----------
-- Real fields (φ⁴ sites, U(1) link angles): momenta π ~ N(0, 1) per component,
-  ``K = ½ Σ π²``; the drift is ``x ← x + ε π``.  U(1) angles are wrapped to [0, 2π)
-  after each trajectory (the action only sees them mod 2π).
-- SU(N) links: momenta P traceless Hermitian per link, density ∝ exp(−tr P²)
-  (:func:`latticeflow.groups.random_algebra`), ``K = Σ_links tr P²``; the drift is
-  ``U ← exp(iεP) U``.  With ``P = Σ_a p_a T_a``, ``tr T_a T_b = δ_ab/2``, this is
-  ``K = ½ Σ p_a²`` and the kick is ``p_a ← p_a − ε ∂S/∂ω_a`` for ``U = exp(iω_a T_a) U``,
-  i.e. ``P ← P + ε F`` with the algebra-valued force ``F = −Σ_a T_a ∂S/∂ω_a``.
-  For the Wilson action, with staples A_μ such that the plaquettes through U_μ(x) sum to
-  ``Re tr(U_μ A_μ)`` (:meth:`SUN.staples`),
-
-      F_μ(x) = −(β / 2N) · project_hermitian(U_μ(x) A_μ(x)),
-
-  ``project_hermitian(M) = −i [(M − M†)/2 − tr(M − M†)/2N]`` (derivation: ∂S/∂ω_a =
-  −(β/N) Re tr(i T_a M) = (β/N) Im tr(T_a M), and Σ_a T_a tr(T_a X) = ½ (X − tr X / N)).
-- Forces: ``"analytic"`` (``theory.force`` for φ⁴ and U(1), staples for SU(N)) or
-  ``"autograd"`` (−∂S/∂x from ``theory.action``; for SU(N) the derivative with respect to
-  the algebra coefficients ω_a of ``(1 + iω_a T_a) U`` at ω = 0, which equals that of
-  ``exp(iω_a T_a) U``).
+- The fields, momenta, kinetic energy and drift of each theory are its *field space*
+  (:mod:`latticeflow.theories.field_space`): real fields with π ~ N(0, 1) and
+  ``K = ½ Σ π²``, U(1) angles the same but wrapped to [0, 2π) after each trajectory,
+  SU(N) links with traceless Hermitian momenta, ``K = Σ tr P²`` and ``U ← exp(iεP) U``.
+  This module never asks which theory it runs.
+- Forces: ``"analytic"`` (``theory.force``) or ``"autograd"`` (the field space's
+  derivative of ``theory.action``, the reference the analytic forces are tested against).
 - Integrators, with A = drift (position update) and B = kick (momentum update), one step
   of size ε; consecutive kicks of neighbouring steps are merged:
     * ``"leapfrog"``:  B(ε/2) A(ε) B(ε/2) — n + 1 force evaluations per trajectory.
@@ -32,8 +20,9 @@ Conventions
   while at equilibrium ⟨ΔH⟩ = ½⟨ΔH²⟩ + … ∝ ε⁴ (from ⟨e^{−ΔH}⟩ = 1).  The minimum-norm
   scheme has a much smaller ε² coefficient.
 - Metropolis accept/reject per chain on ΔH in float64; a non-finite ΔH is a rejection.
-- SU(N) links are projected back onto SU(N) (:func:`latticeflow.groups.reunitarize`) every
-  ``reunitarize_every`` trajectories: a change of order 1e-15 that only removes rounding drift.
+- Fields are projected back onto their manifold (``field_space.project``: U(1) wrapping,
+  SU(N) reunitarisation) every ``reunitarize_every`` trajectories (default: the field
+  space's ``project_every``), which only removes rounding drift.
 
 References:
     S. Duane, A. D. Kennedy, B. J. Pendleton, D. Roweth, Phys. Lett. B 195 (1987) 216.
@@ -49,7 +38,9 @@ import warnings
 
 import torch
 
-from ..groups import expi, project_hermitian, random_algebra, reunitarize, wrap_angle
+from ..theories.base import Theory
+
+from ..groups import su_n_generators  # noqa: F401  (re-exported)
 
 __all__ = ["HMC", "OMELYAN_LAMBDA", "initial_field", "su_n_generators"]
 
@@ -59,35 +50,6 @@ FORCES = ("analytic", "autograd")
 MAX_STEP_REDUCTION = 50  # tuning never makes ε smaller than (initial ε) / this
 
 
-def su_n_generators(N: int) -> torch.Tensor:
-    """Generalised Gell-Mann generators ``T_a``, ``(N²−1, N, N)``, ``tr T_a T_b = δ_ab/2``."""
-    gens = []
-    for j in range(N):
-        for k in range(j + 1, N):
-            sym = torch.zeros(N, N, dtype=torch.complex128)
-            sym[j, k] = sym[k, j] = 0.5
-            anti = torch.zeros(N, N, dtype=torch.complex128)
-            anti[j, k], anti[k, j] = -0.5j, 0.5j
-            gens += [sym, anti]
-    for m in range(1, N):
-        diag = torch.zeros(N, dtype=torch.complex128)
-        diag[:m] = 1.0
-        diag[m] = -m
-        gens.append(torch.diag(diag) / math.sqrt(2 * m * (m + 1)))
-    return torch.stack(gens)
-
-
-def _exp_i(p: torch.Tensor, eps: float) -> torch.Tensor:
-    """``exp(iεP)`` for traceless Hermitian P; closed form for SU(2) (5× faster than
-    ``matrix_exp``): P² = r² 1 with r² = ½ tr P², so exp(iεP) = cos(εr) 1 + i sin(εr)/r P."""
-    if p.shape[-1] != 2:
-        return expi(p, eps)
-    r = torch.sqrt(0.5 * (p.abs() ** 2).sum((-2, -1)))
-    sinc = torch.where(r > 0, torch.sin(eps * r) / r.clamp(min=1e-300), torch.full_like(r, eps))
-    eye = torch.eye(2, dtype=p.dtype, device=p.device)
-    return torch.cos(eps * r)[..., None, None] * eye + (1j * sinc)[..., None, None] * p
-
-
 def initial_field(theory, chains: int, start: str = "hot",
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Starting configurations: ``"hot"`` (random) or ``"cold"`` (φ = 0, θ = 0, U = 1)."""
@@ -95,11 +57,7 @@ def initial_field(theory, chains: int, start: str = "hot",
         return theory.random_field(chains, generator)
     if start != "cold":
         raise ValueError(f"start must be 'hot' or 'cold' (got {start!r})")
-    if theory.field_dtype.is_complex:
-        n = theory.field_shape[-1]
-        eye = torch.eye(n, dtype=theory.field_dtype)
-        return eye.expand(chains, *theory.field_shape).clone()
-    return torch.zeros((chains, *theory.field_shape), dtype=theory.field_dtype)
+    return theory.cold_field(chains)
 
 
 class _DualAveraging:
@@ -143,7 +101,8 @@ class HMC:
         steps: MD steps per trajectory; the step size is ``trajectory_length / steps``.
         force: ``"analytic"`` or ``"autograd"``.
         target_acceptance: the acceptance that :meth:`thermalize` tunes toward.
-        reunitarize_every: SU(N) only: project links onto SU(N) every this many trajectories.
+        reunitarize_every: project fields back onto their manifold every this many
+            trajectories (default: the field space's; 0 never).
 
     Fields are ``(batch, *theory.field_shape)`` tensors in float64 (complex128 for SU(N));
     each batch entry is an independent chain with its own accept/reject.
@@ -161,7 +120,7 @@ class HMC:
 
     def __init__(self, theory, integrator: str = "omelyan", trajectory_length: float = 1.0,
                  steps: int = 10, force: str = "analytic", target_acceptance: float = 0.8,
-                 reunitarize_every: int = 10):
+                 reunitarize_every: int | None = None):
         if integrator not in INTEGRATORS:
             raise ValueError(f"integrator must be one of {INTEGRATORS} (got {integrator!r})")
         if force not in FORCES:
@@ -175,14 +134,12 @@ class HMC:
         self.step_size = self.trajectory_length / self.steps
         self.force_kind = force
         self.target_acceptance = float(target_acceptance)
-        self.reunitarize_every = int(reunitarize_every)
+        self.space = theory.field_space
+        self.reunitarize_every = int(self.space.project_every if reunitarize_every is None
+                                     else reunitarize_every)
         self.tuned = False
-        self._count = 0  # trajectories since the last reunitarisation
-        self.is_group = theory.field_dtype.is_complex
-        if self.is_group:
-            self.N = theory.field_shape[-1]
-            self._generators = su_n_generators(self.N)
-        if force == "analytic" and not self.is_group and not hasattr(theory, "force"):
+        self._count = 0  # trajectories since the last projection
+        if force == "analytic" and type(theory).force is Theory.force:
             raise ValueError(f"{type(theory).__name__} has no analytic force; use force='autograd'")
 
     @classmethod
@@ -214,47 +171,23 @@ class HMC:
     # --- the Hamiltonian system -----------------------------------------------------------
     def sample_momenta(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Gaussian momenta with density ∝ exp(−K), shaped like a batch of fields."""
-        shape = self.theory.field_shape
-        if self.is_group:
-            return random_algebra((batch, *shape[:-2]), self.N, generator=generator)
-        return torch.randn((batch, *shape), dtype=torch.float64, generator=generator)
+        return self.space.momenta(batch, self.theory.field_shape, generator)
 
     def kinetic(self, p: torch.Tensor) -> torch.Tensor:
-        """K per chain, ``(batch,)``: ½ Σ π² (real fields) or Σ tr P² (SU(N))."""
-        if self.is_group:
-            return (p.abs() ** 2).flatten(1).sum(1)
-        return 0.5 * (p**2).flatten(1).sum(1)
+        """K per chain, ``(batch,)``."""
+        return self.space.kinetic(p)
 
     def hamiltonian(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         return self.kinetic(p) + self.theory.action(x).to(torch.float64)
 
     def force(self, x: torch.Tensor) -> torch.Tensor:
-        """−∂S/∂x (real fields) or the traceless Hermitian F = −Σ_a T_a ∂S/∂ω_a (SU(N))."""
+        """The force at ``x``: analytic (``theory.force``) or by autograd."""
         if self.force_kind == "autograd":
-            return self._autograd_force(x)
-        if self.is_group:
-            staples = self.theory.staples(x)
-            return -(self.theory.beta / (2 * self.N)) * project_hermitian(x @ staples)
+            return self.space.autograd_force(self.theory.action, x)
         return self.theory.force(x)
 
-    def _autograd_force(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            if not self.is_group:
-                y = x.detach().requires_grad_(True)
-                (grad,) = torch.autograd.grad(self.theory.action(y).sum(), y)
-                return -grad
-            t = self._generators
-            omega = torch.zeros((*x.shape[:-2], t.shape[0]), dtype=torch.float64,
-                                requires_grad=True)
-            h = torch.einsum("...a,aij->...ij", omega.to(t.dtype), t)
-            u = x.detach()
-            (grad,) = torch.autograd.grad(self.theory.action(u + 1j * h @ u).sum(), omega)
-            return -torch.einsum("...a,aij->...ij", grad.to(t.dtype), t)
-
     def _drift(self, x: torch.Tensor, p: torch.Tensor, eps: float) -> torch.Tensor:
-        if self.is_group:
-            return _exp_i(p, eps) @ x
-        return x + eps * p
+        return self.space.drift(x, p, eps)
 
     # --- molecular dynamics ---------------------------------------------------------------
     def integrate(self, x: torch.Tensor, p: torch.Tensor, step_size: float | None = None,
@@ -295,12 +228,9 @@ class HMC:
             accepted = torch.log(u) < -delta_h  # False for NaN
             mask = accepted.view(-1, *([1] * (x.dim() - 1)))
             x_new = torch.where(mask, x1, x)
-            if self.is_group:
-                self._count += 1
-                if self.reunitarize_every > 0 and self._count >= self.reunitarize_every:
-                    x_new, self._count = reunitarize(x_new), 0
-            elif self.theory.name == "u1":
-                x_new = wrap_angle(x_new)
+            self._count += 1
+            if self.reunitarize_every > 0 and self._count >= self.reunitarize_every:
+                x_new, self._count = self.space.project(x_new), 0
         return x_new, accepted, delta_h
 
     def thermalize(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None,
@@ -347,9 +277,11 @@ class HMC:
         return x
 
     def sample(self, x: torch.Tensor, n: int, generator: torch.Generator | None = None,
-               measure: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+               measure: bool = True, keep_fields: bool = False
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``n`` trajectories; returns the last fields and histories ``{name: (n, batch)}``:
-        ``accepted``, ``delta_h`` and (if ``measure``) every ``theory.observables``."""
+        ``accepted``, ``delta_h``, (if ``measure``) every ``theory.observables`` and (if
+        ``keep_fields``) ``fields`` ``(n, batch, *field_shape)``."""
         history: dict[str, list] = {"accepted": [], "delta_h": []}
         for _ in range(n):
             x, accepted, delta_h = self.trajectory(x, generator)
@@ -358,6 +290,8 @@ class HMC:
             if measure:
                 for name, value in self.theory.observables(x).items():
                     history.setdefault(name, []).append(value)
+            if keep_fields:
+                history.setdefault("fields", []).append(x.clone())
         return x, ({k: torch.stack(v) for k, v in history.items()} if n else {})
 
     def __repr__(self) -> str:

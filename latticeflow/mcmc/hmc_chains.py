@@ -61,20 +61,12 @@ class HMCChains:
                                          tune=self.tune, callback=lambda: bar.update(1))
 
     def advance(self, rows: int) -> Block:
-        accepted, delta_h, configs = [], [], []
-        obs: dict[str, list] = {}
-        for _ in range(rows):
-            self.x, acc, dh = self.hmc.trajectory(self.x, self.generator)
-            accepted.append(acc)
-            delta_h.append(dh)
-            for k, v in self.theory.observables(self.x).items():
-                obs.setdefault(k, []).append(v)
-            if self.store_configs:
-                configs.append(self.x.clone())
-        return Block(
-            {k: torch.stack(v).numpy() for k, v in obs.items()},
-            {"accepted": torch.stack(accepted).numpy(), "delta_h": torch.stack(delta_h).numpy()},
-            torch.stack(configs).numpy() if self.store_configs else None)
+        self.x, history = self.hmc.sample(self.x, rows, self.generator, measure=True,
+                                          keep_fields=self.store_configs)
+        mcmc = {k: history.pop(k).numpy() for k in self.mcmc_columns}
+        fields = history.pop("fields", None)
+        return Block({k: v.numpy() for k, v in history.items()}, mcmc,
+                     fields.numpy() if fields is not None else None)
 
     def state(self) -> dict:
         hmc_state = json.dumps(self.hmc.state_dict()).encode()

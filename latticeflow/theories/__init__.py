@@ -1,30 +1,49 @@
-"""Lattice theories: actions, observables, gauge transformations and exact results.
+"""Lattice theories: actions, observables, field spaces, gauge transformations, exact results.
 
-``make_theory(name, shape, **couplings)`` builds one from the names used in TOML files.
+Every module of this package is imported here, and each theory class in it registers itself
+(:func:`~latticeflow.theories.base.register_theory`), so adding a theory means adding its
+module and nothing else.  ``make_theory(name, shape, **couplings)`` builds one from the
+names used in TOML files and ensemble metadata.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..errors import LatticeflowError
-from .base import Theory
-from .phi4 import Phi4
-from .sun import SUN
-from .u1 import U1
+from .base import THEORIES, Coupling, Derived, Theory, register_theory
 
-__all__ = ["Theory", "Phi4", "U1", "SUN", "make_theory", "theory_from_params"]
+_INFRASTRUCTURE = {"base", "field_space", "exact"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _INFRASTRUCTURE:
+        importlib.import_module(f"{__name__}.{_module.name}")
 
-THEORIES = {"phi4": Phi4, "u1": U1, "sun": SUN}
+from .phi4 import Phi4  # noqa: E402  (re-exported names; the loop above registered them)
+from .sun import SUN  # noqa: E402
+from .u1 import U1  # noqa: E402
+
+__all__ = ["Theory", "Coupling", "Derived", "THEORIES", "register_theory", "theory_class",
+           "make_theory", "theory_from_params", "Phi4", "U1", "SUN"]
 
 
-def make_theory(name: str, shape, *, beta=None, m2=None, lam=None, N=None) -> Theory:
+def theory_class(name: str) -> type[Theory]:
+    """The registered class of theory ``name``."""
+    try:
+        return THEORIES[name]
+    except KeyError:
+        raise LatticeflowError(f"unknown theory {name!r} (expected one of: "
+                               f"{', '.join(THEORIES)})") from None
+
+
+def make_theory(name: str, shape, **couplings) -> Theory:
     """Build a theory from its TOML name and couplings (validated by ``config``)."""
-    if name == "phi4":
-        return Phi4(shape, m2=m2, lam=lam)
-    if name == "u1":
-        return U1(shape, beta=beta)
-    if name == "sun":
-        return SUN(shape, beta=beta, N=N)
-    raise LatticeflowError(f"unknown theory {name!r} (expected one of: phi4, u1, sun)")
+    cls = theory_class(name)
+    unknown = set(couplings) - set(cls.couplings)
+    if unknown:
+        raise LatticeflowError(f"{name}: unknown couplings {sorted(unknown)} "
+                               f"(it has: {', '.join(cls.couplings)})")
+    return cls(tuple(shape), **couplings)
 
 
 def theory_from_params(params: dict) -> Theory:

@@ -1,29 +1,106 @@
-"""The interface every theory implements, and the registry that builds one from a config."""
+"""The interface every theory implements, and the registry that finds a theory by name.
+
+A theory is one module in ``theories/`` whose class is decorated with
+:func:`register_theory`.  The class declares everything the rest of the package needs, so
+that nothing outside ``theories/`` (and the flow registry) branches on a theory's name:
+
+- ``name`` and ``couplings``: the ``[theory]`` keys beyond ``L``/``shape``/``dim``, with
+  type, check and meaning (:class:`Coupling`); ``config`` validates against them and
+  ``docs/config.md`` is generated from them;
+- ``min_dim``: the smallest lattice dimension it is defined in;
+- ``field_space``: how fields move (momenta, kinetic energy, drift, projection; see
+  :mod:`latticeflow.theories.field_space`), which is all HMC talks to;
+- ``action``, ``force`` (analytic), ``observables`` (stored per configuration),
+  ``derived_observables`` (functions of means, e.g. a connected susceptibility),
+  ``exact`` (reference values) and ``exact_distributions`` (e.g. P(Q));
+- ``headline_observables``: the ones a report shows first.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
 from ..lattice import Lattice
+from .field_space import FieldSpace, RealField
 
-__all__ = ["Theory"]
+__all__ = ["Theory", "Coupling", "Derived", "register_theory", "THEORIES", "positive", "nonnegative",
+           "one_of"]
+
+#: theory name -> class; filled by :func:`register_theory` when ``theories`` is imported
+THEORIES: dict[str, type["Theory"]] = {}
+
+
+def register_theory(cls: type["Theory"]) -> type["Theory"]:
+    """Class decorator: make ``cls`` available under ``cls.name`` (TOML, ensembles, CLI)."""
+    if not cls.name or cls.name in THEORIES:
+        raise ValueError(f"theory name {cls.name!r} is empty or registered twice")
+    THEORIES[cls.name] = cls
+    return cls
+
+
+def positive(v) -> str | None:
+    return None if v > 0 else "must be > 0"
+
+
+def nonnegative(v) -> str | None:
+    return None if v >= 0 else "must be >= 0"
+
+
+def one_of(*choices) -> Callable[[Any], str | None]:
+    return lambda v: None if v in choices else "must be one of " + ", ".join(map(repr, choices))
+
+
+@dataclass(frozen=True)
+class Coupling:
+    """One coupling of a theory's ``[theory]`` table (always required).
+
+    ``type`` is ``float`` (TOML integers are accepted) or ``int``; ``check(value)`` returns
+    None or the reason the value is impossible; ``doc`` is the meaning, for docs/config.md.
+    """
+
+    type: type
+    doc: str
+    check: Callable[[Any], str | None] | None = None
+    check_doc: str = ""
+
+
+@dataclass(frozen=True)
+class Derived:
+    """An observable that is a function of means of stored ones (Γ-method error propagation).
+
+    ``series(observables)`` maps the stored per-configuration arrays ``{name: (rows, C)}``
+    to the list of series whose means enter ``value(*means)``; ``requires`` names the stored
+    observables needed.  Not defined for reweighted (``flow-iid``) ensembles.
+    """
+
+    requires: tuple[str, ...]
+    series: Callable[[dict], list]
+    value: Callable[..., float]
 
 
 class Theory:
     """A lattice field theory: its action, its observables and what is known exactly.
 
-    Subclasses set ``name`` and implement ``field_shape``, ``action``, ``observables``.
-    All tensors carry a leading batch axis; actions and observables return ``(batch,)``.
+    Subclasses set the class attributes of the module docstring and implement
+    ``field_shape``, ``action``, ``observables`` and ``params``.  All tensors carry a leading
+    batch axis; actions and observables return ``(batch,)``.
     """
 
     name: str = ""
+    couplings: dict[str, Coupling] = {}
+    min_dim: int = 1
+    field_space: FieldSpace = RealField()
     #: observables whose per-configuration values are stored in ensembles
     observable_names: tuple[str, ...] = ()
+    headline_observables: tuple[str, ...] = ()
 
     def __init__(self, shape: tuple[int, ...]):
         self.lattice = Lattice(tuple(shape))
+        if self.dim < self.min_dim:
+            raise ValueError(f"the {self.name} theory needs d >= {self.min_dim} (got {self.dim})")
 
     # --- geometry -------------------------------------------------------------------------
     @property
@@ -45,28 +122,45 @@ class Theory:
 
     @property
     def field_dtype(self) -> torch.dtype:
-        return torch.float64
+        return self.field_space.dtype
 
     # --- physics --------------------------------------------------------------------------
     def action(self, x: torch.Tensor) -> torch.Tensor:
         """S(x) per configuration, shape ``(batch,)``."""
         raise NotImplementedError
 
+    def force(self, x: torch.Tensor) -> torch.Tensor:
+        """The analytic force (see :mod:`~latticeflow.theories.field_space`), shaped like x."""
+        raise NotImplementedError(f"{type(self).__name__} has no analytic force")
+
     def observables(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-configuration observables ``{name: (batch,)}`` in float64."""
         raise NotImplementedError
+
+    def derived_observables(self) -> dict[str, Derived]:
+        """Functions of means reported beside the stored observables (may be empty)."""
+        return {}
 
     def exact(self) -> dict[str, float]:
         """Analytic reference values where the theory has them (may be empty)."""
         return {}
 
+    def exact_distributions(self) -> dict[str, dict[float, float]]:
+        """Exact distributions ``{observable: {value: probability}}`` (may be empty)."""
+        return {}
+
     def params(self) -> dict[str, Any]:
         """The physics as a JSON-able dict: ``name``, ``shape`` and couplings."""
-        raise NotImplementedError
+        return {"name": self.name, "shape": list(self.shape),
+                **{k: getattr(self, k) for k in self.couplings}}
 
     def random_field(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A 'hot' start: random configurations (prior-like)."""
         raise NotImplementedError
+
+    def cold_field(self, batch: int) -> torch.Tensor:
+        """A 'cold' start: φ = 0, θ = 0 or U = 1 everywhere."""
+        return self.field_space.identity(batch, self.field_shape)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.params().items() if k != "name")

@@ -22,7 +22,7 @@ import math
 import torch
 
 from ..lattice import shift
-from .base import Theory
+from .base import Coupling, Derived, Theory, nonnegative, register_theory
 
 __all__ = ["Phi4", "phi4_action", "two_point", "zero_momentum_correlator"]
 
@@ -54,6 +54,7 @@ def zero_momentum_correlator(phi: torch.Tensor, axis: int = 0) -> torch.Tensor:
     return c.sum(dim=other) if other else c
 
 
+@register_theory
 class Phi4(Theory):
     """φ⁴ theory with mass parameter ``m2`` (may be negative) and coupling ``lam`` ≥ 0.
 
@@ -71,7 +72,12 @@ class Phi4(Theory):
     """
 
     name = "phi4"
+    couplings = {
+        "m2": Coupling(float, "m² (may be negative)"),
+        "lam": Coupling(float, "λ", nonnegative, "≥ 0"),
+    }
     observable_names = ("magnetization", "abs_magnetization", "chi2", "ising_energy", "phi2")
+    headline_observables = ("chi2", "abs_magnetization")
 
     def __init__(self, shape, m2: float, lam: float):
         super().__init__(shape)
@@ -104,6 +110,14 @@ class Phi4(Theory):
             "phi2": (phi**2).flatten(1).sum(1) / v,
         }
 
+    def derived_observables(self):
+        """``chi2_connected`` = (⟨M²⟩ − ⟨M⟩²)/V: the mean of ``chi2`` up to the ⟨M⟩² term,
+        which vanishes by Z₂ symmetry."""
+        v = self.volume
+        return {"chi2_connected": Derived(("magnetization",), lambda obs: [obs["magnetization"] ** 2,
+                                                                          obs["magnetization"]],
+                                          lambda m2, m1: (m2 - m1**2) / v)}
+
     def exact(self):
         """Free-field values (λ = 0, m² > 0); empty for the interacting theory."""
         if self.lam != 0 or self.m2 <= 0:
@@ -121,9 +135,6 @@ class Phi4(Theory):
             "phi2": float(g[(0,) * self.dim]),
             "log_Z": exact.free_log_z(self.shape, self.m2),
         }
-
-    def params(self):
-        return {"name": self.name, "shape": list(self.shape), "m2": self.m2, "lam": self.lam}
 
     def random_field(self, batch, generator=None):
         return torch.randn((batch, *self.shape), dtype=torch.float64, generator=generator)

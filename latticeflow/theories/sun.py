@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import torch
 
-from ..groups import dagger, haar_sun
+from ..groups import dagger, haar_sun, project_hermitian
 from ..lattice import planes, shift
-from .base import Theory
+from .base import Coupling, Theory, one_of, positive, register_theory
+from .field_space import SUNField
 
 __all__ = ["SUN", "plaquettes", "sun_action", "wilson_loop_sun", "gauge_transform_sun"]
 
@@ -64,6 +65,7 @@ def gauge_transform_sun(u: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return torch.stack([g @ u[:, mu] @ dagger(shift(g, mu)) for mu in range(d)], dim=1)
 
 
+@register_theory
 class SUN(Theory):
     """SU(N) gauge theory with Wilson action, N ∈ {2, 3}.
 
@@ -83,24 +85,25 @@ class SUN(Theory):
     """
 
     name = "sun"
+    couplings = {
+        "beta": Coupling(float, "inverse coupling β (S = −(β/N) Σ Re tr U_P)", positive, "> 0"),
+        "N": Coupling(int, "number of colours", one_of(2, 3), "2 or 3"),
+    }
+    min_dim = 2
     observable_names = ("plaquette", "wilson_1x2", "wilson_2x2")
+    headline_observables = ("plaquette",)
 
     def __init__(self, shape, beta: float, N: int):
         super().__init__(shape)
-        if self.dim < 2:
-            raise ValueError("SU(N) gauge theory needs d >= 2")
         if N not in (2, 3):
             raise ValueError("SU(N) is implemented for N = 2, 3")
         self.beta = float(beta)
         self.N = int(N)
+        self.field_space = SUNField(self.N)
 
     @property
     def field_shape(self):
         return (self.dim, *self.shape, self.N, self.N)
-
-    @property
-    def field_dtype(self):
-        return torch.complex128
 
     def action(self, x):
         return sun_action(x, self.beta)
@@ -124,6 +127,17 @@ class SUN(Theory):
                 out[:, mu] += up + down
         return out
 
+    def force(self, u):
+        """F = −(β / 2N) · project_hermitian(U_μ(x) A_μ(x)), traceless Hermitian per link.
+
+        With ``P = Σ_a p_a T_a``, ``tr T_a T_b = δ_ab/2``, the kick ``p_a ← p_a − ε ∂S/∂ω_a``
+        for ``U = exp(iω_a T_a) U`` is ``P ← P + εF`` with ``F = −Σ_a T_a ∂S/∂ω_a``; and
+        ∂S/∂ω_a = −(β/N) Re tr(i T_a U A) = (β/N) Im tr(T_a U A), Σ_a T_a tr(T_a X) =
+        ½ (X − tr X / N), which gives the projection above
+        (``project_hermitian(M) = −i [(M − M†)/2 − tr(M − M†)/2N]``).
+        """
+        return -(self.beta / (2 * self.N)) * project_hermitian(u @ self.staples(u))
+
     def observables(self, x):
         u = x.to(torch.complex128)
         return {
@@ -146,9 +160,6 @@ class SUN(Theory):
         out["wilson_1x2_infinite_volume"] = p_inf**2
         out["wilson_2x2_infinite_volume"] = p_inf**4
         return out
-
-    def params(self):
-        return {"name": self.name, "shape": list(self.shape), "beta": self.beta, "N": self.N}
 
     def random_field(self, batch, generator=None):
         return haar_sun((batch, *self.field_shape[:-2]), self.N, generator=generator)

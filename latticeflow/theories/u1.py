@@ -20,7 +20,8 @@ import torch
 
 from ..groups import principal_angle
 from ..lattice import planes, shift
-from .base import Theory
+from .base import Coupling, Theory, positive, register_theory
+from .field_space import AngleField
 
 __all__ = [
     "U1",
@@ -86,6 +87,7 @@ def random_gauge_transform(theta: torch.Tensor, generator=None) -> torch.Tensor:
     return gauge_transform(theta, alpha)
 
 
+@register_theory
 class U1(Theory):
     """Compact U(1) gauge theory with Wilson action at coupling ``beta``.
 
@@ -103,11 +105,13 @@ class U1(Theory):
     """
 
     name = "u1"
+    couplings = {"beta": Coupling(float, "inverse coupling β", positive, "> 0")}
+    min_dim = 2
+    field_space = AngleField()
+    headline_observables = ("topological_charge", "chi_Q", "plaquette")
 
     def __init__(self, shape, beta: float):
         super().__init__(shape)
-        if self.dim < 2:
-            raise ValueError("U(1) gauge theory needs d >= 2")
         self.beta = float(beta)
 
     @property
@@ -165,8 +169,13 @@ class U1(Theory):
             "Q_squared": q2,
         }
 
-    def params(self):
-        return {"name": self.name, "shape": list(self.shape), "beta": self.beta}
+    def exact_distributions(self):
+        """P(Q) on the 2D torus."""
+        if self.dim != 2:
+            return {}
+        from . import exact
+
+        return {"topological_charge": exact.u1_charge_distribution(self.beta, self.volume)}
 
     def random_field(self, batch, generator=None):
         shape = (batch, *self.field_shape)

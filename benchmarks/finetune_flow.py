@@ -15,7 +15,8 @@ import dataclasses
 from pathlib import Path
 
 from latticeflow.config import load_config
-from latticeflow.training import CONFIG, Trainer, load_flow
+from latticeflow.training import Trainer, load_flow
+from latticeflow.training.run_files import write_configs
 
 
 def main() -> None:
@@ -38,7 +39,7 @@ def main() -> None:
     cfg = dataclasses.replace(cfg, train=train)
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG).write_text(cfg.text)
+    write_configs(run_dir, cfg)  # the effective config: the overrides above included
     trainer = Trainer(cfg, run_dir, steps=args.steps, init=start.state_dict())
     result = trainer.run(progress=True)
     print(f"finished at step {result.step} ({result.stopped}); metrics: {result.metrics}")

@@ -77,7 +77,7 @@ def step_time(cfg, batch: int, repeats: int = 5, estimator: str | None = None) -
     of ``repeats``), with the config's estimator unless ``estimator`` is given."""
     import torch
 
-    from latticeflow.flows.build import build_flow
+    from latticeflow.flows import build_flow
     from latticeflow.training import _frozen_twin, kl_loss
 
     theory = cfg.theory.build()

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from latticeflow.config import FlowConfig  # noqa: E402
-from latticeflow.flows.u1_coupling import build_u1_flow  # noqa: E402
+from latticeflow.flows.u1_flow import build_u1_flow  # noqa: E402
 from latticeflow.theories.u1 import U1, u1_action  # noqa: E402
 
 

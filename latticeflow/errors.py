@@ -18,8 +18,9 @@ class LatticeflowError(Exception):
     """Bad input: an unknown theory, an impossible parameter, a file that is not ours."""
 
 
-class ConfigError(LatticeflowError):
-    """A TOML file whose content does not validate; the message names the key."""
+class ConfigError(LatticeflowError, ValueError):
+    """A TOML file (or a hand-made config) whose content does not validate; the message
+    names the key."""
 
 
 class EnsembleError(LatticeflowError):

@@ -68,3 +68,50 @@ def test_invalid_toml_and_missing_file(tmp_path):
     path.write_text(U1)
     cfg = load_config(path)
     assert cfg.name == "m" and cfg.text == U1
+
+
+def test_docs_config_md_is_generated_from_the_declarations():
+    """docs/config.md is the output of ``python -m latticeflow.config`` (regenerate it after
+    changing a key)."""
+    from pathlib import Path
+
+    from latticeflow.config import reference_markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert doc.read_text() == reference_markdown()
+
+
+def test_effective_config_round_trips_and_applies_overrides():
+    import dataclasses
+
+    cfg = parse_config(PHI4 + "[flow]\nbijection = \"spline\"\nbins = 4\n[train]\nsteps = 7\n")
+    again = parse_config(cfg.toml)
+    assert (again.theory, again.flow, again.train, again.hmc, again.sample) == \
+        (cfg.theory, cfg.flow, cfg.train, cfg.hmc, cfg.sample)
+    assert "bound = 5.0" in cfg.toml and "steps = 7" in cfg.toml  # defaults filled in
+    changed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, minutes=2.5))
+    assert parse_config(changed.toml).train.minutes == 2.5 and "minutes" not in changed.text
+
+
+@pytest.mark.parametrize("text,key", [
+    (U1 + "[flow]\nbijection = \"spline\"\ncomponents = 6\n", "flow.components"),
+    (PHI4 + "[flow]\nbins = 4\n", "flow.bins"),
+    (PHI4 + "[flow]\nbijection = \"affine\"\nbound = 3.0\n", "flow.bound"),
+    (U1 + "[flow]\nmomentum_scaling = true\n", "flow.momentum_scaling"),
+    ('[theory]\nname = "u1"\nL = 8\nbeta = inf\n', "theory.beta"),
+    ('[theory]\nname = "phi4"\nL = 8\nm2 = nan\nlam = 1.0\n', "theory.m2"),
+    (PHI4 + "[train]\nlr = inf\n", "train.lr"),
+    (PHI4 + "[hmc]\ntrajectory_length = inf\n", "hmc.trajectory_length"),
+    (PHI4 + "[flow]\nbijection = \"spline\"\nbound = inf\n", "flow.bound"),
+    ('[theory]\nname = "sun"\nL = 8\nbeta = 2.0\nN = 2\n[flow]\n', "flow"),
+])
+def test_keys_of_other_bijections_and_non_finite_numbers_are_refused(text, key):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    assert str(info.value).startswith(key) and "\n" not in str(info.value), str(info.value)
+
+
+def test_files_written_by_latticeflow_0_1_drop_keys_of_other_bijections():
+    text = U1 + "[flow]\nbijection = \"spline\"\ncomponents = 6\nbins = 4\n"
+    cfg = parse_config(text, legacy=True)
+    assert cfg.flow.bins == 4 and not hasattr(cfg.flow, "components")

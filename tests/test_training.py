@@ -1,4 +1,4 @@
-"""Tests of latticeflow/training.py and `latticeflow train`: the loss goes down, metrics
+"""Tests of latticeflow/training/ and `latticeflow train`: the loss goes down, metrics
 and run directory, exact resume, non-finite steps, time budget, path gradient, the Python
 API and the CLI.  Tiny lattices (4x4), tiny flows, fixed seeds: each run takes ~1 s."""
 
@@ -15,7 +15,7 @@ import latticeflow
 from latticeflow import cli
 from latticeflow.config import parse_config
 from latticeflow.errors import ConfigError, LatticeflowError
-from latticeflow.flows.build import build_flow
+from latticeflow.flows import build_flow
 from latticeflow.theories.phi4 import Phi4
 from latticeflow import training
 from latticeflow.training import MAX_BAD_STEPS, Trainer, kl_loss, load_flow
@@ -170,7 +170,7 @@ def test_path_gradient_vanishes_when_the_flow_is_the_target():
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(0.2 * torch.randn_like(p))
-    target = training._frozen_twin(flow)
+    target = training.frozen_twin(flow)
 
     class FlowTarget:
         def action(self, x):
@@ -265,7 +265,7 @@ def test_path_after_switches_estimator(tmp_path, monkeypatch):
         seen.append((estimator, twin is not None))
         return real(flow, theory, batch, generator, estimator, twin)
 
-    monkeypatch.setattr(training, "kl_loss", spy)
+    monkeypatch.setattr(training.trainer, "kl_loss", spy)
     result = training.train(cfg(steps=6, path_after=4), out=tmp_path / "run", progress=False)
     assert result.step == 6
     assert [e for e, _ in seen] == ["reparam"] * 4 + ["path"] * 2

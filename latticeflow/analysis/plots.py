@@ -1,4 +1,4 @@
-"""PNG plots of ensembles: Monte Carlo histories, histograms, Γ(t)/Γ(0) and τ_int(W).
+"""PNG plots: ensembles (histories, histograms, Γ(t)/Γ(0), τ_int(W)) and training curves.
 
 One figure per observable with four panels, every ensemble drawn in each:
 
@@ -12,6 +12,7 @@ Matplotlib runs on the Agg backend: no display needed.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,7 @@ import numpy as np  # noqa: E402
 
 from .gamma import gamma_method  # noqa: E402
 
-__all__ = ["plot_observable", "plot_comparison"]
+__all__ = ["plot_observable", "plot_comparison", "plot_training"]
 
 _MAX_HISTORY = 5000  # points of history drawn per ensemble
 
@@ -91,3 +92,32 @@ def plot_comparison(ensembles, labels, out_dir, names, exact: dict | None = None
     stored = [n for n in names if all(n in e.observables for e in ensembles)]  # not derived ones
     return [plot_observable(n, ensembles, labels, Path(out_dir) / f"{n}.png", exact.get(n),
                             distributions.get(n)) for n in stored]
+
+
+def plot_training(records: list[dict], out) -> None:
+    """Loss, batch ESS and acceptance of training metrics records against step, as a PNG
+    (written under a temporary name, then renamed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: no global backend state
+
+    fig = Figure(figsize=(7, 7.5))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3, 1, sharex=True)
+    for ax, key, label in zip(axes, ("loss", "ess", "acceptance"),
+                              ("loss = KL − log Z", "batch ESS", "Metropolis acceptance")):
+        pts = [(r["step"], r[key]) for r in records if r.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="." if key == "acceptance" else None, lw=1)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("symlog", linthresh=10)  # the first steps are orders of magnitude above the rest
+    axes[1].set_ylim(0, 1.02)
+    axes[2].set_ylim(0, 1.02)
+    axes[-1].set_xlabel("step")
+    fig.tight_layout()
+    tmp = Path(out).with_name(f".{Path(out).name}.tmp{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=90)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -159,7 +159,7 @@ def load_model(source):
     if source.is_dir():
         if not (source / "config.toml").is_file():
             raise LatticeflowError(f"{source}: not a training run directory (no config.toml)")
-        cfg = load_config(source / "config.toml")
+        cfg = load_config(source / "config.toml", legacy=True)
         weights = source
     elif source.suffix == ".toml":
         cfg = load_config(source)

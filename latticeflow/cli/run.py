@@ -44,7 +44,7 @@ def _run_dir(cfg, args) -> Path:
             raise LatticeflowError(f"--resume {run_dir}: not a run directory (no config.toml)")
         from ..config import load_config
 
-        old = load_config(saved)
+        old = load_config(saved, legacy=True)
         if old.theory != cfg.theory or old.flow != cfg.flow:
             raise LatticeflowError(f"--resume {run_dir}: it was made from a different model "
                                    f"({old.theory.name} {old.theory.couplings()} vs "
@@ -84,9 +84,9 @@ def _flow(cfg, run_dir: Path, args, info: dict):
 
 
 def _training_facts(run_dir: Path) -> dict:
-    from ..training import METRICS, _read_metrics
+    from ..training import METRICS, read_metrics
 
-    rows = _read_metrics(run_dir / "train" / METRICS)
+    rows = read_metrics(run_dir / "train" / METRICS)
     if not rows:
         return {}
     last = rows[-1]

@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 
 from ..errors import LatticeflowError
-from .base import THEORIES, Coupling, Derived, Theory, register_theory
+from .base import THEORIES, Derived, Theory, coupling_names, register_theory
 
 _INFRASTRUCTURE = {"base", "field_space", "exact"}
 for _module in pkgutil.iter_modules(__path__):
@@ -23,7 +23,7 @@ from .phi4 import Phi4  # noqa: E402  (re-exported names; the loop above registe
 from .sun import SUN  # noqa: E402
 from .u1 import U1  # noqa: E402
 
-__all__ = ["Theory", "Coupling", "Derived", "THEORIES", "register_theory", "theory_class",
+__all__ = ["Theory", "Derived", "coupling_names", "THEORIES", "register_theory", "theory_class",
            "make_theory", "theory_from_params", "Phi4", "U1", "SUN"]
 
 
@@ -39,10 +39,9 @@ def theory_class(name: str) -> type[Theory]:
 def make_theory(name: str, shape, **couplings) -> Theory:
     """Build a theory from its TOML name and couplings (validated by ``config``)."""
     cls = theory_class(name)
-    unknown = set(couplings) - set(cls.couplings)
-    if unknown:
-        raise LatticeflowError(f"{name}: unknown couplings {sorted(unknown)} "
-                               f"(it has: {', '.join(cls.couplings)})")
+    names = coupling_names(cls)
+    if set(couplings) != set(names):
+        raise LatticeflowError(f"{name}: couplings {sorted(couplings)} given, it has: {', '.join(names)}")
     return cls(tuple(shape), **couplings)
 
 

@@ -4,9 +4,9 @@ A theory is one module in ``theories/`` whose class is decorated with
 :func:`register_theory`.  The class declares everything the rest of the package needs, so
 that nothing outside ``theories/`` (and the flow registry) branches on a theory's name:
 
-- ``name`` and ``couplings``: the ``[theory]`` keys beyond ``L``/``shape``/``dim``, with
-  type, check and meaning (:class:`Coupling`); ``config`` validates against them and
-  ``docs/config.md`` is generated from them;
+- ``name`` and ``couplings``: a dataclass of :func:`latticeflow.schema.key` fields, the
+  ``[theory]`` keys beyond ``L``/``shape``/``dim`` with type, check and meaning; ``config``
+  validates against it and ``docs/config.md`` is generated from it;
 - ``min_dim``: the smallest lattice dimension it is defined in;
 - ``field_space``: how fields move (momenta, kinetic energy, drift, projection; see
   :mod:`latticeflow.theories.field_space`), which is all HMC talks to;
@@ -24,10 +24,10 @@ from typing import Any, Callable
 import torch
 
 from ..lattice import Lattice
+from ..schema import table_fields
 from .field_space import FieldSpace, RealField
 
-__all__ = ["Theory", "Coupling", "Derived", "register_theory", "THEORIES", "positive", "nonnegative",
-           "one_of"]
+__all__ = ["Theory", "Derived", "register_theory", "THEORIES", "coupling_names"]
 
 #: theory name -> class; filled by :func:`register_theory` when ``theories`` is imported
 THEORIES: dict[str, type["Theory"]] = {}
@@ -41,30 +41,9 @@ def register_theory(cls: type["Theory"]) -> type["Theory"]:
     return cls
 
 
-def positive(v) -> str | None:
-    return None if v > 0 else "must be > 0"
-
-
-def nonnegative(v) -> str | None:
-    return None if v >= 0 else "must be >= 0"
-
-
-def one_of(*choices) -> Callable[[Any], str | None]:
-    return lambda v: None if v in choices else "must be one of " + ", ".join(map(repr, choices))
-
-
-@dataclass(frozen=True)
-class Coupling:
-    """One coupling of a theory's ``[theory]`` table (always required).
-
-    ``type`` is ``float`` (TOML integers are accepted) or ``int``; ``check(value)`` returns
-    None or the reason the value is impossible; ``doc`` is the meaning, for docs/config.md.
-    """
-
-    type: type
-    doc: str
-    check: Callable[[Any], str | None] | None = None
-    check_doc: str = ""
+def coupling_names(cls: type["Theory"]) -> list[str]:
+    """The coupling keys of a theory class, in declaration order."""
+    return [f.name for f in table_fields(cls.couplings)] if cls.couplings else []
 
 
 @dataclass(frozen=True)
@@ -90,7 +69,7 @@ class Theory:
     """
 
     name: str = ""
-    couplings: dict[str, Coupling] = {}
+    couplings: type | None = None  # a dataclass of schema.key fields
     min_dim: int = 1
     field_space: FieldSpace = RealField()
     #: observables whose per-configuration values are stored in ensembles
@@ -152,7 +131,7 @@ class Theory:
     def params(self) -> dict[str, Any]:
         """The physics as a JSON-able dict: ``name``, ``shape`` and couplings."""
         return {"name": self.name, "shape": list(self.shape),
-                **{k: getattr(self, k) for k in self.couplings}}
+                **{k: getattr(self, k) for k in coupling_names(type(self))}}
 
     def random_field(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A 'hot' start: random configurations (prior-like)."""

@@ -18,11 +18,13 @@ The full two-point function per configuration is :func:`two_point`.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from ..lattice import shift
-from .base import Coupling, Derived, Theory, nonnegative, register_theory
+from ..schema import key, nonnegative
+from .base import Derived, Theory, register_theory
 
 __all__ = ["Phi4", "phi4_action", "two_point", "zero_momentum_correlator"]
 
@@ -72,10 +74,11 @@ class Phi4(Theory):
     """
 
     name = "phi4"
-    couplings = {
-        "m2": Coupling(float, "m² (may be negative)"),
-        "lam": Coupling(float, "λ", nonnegative, "≥ 0"),
-    }
+    @dataclass(frozen=True)
+    class couplings:
+        m2: float = key(doc="m² (may be negative)")
+        lam: float = key(doc="quartic coupling λ", check=nonnegative)
+
     observable_names = ("magnetization", "abs_magnetization", "chi2", "ising_energy", "phi2")
     headline_observables = ("chi2", "abs_magnetization")
 

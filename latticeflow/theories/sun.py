@@ -11,11 +11,14 @@ Conventions
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ..groups import dagger, haar_sun, project_hermitian
 from ..lattice import planes, shift
-from .base import Coupling, Theory, one_of, positive, register_theory
+from ..schema import key, one_of, positive
+from .base import Theory, register_theory
 from .field_space import SUNField
 
 __all__ = ["SUN", "plaquettes", "sun_action", "wilson_loop_sun", "gauge_transform_sun"]
@@ -85,10 +88,11 @@ class SUN(Theory):
     """
 
     name = "sun"
-    couplings = {
-        "beta": Coupling(float, "inverse coupling β (S = −(β/N) Σ Re tr U_P)", positive, "> 0"),
-        "N": Coupling(int, "number of colours", one_of(2, 3), "2 or 3"),
-    }
+    @dataclass(frozen=True)
+    class couplings:
+        beta: float = key(doc="inverse coupling β (S = −(β/N) Σ Re tr U_P)", check=positive)
+        N: int = key(doc="number of colours", check=one_of(2, 3))
+
     min_dim = 2
     observable_names = ("plaquette", "wilson_1x2", "wilson_2x2")
     headline_observables = ("plaquette",)

@@ -15,12 +15,14 @@ Conventions
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from ..groups import principal_angle
 from ..lattice import planes, shift
-from .base import Coupling, Theory, positive, register_theory
+from ..schema import key, positive
+from .base import Theory, register_theory
 from .field_space import AngleField
 
 __all__ = [
@@ -105,7 +107,10 @@ class U1(Theory):
     """
 
     name = "u1"
-    couplings = {"beta": Coupling(float, "inverse coupling β", positive, "> 0")}
+    @dataclass(frozen=True)
+    class couplings:
+        beta: float = key(doc="inverse coupling β", check=positive)
+
     min_dim = 2
     field_space = AngleField()
     headline_observables = ("topological_charge", "chi_Q", "plaquette")

@@ -7,7 +7,7 @@ import torch
 
 from latticeflow.config import FlowConfig
 from latticeflow.flows import momentum_scaling
-from latticeflow.flows.build import build_flow
+from latticeflow.flows import build_flow
 from latticeflow.flows.momentum_scaling import MomentumScaling
 from latticeflow.theories import Phi4
 

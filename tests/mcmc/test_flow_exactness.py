@@ -8,7 +8,7 @@ from latticeflow import ensemble
 from latticeflow.analysis import gamma_method
 from latticeflow.analysis.acceptance import tau_int_from_acceptance
 from latticeflow.config import parse_config
-from latticeflow.flows.build import build_flow
+from latticeflow.flows import build_flow
 from latticeflow.mcmc import IndependenceMetropolis
 from latticeflow.mcmc.driver import run_ensemble
 from latticeflow.theories.exact import free_propagator

@@ -1,8 +1,23 @@
-"""Gauge-equivariant coupling layers for 2D U(1) lattice gauge theory.
+"""Gauge-equivariant coupling layers for 2D lattice gauge theories, written against a
+small *loop group* interface so that U(1) and SU(N) share the masks and the coupling logic.
 
-A layer (Kanwar et al., arXiv:2003.06413, Sec. III; tutorial arXiv:2101.08176, Sec. 5)
-acts on link angles ``theta`` of shape ``(batch, 2, L_0, L_1)`` through the plaquette
-angles ``P(x) = theta_01(x)``, which are gauge invariant:
+A layer (Kanwar et al., arXiv:2003.06413, Sec. III; Boyda et al., arXiv:2008.05456;
+tutorial arXiv:2101.08176, Sec. 5) acts on links ``(batch, 2, L_0, L_1, ...)`` through the
+untraced plaquettes ``P(x)`` they close.  The loop group (:class:`LoopGroup`) says what a
+loop is and how to compute, transform and read it:
+
+- ``plaquettes(links)``: ``P(x)`` for every site (U(1): the angle θ_01(x); SU(N): the
+  matrix U_01(x));
+- ``rectangle(P, a)``: the 2x1 loop around the plaquettes at ``x`` and ``x + a_hat``;
+- ``features(loop, mask)``: gauge-invariant real channels of a loop (U(1): cos, sin),
+  zero outside ``mask``;
+- ``transform(bijection, loops, params, inverse)``: the conjugation-equivariant map of the
+  active loops and its log-det (U(1): a circle bijection of the angle);
+- ``update_links(links_mu, active, P, P_new, sign)``: move each active link so that its
+  plaquette becomes ``P_new`` (U(1): θ ← θ + s (P′ − P)).
+
+The U(1) instance, :class:`U1Loops`, follows; the derivation below is written for it.
+For U(1) the plaquette angles ``P(x) = theta_01(x)`` are gauge invariant:
 
 1. The masks of :func:`latticeflow.lattice.plaquette_masks_2d` split the plaquettes into
    *active* (one per active link), *passive* and *frozen* ones.  The active ``mu``-links
@@ -46,7 +61,7 @@ Conditioner inputs (``loops``), all zero outside the sites listed:
   Those are exactly the rectangles used; :meth:`features` is unchanged by the layer
   (tested), which is what makes the coupling invertible.
 
-Symmetries of a layer: gauge invariance (exact), translations along ``mu`` by any
+Symmetries of a layer: gauge equivariance (exact), translations along ``mu`` by any
 amount and along ``nu`` by multiples of 4 (the conditioner is a periodic CNN).  A stack
 following :func:`latticeflow.lattice.gauge_mask_schedule` alternates ``mu``, so the flow
 is equivariant under translations by multiples of 4 along each axis.  Reflections and
@@ -55,57 +70,106 @@ charge conjugation ``theta -> -theta`` are not built in.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..groups import wrap_angle
-from ..lattice import gauge_mask_schedule, plaquette_masks_2d, shift
+from ..lattice import plaquette_masks_2d, shift
 from ..theories.u1 import plaquette_angles
-from .bijections import ElementwiseBijection
-from .circle import CircularSpline, NCPMixture
-from .flow import Flow
-from .nets import ConvNet
-from .priors import UniformAnglePrior
 
-__all__ = ["GaugeEquivariantCoupling", "build_u1_flow", "loop_channels"]
+__all__ = ["GaugeEquivariantCoupling", "LoopGroup", "U1Loops", "U1_LOOPS", "loop_channels", "LOOPS"]
 
 LOOPS = ("plaquette", "rectangle")
 
 
-def loop_channels(loops: Sequence[str]) -> int:
-    """Number of conditioner input channels for the given loop types (cos and sin each)."""
+class LoopGroup:
+    """The interface a gauge group offers the coupling layer; see the module docstring."""
+
+    #: real feature channels per loop type
+    channels_per_loop: int = 2
+
+    def plaquettes(self, links: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def rectangle(self, plaq: torch.Tensor, a: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def features(self, loop: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def transform(self, bijection, loops: torch.Tensor, params: torch.Tensor, inverse: bool):
+        """``(new_loops, logdet)`` with logdet ``(batch, n_active)``: one number per loop."""
+        raise NotImplementedError
+
+    def update_links(self, links_mu, active, plaq, new_active, sign):
+        raise NotImplementedError
+
+
+class U1Loops(LoopGroup):
+    """U(1): loops are angles ``(batch, L_0, L_1)``; products of loops are sums."""
+
+    def plaquettes(self, theta):
+        if theta.dim() != 4 or theta.shape[1] != 2:
+            raise ValueError(f"expected link angles (batch, 2, L_0, L_1), got {tuple(theta.shape)}")
+        return plaquette_angles(theta)[:, 0]
+
+    def rectangle(self, plaq, a):
+        return plaq + shift(plaq, a)
+
+    def features(self, loop, mask):
+        m = mask.to(loop.dtype)
+        return [torch.cos(loop) * m, torch.sin(loop) * m]
+
+    def transform(self, bijection, loops, params, inverse):
+        return (bijection.inverse if inverse else bijection.forward)(loops, params)
+
+    def update_links(self, theta_mu, active, plaq, new_active, sign):
+        delta = torch.zeros_like(plaq)
+        delta[:, active] = new_active - plaq[:, active]
+        return torch.where(active, wrap_angle(theta_mu + sign * delta), theta_mu)
+
+
+U1_LOOPS = U1Loops()
+
+
+def loop_channels(loops: Sequence[str], per_loop: int = 2) -> int:
+    """Number of conditioner input channels for the given loop types."""
     unknown = set(loops) - set(LOOPS)
     if unknown or "plaquette" not in loops:
         raise ValueError(f"loops must contain 'plaquette' and optionally 'rectangle', got {loops!r}")
-    return 2 + (4 if "rectangle" in loops else 0)
+    return per_loop * (1 + (2 if "rectangle" in loops else 0))
 
 
 class GaugeEquivariantCoupling(nn.Module):
-    r"""One gauge-equivariant coupling layer for 2D U(1) link angles.
+    r"""One gauge-equivariant coupling layer for 2D links.
 
-    Transforms the active plaquettes with a circle bijection conditioned on frozen
-    loops and moves the active ``mu``-links accordingly (see the module docstring for the
-    masks, the link update and the loops used).
+    Transforms the active plaquettes with a conjugation-equivariant map conditioned on
+    frozen loops and moves the active ``mu``-links accordingly (see the module docstring for
+    the masks, the link update and the loops used).
 
     References:
         Kanwar et al., "Equivariant flow-based sampling for lattice gauge theory",
-        arXiv:2003.06413, eqs. (8)-(10); Albergo et al., arXiv:2101.08176, Sec. 5.
+        arXiv:2003.06413, eqs. (8)-(10); Boyda et al., arXiv:2008.05456;
+        Albergo et al., arXiv:2101.08176, Sec. 5.
 
     Arguments:
-        bijection: circle map (:class:`NCPMixture`, :class:`CircularSpline`).
+        bijection: the map of the active loops (U(1): :class:`NCPMixture`, :class:`CircularSpline`).
         net: conditioner ``(B, loop_channels(loops), L_0, L_1) -> (B, bijection.n_params, L_0, L_1)``.
         mu: direction of the active links, 0 or 1.
         offset: active links on the lines ``x_{1-mu} = offset (mod 4)``.
         loops: ``("plaquette",)`` or ``("plaquette", "rectangle")``.
+        group: the :class:`LoopGroup` (default U(1)).
 
-    ``forward(theta) -> (theta', logdet)`` and ``inverse(theta') -> (theta, logdet)`` with
-    ``theta`` of shape ``(batch, 2, L_0, L_1)``, ``L_i`` divisible by 4, and ``logdet`` of
+    ``forward(links) -> (links', logdet)`` and ``inverse(links') -> (links, logdet)`` with
+    links of shape ``(batch, 2, L_0, L_1, ...)``, ``L_i`` divisible by 4, and ``logdet`` of
     shape ``(batch,)``.
 
     Example:
+        >>> import math
+        >>> from latticeflow.flows.circle import NCPMixture
+        >>> from latticeflow.flows.nets import ConvNet
         >>> bij = NCPMixture(components=2)
         >>> net = ConvNet(2, loop_channels(["plaquette"]), bij.n_params, hidden=(4,), zero_init=False)
         >>> layer = GaugeEquivariantCoupling(bij, net, mu=0, offset=1)
@@ -116,15 +180,15 @@ class GaugeEquivariantCoupling(nn.Module):
         (True, torch.Size([3]))
     """
 
-    def __init__(self, bijection: ElementwiseBijection, net: nn.Module, mu: int, offset: int,
-                 loops: Sequence[str] = ("plaquette",)):
+    def __init__(self, bijection, net: nn.Module, mu: int, offset: int,
+                 loops: Sequence[str] = ("plaquette",), group: LoopGroup = U1_LOOPS):
         super().__init__()
         if mu not in (0, 1):
             raise ValueError(f"mu must be 0 or 1, got {mu}")
-        self.bijection, self.net = bijection, net
+        self.bijection, self.net, self.group = bijection, net, group
         self.mu, self.offset = int(mu), int(offset) % 4
         self.loops = tuple(loops)
-        self.in_channels = loop_channels(self.loops)
+        self.in_channels = loop_channels(self.loops, group.channels_per_loop)
         self.sign = 1.0 if mu == 0 else -1.0
         self._mask_cache: dict = {}
 
@@ -146,80 +210,28 @@ class GaugeEquivariantCoupling(nn.Module):
         return self._mask_cache[key]
 
     def features(self, plaq: torch.Tensor) -> torch.Tensor:
-        """Conditioner input from plaquette angles ``(B, L_0, L_1)``: ``(B, C, L_0, L_1)``,
-        cos/sin of the loops that the layer leaves unchanged, zero elsewhere."""
-        masks = self.masks(plaq.shape[1:], plaq.device)
+        """Conditioner input from the plaquettes ``(B, L_0, L_1, ...)``: ``(B, C, L_0, L_1)``,
+        the features of the loops that the layer leaves unchanged, zero elsewhere."""
+        masks = self.masks(plaq.shape[1:3], plaq.device)
         loops = [(plaq, masks["frozen"])]
         if "rectangle" in self.loops:
-            loops += [(plaq + shift(plaq, a), masks[f"rect{a}"]) for a in (0, 1)]
+            loops += [(self.group.rectangle(plaq, a), masks[f"rect{a}"]) for a in (0, 1)]
         chans = []
-        for angle, mask in loops:
-            m = mask.to(plaq.dtype)
-            chans += [torch.cos(angle) * m, torch.sin(angle) * m]
+        for loop, mask in loops:
+            chans += self.group.features(loop, mask)
         return torch.stack(chans, dim=1)
 
-    def _couple(self, theta: torch.Tensor, inverse: bool):
-        if theta.dim() != 4 or theta.shape[1] != 2:
-            raise ValueError(f"expected link angles (batch, 2, L_0, L_1), got {tuple(theta.shape)}")
-        plaq = plaquette_angles(theta)[:, 0]
-        active = self.masks(plaq.shape[1:], plaq.device)["active"]
+    def _couple(self, links: torch.Tensor, inverse: bool):
+        plaq = self.group.plaquettes(links)
+        active = self.masks(plaq.shape[1:3], plaq.device)["active"]
         params = self.net(self.features(plaq)).movedim(1, -1)[:, active]  # (B, n_active, n_params)
-        p_old = plaq[:, active]
-        map_ = self.bijection.inverse if inverse else self.bijection.forward
-        p_new, logabsdet = map_(p_old, params)
-        delta = torch.zeros_like(plaq)
-        delta[:, active] = p_new - p_old
-        moved = torch.where(active, wrap_angle(theta[:, self.mu] + self.sign * delta), theta[:, self.mu])
-        links = [moved, theta[:, 1]] if self.mu == 0 else [theta[:, 0], moved]
-        return torch.stack(links, dim=1), logabsdet.sum(-1)
+        new_active, logabsdet = self.group.transform(self.bijection, plaq[:, active], params, inverse)
+        moved = self.group.update_links(links[:, self.mu], active, plaq, new_active, self.sign)
+        out = [moved, links[:, 1]] if self.mu == 0 else [links[:, 0], moved]
+        return torch.stack(out, dim=1), logabsdet.sum(-1)
 
-    def forward(self, theta: torch.Tensor):
-        return self._couple(theta, inverse=False)
+    def forward(self, links: torch.Tensor):
+        return self._couple(links, inverse=False)
 
-    def inverse(self, theta: torch.Tensor):
-        return self._couple(theta, inverse=True)
-
-
-def _make_bijection(flow_config) -> ElementwiseBijection:
-    if flow_config.bijection == "ncp":
-        return NCPMixture(components=flow_config.components, rotation=True)
-    if flow_config.bijection == "spline":
-        return CircularSpline(bins=flow_config.bins, rotation=True)
-    raise ValueError(f"bijection {flow_config.bijection!r} is not a circle map (use 'ncp' or 'spline')")
-
-
-def build_u1_flow(theory, flow_config) -> Flow:
-    """Gauge-equivariant flow for 2D U(1): uniform (Haar) prior + ``flow_config.layers``
-    couplings cycling through :func:`latticeflow.lattice.gauge_mask_schedule`.
-
-    Each layer has its own :class:`~latticeflow.flows.nets.ConvNet` (``hidden``,
-    ``kernel_size``, ``activation``; last layer zero, so the fresh flow is the identity) and
-    a circle bijection (``"ncp"``: :class:`NCPMixture` with ``components``; ``"spline"``:
-    :class:`CircularSpline` with ``bins``; both with a learnable rotation).
-
-    Arguments:
-        theory: anything with a 2D ``shape`` (a :class:`~latticeflow.theories.U1` or a
-            :class:`~latticeflow.config.TheoryConfig`).
-        flow_config: a :class:`~latticeflow.config.FlowConfig`.
-
-    Example:
-        >>> from latticeflow.config import parse_config
-        >>> cfg = parse_config('[theory]\\nname="u1"\\nL=8\\nbeta=2.0\\n[flow]\\nbijection="ncp"\\nlayers=8\\n')
-        >>> flow = build_u1_flow(cfg.theory, cfg.flow)
-        >>> x, log_q = flow.sample(2)
-        >>> x.shape, log_q.shape
-        (torch.Size([2, 2, 8, 8]), torch.Size([2]))
-    """
-    shape = tuple(theory.shape)
-    if getattr(theory, "name", "u1") != "u1":
-        raise ValueError(f"build_u1_flow builds flows for the u1 theory, not {theory.name!r}")
-    if len(shape) != 2 or any(n % 4 for n in shape):
-        raise ValueError(f"gauge-equivariant U(1) flows need a 2D lattice with L divisible by 4, got {shape}")
-    layers = []
-    channels = loop_channels(flow_config.loops)
-    for mu, offset in gauge_mask_schedule(flow_config.layers):
-        bijection = _make_bijection(flow_config)
-        net = ConvNet(2, channels, bijection.n_params, hidden=flow_config.hidden,
-                      kernel_size=flow_config.kernel_size, activation=flow_config.activation)
-        layers.append(GaugeEquivariantCoupling(bijection, net, mu, offset, flow_config.loops))
-    return Flow(UniformAnglePrior((2, *shape)), layers)
+    def inverse(self, links: torch.Tensor):
+        return self._couple(links, inverse=True)

@@ -1,4 +1,4 @@
-"""Tests of latticeflow/flows/build.py: the φ⁴ flow from a FlowConfig — exact density,
+"""Tests of latticeflow/flows/phi4_flow.py (and the flow registry): the φ⁴ flow from a FlowConfig — exact density,
 Z₂ symmetry, lattice-size independence, other dimensions, the u1 hook."""
 
 import doctest
@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from latticeflow.config import FlowConfig
-from latticeflow.flows import build
-from latticeflow.flows.build import build_flow
+from latticeflow.flows import phi4_flow, registry
+from latticeflow.flows import build_flow
 from latticeflow.flows.coupling import CheckerboardCoupling
 from latticeflow.flows.flow import Flow
 from latticeflow.flows.priors import NormalPrior
@@ -20,7 +20,9 @@ F64 = torch.float64
 
 def random_flow(shape, seed=0, **flow_options):
     torch.manual_seed(seed)
-    options = dict(layers=4, hidden=(4,), bins=4) | flow_options
+    options = dict(layers=4, hidden=(4,)) | flow_options
+    if options.get("bijection") == "spline":
+        options.setdefault("bins", 4)
     flow = build_flow(Phi4(shape, m2=-4.0, lam=8.0), FlowConfig(**options)).double()
     with torch.no_grad():
         for p in flow.parameters():
@@ -93,7 +95,7 @@ def test_other_dimensions(shape):
 
 
 def test_u1_dispatches_to_the_gauge_equivariant_builder():
-    from latticeflow.flows.u1_coupling import GaugeEquivariantCoupling
+    from latticeflow.flows.gauge_coupling import GaugeEquivariantCoupling
 
     flow = build_flow(U1((8, 8), beta=2.0), FlowConfig(layers=8, bijection="ncp"))
     assert len(flow.layers) == 8
@@ -103,7 +105,8 @@ def test_u1_dispatches_to_the_gauge_equivariant_builder():
 
 
 def test_docstring_examples():
-    assert doctest.testmod(build, raise_on_error=False).failed == 0
+    assert doctest.testmod(registry, raise_on_error=False).failed == 0
+    assert doctest.testmod(phi4_flow, raise_on_error=False).failed == 0
 
 
 def test_spline_bound_comes_from_the_config():

@@ -1,4 +1,4 @@
-"""Gauge-equivariant U(1) couplings (latticeflow/flows/u1_coupling.py): exact gauge and
+"""Gauge-equivariant U(1) couplings (latticeflow/flows/gauge_coupling.py, latticeflow/flows/u1_flow.py): exact gauge and
 translation equivariance, invertibility, log-determinants against autograd, the mask schedule
 and the shipped L=8 β=2 model.
 
@@ -17,8 +17,9 @@ from latticeflow.mcmc.independence import independence_acceptance
 from latticeflow.training import load_flow
 
 from latticeflow.config import FlowConfig, load_config
-from latticeflow.flows import u1_coupling
-from latticeflow.flows.u1_coupling import GaugeEquivariantCoupling, build_u1_flow
+from latticeflow.flows import gauge_coupling, u1_flow
+from latticeflow.flows.gauge_coupling import GaugeEquivariantCoupling
+from latticeflow.flows.u1_flow import build_u1_flow
 from latticeflow.lattice import gauge_mask_schedule, link_stripes_2d, plaquette_masks_2d
 from latticeflow.theories.u1 import U1, gauge_transform, plaquette_angles, u1_action
 
@@ -30,8 +31,8 @@ IDS = ["ncp", "ncp-rect", "spline", "spline-rect"]
 
 def random_flow(L, layers, bijection, loops, seed=0, scale=0.1):
     torch.manual_seed(seed)
-    cfg = FlowConfig(layers=layers, bijection=bijection, hidden=(4,), kernel_size=3, bins=4,
-                     components=3, loops=loops)
+    kernel = {"bins": 4} if bijection == "spline" else {"components": 3}
+    cfg = FlowConfig(layers=layers, bijection=bijection, hidden=(4,), kernel_size=3, loops=loops, **kernel)
     flow = build_u1_flow(U1((L, L), beta=1.0), cfg).double()
     with torch.no_grad():
         for p in flow.parameters():
@@ -188,7 +189,7 @@ def test_bad_lattices_and_kernels_are_refused():
     with pytest.raises(ValueError, match="circle map"):
         build_u1_flow(U1((8, 8), 1.0), FlowConfig(bijection="affine"))
     with pytest.raises(ValueError, match="loops"):
-        u1_coupling.loop_channels(["rectangle"])
+        gauge_coupling.loop_channels(["rectangle"])
 
 
 def test_shipped_l8_beta2_model():
@@ -212,5 +213,6 @@ def test_shipped_l8_beta2_model():
 
 
 def test_docstring_examples():
-    failures, _ = doctest.testmod(u1_coupling, extraglobs={"torch": torch, "math": math})
-    assert failures == 0
+    for module in (gauge_coupling, u1_flow):
+        failures, _ = doctest.testmod(module, extraglobs={"torch": torch, "math": math})
+        assert failures == 0

@@ -1,0 +1,165 @@
+"""The files of a training run directory, the model-file format, and loading a flow.
+
+A run directory (``runs/<config name>-<timestamp>/`` or ``--out``) holds
+
+- ``config.toml``: the model file as written (the input, echoed);
+- ``effective_config.toml``: the effective configuration (defaults filled in, overrides
+  applied; ``Config.toml``), which is what readers use when it exists;
+- ``metrics.jsonl``: one JSON object per logged step; ``training.png``: the curves;
+- ``checkpoint.pt``: everything a resume needs, written atomically;
+- ``model.pt`` (at the end): the model file — weights + the physics and architecture they
+  belong to; load it with :func:`load_flow`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..config import Config, load_config, parse_config
+from ..errors import LatticeflowError
+from ..files import atomic_write_text, new_run_dir
+from ..flows import build_flow
+
+__all__ = ["CHECKPOINT", "MODEL", "METRICS", "PLOT", "CONFIG", "EFFECTIVE_CONFIG", "load_flow",
+           "model_file", "mismatch", "read_metrics", "last_metrics", "truncate_metrics",
+           "prepare_run_dir", "write_configs", "run_config"]
+
+CHECKPOINT, MODEL, METRICS, PLOT = "checkpoint.pt", "model.pt", "metrics.jsonl", "training.png"
+CONFIG, EFFECTIVE_CONFIG = "config.toml", "effective_config.toml"
+
+
+def run_config(run_dir: Path) -> Config:
+    """The configuration of a run directory: ``effective_config.toml`` where it exists
+    (runs since it was added), else ``config.toml``; files written by latticeflow itself are
+    read with ``legacy=True`` (see :func:`latticeflow.config.parse_config`)."""
+    run_dir = Path(run_dir)
+    for name in (EFFECTIVE_CONFIG, CONFIG):
+        if (run_dir / name).is_file():
+            cfg = load_config(run_dir / name, legacy=True)
+            # the run is named after the model file it came from, not after "config"
+            return Config(**{**cfg.__dict__, "path": run_dir / CONFIG})
+    raise LatticeflowError(f"{run_dir}: not a run directory (no {CONFIG})")
+
+
+def write_configs(run_dir: Path, cfg: Config, step: int = 0) -> None:
+    """Echo the model file and write the effective config; an earlier different pair (a
+    resume with changed settings) is kept as ``config-until-step<N>.toml``."""
+    run_dir = Path(run_dir)
+    for name, text in ((CONFIG, cfg.text), (EFFECTIVE_CONFIG, cfg.toml)):
+        path = run_dir / name
+        if path.is_file() and path.read_text() != text:
+            path.replace(run_dir / f"{Path(name).stem}-until-step{step}.toml")
+        atomic_write_text(path, text)
+
+
+def model_file(flow, cfg: Config) -> dict:
+    return {"format": "latticeflow-model", "version": 1, "latticeflow_version": __version__,
+            "theory": cfg.theory.build().params(), "flow": asdict(cfg.flow), "config": cfg.toml,
+            "state_dict": flow.state_dict()}
+
+
+def mismatch(old: Config, new: Config) -> list[str]:
+    out = []
+    for section in ("theory", "flow"):
+        a, b = _section_values(getattr(old, section)), _section_values(getattr(new, section))
+        out += [f"{section}.{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now"
+                for k in a.keys() | b.keys() if a.get(k) != b.get(k)]
+    return sorted(out)
+
+
+def _section_values(section) -> dict:
+    values = asdict(section)
+    values |= dict(values.pop("params", ())) | dict(values.pop("coupling_values", ()))
+    return values
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def last_metrics(path: Path) -> dict:
+    records = read_metrics(path)
+    return records[-1] if records else {}
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint (a killed run), so a resume never duplicates."""
+    records = read_metrics(path)
+    kept = [r for r in records if r["step"] <= step]
+    if len(kept) != len(records):
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def prepare_run_dir(cfg: Config, out, resume: bool) -> Path:
+    """The training run directory: ``out``, or a new one under ``runs/``; refuses to start
+    over a run (without ``resume``) or to resume where there is no checkpoint."""
+    if out is None:
+        if resume:
+            raise LatticeflowError("resume: give the run directory to continue (--out DIR)")
+        run_dir = new_run_dir(cfg.name)
+    else:
+        run_dir = Path(out)
+    if resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise LatticeflowError(f"{run_dir}: no {CHECKPOINT} here to resume from")
+    elif (run_dir / CHECKPOINT).exists():
+        raise LatticeflowError(f"{run_dir}: already holds a training run; resume it (--resume) "
+                               "or choose another output directory")
+    elif run_dir.exists() and not run_dir.is_dir():
+        raise LatticeflowError(f"{run_dir}: exists and is not a directory")
+    return run_dir
+
+
+def load_flow(source, config=None):
+    """A trained flow (float32, eval mode) from a run directory or a ``.pt`` weights file.
+
+    Arguments:
+        source: a run directory (uses ``model.pt``, else the ``checkpoint.pt`` weights) or a
+            weights file such as ``models/phi4_tutorial.pt``.
+        config: the model's :class:`Config` or TOML path; default: the run directory's
+            (:func:`run_config`), or the TOML beside a weights file with the same stem.
+
+    The weights must match the config's architecture and theory; the lattice size and the
+    couplings may differ (a flow trained on L = 8 runs on L = 12; the Metropolis step or the
+    reweighting keeps sampling exact).
+    """
+    source = Path(source)
+    if source.is_dir():
+        weights = source / MODEL if (source / MODEL).is_file() else source / CHECKPOINT
+    else:
+        weights = source
+    if not weights.is_file():
+        raise LatticeflowError(f"{source}: no {MODEL} or {CHECKPOINT} to load")
+    if config is None and source.is_dir():
+        config = run_config(source)
+    elif config is None:
+        config = source.with_suffix(".toml")
+        if not config.is_file():
+            raise LatticeflowError(f"{weights}: no config given and no {config.name} beside it")
+    cfg = config if isinstance(config, Config) else load_config(config)
+    if cfg.flow is None:
+        raise LatticeflowError(f"{cfg.path or 'the model file'}: no [flow] table to build the flow from")
+    try:
+        state = torch.load(weights, weights_only=True)
+        state_dict = state["state_dict"] if "state_dict" in state else state["model"]
+    except Exception:
+        raise LatticeflowError(f"{weights}: not a readable latticeflow model or checkpoint") from None
+    saved_config = parse_config(state["config"], legacy=True) if "config" in state else None
+    if saved_config is not None:
+        wrong = [p for p in mismatch(saved_config, cfg) if p.startswith("flow.") or p.startswith("theory.name")]
+        if wrong:
+            raise LatticeflowError(f"{weights}: weights of a different architecture: " + "; ".join(wrong))
+    flow = build_flow(cfg.theory.build(), cfg.flow).float()
+    try:
+        flow.load_state_dict(state_dict)
+    except RuntimeError as exc:
+        raise LatticeflowError(f"{weights}: weights do not fit the architecture of the config "
+                               f"({str(exc).splitlines()[0]})") from None
+    return flow.eval()

@@ -2,48 +2,40 @@
 
 Sample φ⁴, U(1) and SU(N) lattice theories with flows that respect their symmetries,
 make every flow ensemble exact (Metropolis independence or reweighting), and compare
-against HMC with Γ-method error bars.  Conventions: ``docs/conventions.md``.
+against HMC with Γ-method error bars.  Conventions: ``docs/conventions.md``; the map of
+the package: ``docs/architecture.md``.
+
+The functions below are those of :mod:`latticeflow.pipeline` (and ``load_flow`` of
+:mod:`latticeflow.training`), imported on first use so that ``import latticeflow`` stays
+light.
 """
 
 __version__ = "0.1.0"
 
-from .errors import LatticeflowError, ConfigError  # noqa: E402
+from .errors import ConfigError, LatticeflowError  # noqa: E402
 
-__all__ = ["__version__", "LatticeflowError", "ConfigError", "train", "load_flow", "sample", "hmc",
-           "analyze"]
+#: public name -> module that defines it (PEP 562 lazy re-export)
+_LAZY = {
+    "train": "latticeflow.pipeline",
+    "sample": "latticeflow.pipeline",
+    "hmc": "latticeflow.pipeline",
+    "analyze": "latticeflow.pipeline",
+    "compare": "latticeflow.pipeline",
+    "exact": "latticeflow.pipeline",
+    "load_model": "latticeflow.pipeline",
+    "load_flow": "latticeflow.training",
+}
 
-
-# torch-heavy modules are imported on first use, so `import latticeflow` stays light
-def train(config_or_path, out=None, steps=None, resume=False, progress=True):
-    """Train a model's flow by reverse KL; see :func:`latticeflow.training.train`."""
-    from .training import train as _train
-
-    return _train(config_or_path, out=out, steps=steps, resume=resume, progress=progress)
-
-
-def load_flow(source, config=None):
-    """Load trained weights into a flow; see :func:`latticeflow.training.load_flow`."""
-    from .training import load_flow as _load_flow
-
-    return _load_flow(source, config)
+__all__ = ["__version__", "LatticeflowError", "ConfigError", *_LAZY]
 
 
-def sample(source, n, out=None, iid=False, chains=None, seed=None, configs=True, progress=True):
-    """Exact flow ensemble (Metropolis, or i.i.d. with weights); see :func:`latticeflow.cli.commands.sample`."""
-    from .cli.commands import sample as _sample
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
 
-    return _sample(source, n, out, iid, chains, seed, configs, progress)
-
-
-def hmc(config, n, out=None, chains=None, seed=None, configs=True, progress=True):
-    """HMC ensemble for a model or study file; see :func:`latticeflow.cli.commands.hmc`."""
-    from .cli.commands import hmc as _hmc
-
-    return _hmc(config, n, out, chains, seed, configs, progress)
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'latticeflow' has no attribute {name!r}")
 
 
-def analyze(path):
-    """Means, errors, τ_int, acceptance, ESS of an ensemble file (the ``analyze --json`` object)."""
-    from .cli.commands import analyze as _analyze
-
-    return _analyze(path)
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

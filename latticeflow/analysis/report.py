@@ -10,6 +10,7 @@ import datetime
 import platform
 from pathlib import Path
 
+from ..files import atomic_write_text
 from .compare import comparison_markdown
 
 __all__ = ["consistency", "write_report"]
@@ -89,5 +90,5 @@ def write_report(path, *, title: str, theory: dict, description: str, table: dic
     lines += [f"latticeflow {__version__}, Python {platform.python_version()}, seed {seed}, "
               f"written {now}.", ""]
     path = Path(path)
-    path.write_text("\n".join(lines))
+    atomic_write_text(path, "\n".join(lines))
     return path

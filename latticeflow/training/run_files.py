@@ -43,7 +43,7 @@ def run_config(run_dir: Path) -> Config:
             cfg = load_config(run_dir / name, legacy=True)
             # the run is named after the model file it came from, not after "config"
             return Config(**{**cfg.__dict__, "path": run_dir / CONFIG})
-    raise LatticeflowError(f"{run_dir}: not a run directory (no {CONFIG})")
+    raise LatticeflowError(f"{run_dir}: not a training run directory (no {CONFIG})")
 
 
 def write_configs(run_dir: Path, cfg: Config, step: int = 0) -> None:

@@ -60,7 +60,7 @@ def test_tau_int_agrees_with_the_accept_reject_estimate(chain):
 
 def test_float32_proposals_match_float64_log_weights():
     """Sampling runs the flow in float32 by default: its log w must agree with float64."""
-    from latticeflow.cli.commands import flow_proposal
+    from latticeflow.pipeline import flow_proposal
 
     cfg = parse_config('[theory]\nname = "phi4"\nL = 4\nm2 = -1.0\nlam = 1.0\n'
                        '[flow]\nlayers = 4\nbijection = "spline"\nhidden = [8]\n')

@@ -1,0 +1,252 @@
+"""The library pipeline: model sources, overrides, and every command as a function.
+
+``latticeflow.train``, ``sample``, ``hmc``, ``analyze``, ``compare`` and ``exact`` are these
+functions; the ``latticeflow`` command only parses arguments and prints what they return.
+This is the one module that wires configs, theories, flows, samplers, ensembles and the
+analysis together (the flow-vs-HMC study on top of it is :mod:`latticeflow.study`).
+
+Example:
+    >>> import latticeflow
+    >>> latticeflow.exact("models/u1_L8_b2.toml")["observables"]["plaquette"]  # doctest: +SKIP
+    0.6977746580...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import ExitStack
+from pathlib import Path
+
+from .config import Config, load_config
+from .errors import LatticeflowError
+from .files import RUNS
+from .schema import check_value, table_fields
+from .training import MODEL, load_flow, run_config, train
+
+__all__ = ["resolve_model", "load_model", "flow_proposal", "override", "exact", "hmc", "sample",
+           "analyze", "compare", "train", "default_output"]
+
+
+def _config(config) -> Config:
+    return config if isinstance(config, Config) else load_config(config)
+
+
+def _check_n(n, minimum: int = 1) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
+        raise LatticeflowError(f"-n: must be an integer >= {minimum} (got {n!r})")
+    return n
+
+
+def override(cfg: Config, section: str, flag_names: dict[str, str] | None = None, **values) -> Config:
+    """``cfg`` with keys of ``[section]`` replaced (None: keep), each checked like the TOML
+    key; an error names the command-line flag (``flag_names``) or the key."""
+    table = getattr(cfg, section)
+    fields = {f.name: f for f in table_fields(type(table))}
+    changes = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        name = (flag_names or {}).get(key, f"{section}.{key}")
+        changes[key] = check_value(name, value, fields[key].check)
+    if not changes:
+        return cfg
+    return dataclasses.replace(cfg, **{section: dataclasses.replace(table, **changes)})
+
+
+def default_output(cfg: Config, kind: str) -> Path:
+    """``runs/<model>-<sampler>.h5``."""
+    return RUNS / f"{cfg.name}-{kind}.h5"
+
+
+# --- model sources ------------------------------------------------------------------------
+def resolve_model(source) -> tuple[Config, Path]:
+    """``(config, weights)`` of a training run directory or of a model TOML whose weights are
+    shipped beside it (same stem, ``.pt``)."""
+    source = Path(source)
+    if source.is_dir():
+        return run_config(source), source
+    if source.suffix != ".toml":
+        raise LatticeflowError(f"{source}: expected a run directory or a model .toml file")
+    cfg = load_config(source)
+    weights = source.with_suffix(".pt")
+    if cfg.flow is not None and not weights.is_file():
+        raise LatticeflowError(f"{source}: no shipped weights {weights.name} beside it "
+                               f"(train them: latticeflow train {source})")
+    return cfg, weights
+
+
+def _require_flow(cfg: Config, what: str = "sample") -> None:
+    if cfg.flow is None:
+        raise LatticeflowError(f"{cfg.path or 'the model file'}: no [flow] table, so there is no "
+                               f"flow to {what}")
+
+
+def load_model(source):
+    """``(config, flow)`` from a run directory or a model TOML with weights beside it."""
+    cfg, weights = resolve_model(source)
+    _require_flow(cfg)
+    return cfg, load_flow(weights, cfg)
+
+
+def flow_proposal(flow, dtype: str = "float32"):
+    """``propose(n, generator) -> (x, log_q)`` with the flow run in ``dtype``.
+
+    The samplers cast x and log q to the theory's precision before computing S and log w
+    (``docs/config.md``, ``[sample] dtype``).
+    """
+    import torch
+
+    flow = flow.to(getattr(torch, dtype)).eval()
+
+    def propose(n, generator):
+        with torch.no_grad():
+            return flow.sample(n, generator=generator)
+
+    return propose
+
+
+# --- commands -----------------------------------------------------------------------------
+def exact(config) -> dict:
+    """``{"theory": params, "observables": {name: value}}``: analytic reference values."""
+    theory = _config(config).theory.build()
+    return {"theory": theory.params(), "observables": theory.exact()}
+
+
+def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = None,
+        configs: bool = True, progress: bool = True) -> dict:
+    """Generate (or continue) an HMC ensemble file for a model/study; returns the run summary.
+
+    Arguments:
+        config: a TOML path or :class:`~latticeflow.config.Config` (``[theory]``, ``[hmc]``).
+        n: configurations the file should hold (resumes an existing ``out``).
+        out: HDF5 path (default ``runs/<name>-hmc.h5``).
+        chains, seed: override ``[hmc] chains`` / ``seed`` (recorded in the file's config).
+        configs: store the fields (observables are always stored).
+    """
+    from .mcmc.driver import run_ensemble
+    from .mcmc.hmc import HMC
+    from .mcmc.hmc_chains import HMCChains
+
+    _check_n(n)
+    cfg = override(_config(config), "hmc", {"chains": "--chains", "seed": "--seed"},
+                   chains=chains, seed=seed)
+    theory, h = cfg.theory.build(), cfg.hmc
+    sampler = HMCChains(theory, HMC.from_config(theory, h), h.chains, h.thermalization, h.tune,
+                        h.start, h.seed, store_configs=configs, progress=progress)
+    return run_ensemble(sampler, theory=theory, path=out or default_output(cfg, "hmc"), n=n,
+                        config_text=cfg.toml, seed=h.seed, block=h.block, store_configs=configs,
+                        progress=progress, desc="hmc")
+
+
+def sample(source, n: int, out=None, iid: bool = False, chains: int | None = None,
+           seed: int | None = None, configs: bool = True, progress: bool = True, *,
+           flow=None) -> dict:
+    """Exact ensemble from a trained flow: Metropolis independence chains, or (``iid``) raw
+    samples with log weights for reweighting.  Returns the run summary.
+
+    Arguments:
+        source: a training run directory, or a model TOML with its weights beside it; with
+            ``flow`` given, the model's :class:`Config` (or TOML path) alone.
+        n: configurations the file should hold (resumes an existing ``out``).
+        out: HDF5 path (default: in the run directory, or ``runs/<name>-<sampler>.h5``).
+        chains, seed: override ``[sample] chains`` / ``seed`` (recorded in the file's config).
+        configs: store the fields (observables are always stored).
+        flow: an already loaded flow to sample.
+    """
+    from .mcmc.driver import run_ensemble
+    from .mcmc.flow_samplers import IIDWithWeights, IndependenceMetropolis
+
+    _check_n(n)
+    if flow is None:
+        cfg, flow = load_model(source)
+    else:
+        cfg = _config(source)
+    cfg = override(cfg, "sample", {"chains": "--chains", "seed": "--seed"}, chains=chains, seed=seed)
+    theory, s = cfg.theory.build(), cfg.sample
+    kind = IIDWithWeights if iid else IndependenceMetropolis
+    store = s.configs and configs
+    sampler = kind(theory, flow_proposal(flow, s.dtype), n_chains=s.chains,
+                   batch_size=s.batch_size, seed=s.seed, store_configs=store)
+    if out is None:
+        is_run = not isinstance(source, Config) and Path(source).is_dir()
+        out = Path(source) / f"{sampler.sampler}.h5" if is_run else default_output(cfg, sampler.sampler)
+    return run_ensemble(sampler, theory=theory, path=out, n=n, config_text=cfg.toml, seed=s.seed,
+                        block=s.block, store_configs=store, progress=progress,
+                        desc=sampler.sampler)
+
+
+def analyze(path) -> dict:
+    """The ``analyze --json`` object of one ensemble file (exact values included)."""
+    from . import ensemble
+    from .analysis.summary import summarize
+    from .theories import theory_from_params
+
+    with ensemble.open(path) as ens:
+        try:
+            reference = theory_from_params(ens.theory).exact()
+        except (ValueError, TypeError, KeyError, LatticeflowError):
+            reference = {}
+        return summarize(ens, reference)
+
+
+def compare(paths, labels: list[str] | None = None, out=None):
+    """Side-by-side table of ensembles of one theory, and with ``out`` its files there:
+    ``comparison.md``, ``comparison.json`` and one PNG per stored observable.
+
+    Returns ``(table, markdown, figures)``.
+    """
+    from . import ensemble
+
+    if len(paths) < 2:
+        raise LatticeflowError("compare: give at least two ensemble files")
+    if labels is not None and len(labels) != len(paths):
+        raise LatticeflowError(f"--labels: expected {len(paths)} comma-separated names")
+    with ExitStack() as stack:
+        ensembles = [stack.enter_context(ensemble.open(p)) for p in paths]
+        return write_comparison(ensembles, labels, out)
+
+
+def write_comparison(ensembles, labels=None, out=None):
+    """:func:`compare` for open ensembles."""
+    import json
+
+    from .analysis.compare import compare_ensembles, comparison_markdown
+    from .analysis.plots import plot_comparison
+    from .files import atomic_write_text
+    from .theories import theory_from_params
+
+    theories = {json.dumps(e.theory, sort_keys=True) for e in ensembles}
+    if len(theories) > 1:
+        raise LatticeflowError("compare: the files hold different theories: " + " vs ".join(sorted(theories)))
+    theory = theory_from_params(ensembles[0].theory)
+    reference = theory.exact()
+    table = compare_ensembles(ensembles, reference, labels)
+    markdown = comparison_markdown(table)
+    figures = []
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "comparison.md", markdown + "\n")
+        atomic_write_text(out / "comparison.json", json.dumps(table, indent=2) + "\n")
+        figures = plot_comparison(ensembles, [e["label"] for e in table["ensembles"]], out,
+                                  list(table["observables"]), reference, theory.exact_distributions())
+    return table, markdown, figures
+
+
+def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: float | None = None,
+                 progress: bool = True) -> tuple[object, str]:
+    """The flow of a model: its shipped weights (copied to ``run_dir/model.pt``), or a
+    resumable training run in ``run_dir/train``.  Returns ``(flow, how)``."""
+    import shutil
+
+    shipped = cfg.path.with_suffix(".pt") if cfg.path else None
+    train_dir = run_dir / "train"
+    want_training = retrain or minutes is not None or not (shipped and shipped.is_file())
+    if not want_training and not train_dir.exists():
+        shutil.copy(shipped, run_dir / MODEL)
+        return load_flow(run_dir / MODEL, cfg), f"shipped weights `{shipped}`"
+    if (train_dir / MODEL).is_file():
+        return load_flow(train_dir, cfg), f"trained in `{train_dir}`"
+    result = train(override(cfg, "train", {"minutes": "--train-minutes"}, minutes=minutes),
+                   out=train_dir, resume=(train_dir / "checkpoint.pt").is_file(), progress=progress)
+    return result.flow, f"trained in `{train_dir}` ({result.step} steps, stopped by {result.stopped})"

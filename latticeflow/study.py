@@ -1,0 +1,123 @@
+"""The flow-vs-HMC study of one model (``latticeflow run``), as a library function.
+
+Stages, each resumable and each leaving usable files behind (an interrupt keeps everything
+committed so far; :func:`prepare` with ``resume`` continues):
+
+1. flow — the weights shipped beside the TOML (``models/NAME.pt``), or a training run in
+   ``DIR/train/`` (``retrain``, ``train_minutes``, or when no weights are shipped);
+2. ``DIR/flow-mcmc.h5`` — Metropolis independence chains with the flow;
+3. ``DIR/hmc.h5`` — the HMC baseline with the model's ``[hmc]`` settings;
+4. ``DIR/comparison.{md,json}`` and one PNG per observable;
+5. ``DIR/report.md``, which names every file and the commands that reproduce it.
+
+``DIR`` is ``runs/<model>-<timestamp>/`` unless ``out`` names it; the model file and the
+effective configuration are written to ``DIR/config.toml`` and ``DIR/effective_config.toml``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import ensemble, pipeline
+from .analysis.report import consistency, write_report
+from .config import Config, load_config
+from .errors import LatticeflowError
+from .files import atomic_write_text, new_run_dir
+from .training import METRICS, read_metrics
+from .training.run_files import CONFIG, run_config, write_configs
+
+__all__ = ["prepare", "run", "resume_command", "FLOW_FILE", "HMC_FILE", "REPORT", "DEFAULT_N"]
+
+FLOW_FILE, HMC_FILE, REPORT = "flow-mcmc.h5", "hmc.h5", "report.md"
+DEFAULT_N = 20000
+
+
+def prepare(model, out=None, resume=None) -> tuple[Config, Path]:
+    """The model's config and the run directory (created; refuses a resume of another model)."""
+    cfg = load_config(model)
+    if cfg.flow is None:
+        raise LatticeflowError(f"{model}: no [flow] table, so there is no flow to run")
+    if resume:
+        run_dir = Path(resume)
+        if not (run_dir / CONFIG).is_file():
+            raise LatticeflowError(f"--resume {run_dir}: not a run directory (no {CONFIG})")
+        old = run_config(run_dir)
+        if old.theory != cfg.theory or old.flow != cfg.flow:
+            raise LatticeflowError(f"--resume {run_dir}: it was made from a different model "
+                                   f"({old.theory.name} {old.theory.couplings()} vs "
+                                   f"{cfg.theory.name} {cfg.theory.couplings()})")
+    elif out:
+        run_dir = Path(out)
+        if (run_dir / CONFIG).exists():
+            raise LatticeflowError(f"--out {run_dir}: already holds a run; continue it with "
+                                   f"--resume {run_dir}")
+    else:
+        run_dir = new_run_dir(cfg.name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / CONFIG).exists():
+        write_configs(run_dir, cfg)
+    return cfg, run_dir
+
+
+def resume_command(model, run_dir: Path, n: int, retrain: bool = False) -> str:
+    """The command that continues an interrupted run exactly as it was started."""
+    return (f"latticeflow run {model} -n {n} --resume {run_dir}" + (" --train" if retrain else ""))
+
+
+def _training_facts(run_dir: Path) -> dict:
+    rows = read_metrics(run_dir / "train" / METRICS)
+    if not rows:
+        return {}
+    last = rows[-1]
+    acc = [r["acceptance"] for r in rows if r.get("acceptance") is not None]
+    facts = {"training steps": last.get("step"), "training time (s)": f"{last.get('seconds', 0):.0f}"}
+    if acc:
+        facts["acceptance at the end of training"] = f"{acc[-1]:.3f}"
+    facts["training curves"] = "![training](train/training.png)"
+    return facts
+
+
+def run(cfg: Config, run_dir: Path, n: int = DEFAULT_N, retrain: bool = False,
+        train_minutes: float | None = None, progress: bool = True, stage=lambda title: None,
+        model=None) -> dict:
+    """All stages in ``run_dir`` (from :func:`prepare`); ``stage(title)`` is called before each.
+
+    Returns ``{"run_dir", "report", "comparison", "markdown", "figures", "consistency"}``.
+    """
+    pipeline._check_n(n, 10)
+    model = model or cfg.path
+    stage(f"1/4 flow for {cfg.name}")
+    flow, how = pipeline.trained_flow(cfg, run_dir, retrain, train_minutes, progress)
+    f = cfg.flow
+    n_params = sum(p.numel() for p in flow.parameters())
+    info = {"flow": how, "architecture": f"{f.layers} {f.bijection} coupling layers, conditioner CNN "
+                                         f"hidden {list(f.hidden)}, kernel {f.kernel_size}; {n_params} parameters"}
+    info.update(_training_facts(run_dir))
+
+    stage("2/4 flow-MCMC ensemble")
+    pipeline.sample(cfg, n, out=run_dir / FLOW_FILE, progress=progress, flow=flow)
+    stage("3/4 HMC baseline")
+    pipeline.hmc(cfg, n, out=run_dir / HMC_FILE, configs=False, progress=progress)
+
+    stage("4/4 comparison and report")
+    theory = cfg.theory.build()
+    with ensemble.open(run_dir / FLOW_FILE) as fe, ensemble.open(run_dir / HMC_FILE) as he:
+        table, markdown, figures = pipeline.write_comparison([fe, he], ["flow-mcmc", "hmc"], run_dir)
+    drawn = [Path(p).stem for p in figures]
+    first = [name for name in theory.headline_observables if name in drawn]
+    order = first + [name for name in drawn if name not in first]
+    commands = [f"latticeflow run {model} -n {n}" + (" --train" if retrain else ""),
+                "# or stage by stage:",
+                f"latticeflow sample {model} -n {n} --out {run_dir / FLOW_FILE}",
+                f"latticeflow hmc {model} -n {n} --out {run_dir / HMC_FILE} --no-configs",
+                f"latticeflow compare {run_dir / FLOW_FILE} {run_dir / HMC_FILE} --out {run_dir}"]
+    report = write_report(run_dir / REPORT, title=f"{cfg.name}: flow-MCMC vs HMC",
+                          theory=theory.params(), description=cfg.description, table=table,
+                          figures=[f"{name}.png" for name in order], flow_info=info,
+                          commands=commands, seed=cfg.sample.seed)
+    checks = consistency(table)
+    atomic_write_text(run_dir / "run.json", json.dumps({"model": str(model), "n": n, **info,
+                                                        "consistency": checks}, indent=2) + "\n")
+    return {"run_dir": run_dir, "report": report, "comparison": table, "markdown": markdown,
+            "figures": figures, "consistency": checks}

@@ -1,17 +1,9 @@
 """Errors a user can cause.  The CLI turns these into one line on stderr and exit code 2.
 
-Also the stop request of an interrupted run: the CLI's SIGINT/SIGTERM handler sets
-:data:`STOP_REQUESTED` and raises ``KeyboardInterrupt``.  Python drops an exception raised
-while it runs a finaliser or a weakref callback, so long loops also check the event at
-their safe points (between blocks) and stop there.
+(Interrupts — Ctrl-C, ``kill`` — are :mod:`latticeflow.interrupts`.)
 """
 
-import threading
-
-__all__ = ["LatticeflowError", "ConfigError", "EnsembleError", "STOP_REQUESTED"]
-
-#: set when the user asked an interruptible run to stop (Ctrl-C, ``kill``)
-STOP_REQUESTED = threading.Event()
+__all__ = ["LatticeflowError", "ConfigError", "EnsembleError"]
 
 
 class LatticeflowError(Exception):

@@ -11,7 +11,8 @@ import argparse
 import sys
 
 from .. import __version__
-from ..errors import STOP_REQUESTED, LatticeflowError
+from ..errors import LatticeflowError
+from ..interrupts import stop_on_signals
 from .commands import cmd_analyze, cmd_compare, cmd_exact, cmd_hmc, cmd_sample, cmd_train
 from .run import cmd_run
 
@@ -87,27 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stop(signum, frame):
-    STOP_REQUESTED.set()  # seen at the next safe point even if this exception gets swallowed
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
-    import signal
-    import threading
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    STOP_REQUESTED.clear()
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        # Ctrl-C and `kill` (SIGTERM) stop cleanly: committed blocks and checkpoints kept
-        handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return args.func(args)
+        with stop_on_signals():  # Ctrl-C and `kill` stop cleanly: committed work is kept
+            return args.func(args)
     except LatticeflowError as exc:
         print(f"latticeflow: error: {exc}", file=sys.stderr)
         return 2
@@ -119,9 +108,6 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    finally:
-        for sig, handler in handlers.items():  # main() may be called from Python: restore
-            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":  # pragma: no cover

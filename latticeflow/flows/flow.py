@@ -7,7 +7,9 @@ A layer is any ``nn.Module`` with
 
 The model density of ``x = f(z)``, ``z ~ r``, is ``log q(x) = log r(z) − Σ_layers logdet``.
 The flow runs in the dtype of its parameters (train in float32; call ``.double()`` to
-sample with weights computed in float64).
+sample with weights computed in float64).  Fields keep their kind: a prior on complex
+fields (``prior.is_complex``, e.g. SU(N) links) gives fields in the complex counterpart of
+the parameter dtype (complex64 for float32), never a real cast that drops the imaginary part.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ class Flow(nn.Module):
         return self._probe.dtype
 
     @property
+    def field_dtype(self) -> torch.dtype:
+        """dtype of the fields: the parameter dtype, or its complex counterpart for a prior
+        on complex fields."""
+        if getattr(self.prior, "is_complex", False):
+            return torch.complex128 if self.dtype == torch.float64 else torch.complex64
+        return self.dtype
+
+    @property
     def device(self) -> torch.device:
         return self._probe.device
 
@@ -71,12 +81,12 @@ class Flow(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None):
         """``n`` fields and their exact log-density: ``(x, log_q)`` with shapes ``(n, *field), (n,)``."""
-        z = self.prior.sample(n, generator=generator).to(self.dtype)
+        z = self.prior.sample(n, generator=generator).to(self.field_dtype)
         log_r = self.prior.log_prob(z)
         x, logdet = self(z)
         return x, log_r - logdet
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log q(x) through the inverse, ``(n,)``."""
-        z, logdet = self.inverse(x.to(self.dtype))
+        z, logdet = self.inverse(x.to(self.field_dtype))
         return self.prior.log_prob(z) + logdet

@@ -15,6 +15,9 @@ __all__ = ["NormalPrior", "UniformAnglePrior"]
 
 
 class _Prior:
+    #: True for priors on complex fields (SU(N) links): the flow keeps fields complex
+    is_complex = False
+
     def __init__(self, shape, dtype=None, device=None):
         self.shape = tuple(int(n) for n in ((shape,) if isinstance(shape, int) else shape))
         if any(n < 1 for n in self.shape):

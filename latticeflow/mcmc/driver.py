@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import ensemble
-from ..errors import STOP_REQUESTED
+from ..interrupts import check_stop
 
 __all__ = ["Block", "run_ensemble", "generator_state", "restore_generator"]
 
@@ -88,8 +88,7 @@ def run_ensemble(sampler, *, theory, path, n: int, config_text: str, seed: int,
         accepted = []
         try:
             while writer.n_rows < target:
-                if STOP_REQUESTED.is_set():  # an interrupt that Python swallowed (errors.py)
-                    raise KeyboardInterrupt
+                check_stop()  # an interrupt that Python swallowed (interrupts.py)
                 rows = min(block, target - writer.n_rows)
                 t0 = time.perf_counter()
                 blk = sampler.advance(rows)

@@ -30,6 +30,7 @@ from ..analysis.plots import plot_training
 from ..config import Config, load_config, parse_config
 from ..errors import ConfigError, LatticeflowError
 from ..files import atomic_save
+from ..interrupts import check_stop
 from ..flows import build_flow
 from ..mcmc.independence import independence_acceptance, log_weight
 from .loss import frozen_twin, kl_loss, learning_rate
@@ -193,7 +194,7 @@ class Trainer:
         log_w = []
         for start in range(0, self.tc.eval_batch, self.tc.batch_size):
             x, log_q = self.flow.sample(min(self.tc.batch_size, self.tc.eval_batch - start), generator=gen)
-            log_w.append(log_weight(self.theory.action(x.double()), log_q))
+            log_w.append(log_weight(self.theory.action(self.theory.field_space.to_action_dtype(x)), log_q))
         log_w = torch.cat(log_w).numpy()
         if not np.all(np.isfinite(log_w)) or log_w.size < 2:
             return {"acceptance": None, "eval_ess": None}
@@ -211,6 +212,7 @@ class Trainer:
         generator_state, step_before = self.generator.get_state(), self.step
         try:
             while self.step < self.total:
+                check_stop()  # an interrupt that Python swallowed (interrupts.py)
                 generator_state, step_before = self.generator.get_state(), self.step
                 record = self.train_step()
                 self.elapsed = elapsed0 + time.perf_counter() - start

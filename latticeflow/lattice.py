@@ -34,6 +34,7 @@ __all__ = [
     "plaquette_masks_2d",
     "gauge_mask_schedule",
     "planes",
+    "rectangular_loop",
 ]
 
 
@@ -76,6 +77,24 @@ def shift(x: torch.Tensor, mu: int, steps: int = 1, axis0: int = 1) -> torch.Ten
 def planes(d: int) -> list[tuple[int, int]]:
     """The oriented planes (μ, ν), μ < ν, of a d-dimensional lattice, in a fixed order."""
     return [(mu, nu) for mu in range(d) for nu in range(mu + 1, d)]
+
+
+def rectangular_loop(u_mu, u_nu, a: int, b: int, mu: int, nu: int, product, inverse):
+    """The a×b Wilson loop starting at every site, counter-clockwise in the (μ, ν) plane,
+    for any group: ``product(x, y)`` multiplies links (U(1) angles: +, SU(N): @) and
+    ``inverse`` inverts them (−, †).  ``u_mu``, ``u_nu``: ``(batch, *lattice[, N, N])``.
+    """
+    def line(u, direction, length):
+        out = u
+        for k in range(1, length):
+            out = product(out, shift(u, direction, k))
+        return out
+
+    bottom = line(u_mu, mu, a)
+    right = shift(line(u_nu, nu, b), mu, a)
+    top = shift(bottom, nu, b)
+    left = line(u_nu, nu, b)
+    return product(product(product(bottom, right), inverse(top)), inverse(left))
 
 
 def coordinates(shape: Sequence[int]) -> torch.Tensor:

@@ -19,6 +19,16 @@ from .run import cmd_run
 __all__ = ["main", "build_parser"]
 
 
+def _ensemble_arguments(p, table: str, out_help: str) -> None:
+    """The arguments every ensemble-writing command has."""
+    p.add_argument("-n", type=int, required=True, help="configurations the file should hold")
+    p.add_argument("--out", help=out_help)
+    p.add_argument("--chains", type=int, help=f"override [{table}] chains (a new file only)")
+    p.add_argument("--seed", type=int, help=f"override [{table}] seed")
+    p.add_argument("--no-configs", action="store_true", help="store observables only")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latticeflow",
@@ -53,25 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="exact ensemble from a trained flow (Metropolis or i.i.d.)")
     p.add_argument("source", help="training run directory, or model TOML with weights beside it")
-    p.add_argument("-n", type=int, required=True, help="configurations the file should hold")
-    p.add_argument("--out", help="HDF5 file (default: in the run directory, or runs/<name>-<sampler>.h5);"
-                                 " an existing one is resumed")
+    _ensemble_arguments(p, "sample", "HDF5 file (default: in the run directory, or "
+                                     "runs/<name>-<sampler>.h5); an existing one is resumed")
     p.add_argument("--iid", action="store_true",
                    help="raw flow samples with log weights (for reweighting) instead of Metropolis")
-    p.add_argument("--chains", type=int, help="override [sample] chains")
-    p.add_argument("--seed", type=int, help="override [sample] seed")
-    p.add_argument("--no-configs", action="store_true", help="store observables only")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("hmc", help="HMC ensemble for a model or study file (resumable)")
     p.add_argument("config", help="model or study TOML (uses its [theory] and [hmc] tables)")
-    p.add_argument("-n", type=int, required=True, help="configurations the file should hold")
-    p.add_argument("--out", help="HDF5 file (default runs/<name>-hmc.h5); an existing one is resumed")
-    p.add_argument("--chains", type=int, help="override [hmc] chains (a new file only)")
-    p.add_argument("--seed", type=int, help="override [hmc] seed")
-    p.add_argument("--no-configs", action="store_true", help="store observables only")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _ensemble_arguments(p, "hmc", "HDF5 file (default runs/<name>-hmc.h5); an existing one is resumed")
     p.set_defaults(func=cmd_hmc)
 
     p = sub.add_parser("analyze", help="means, errors and autocorrelation times of ensembles")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..groups import dagger, haar_sun, project_hermitian
-from ..lattice import planes, shift
+from ..lattice import planes, rectangular_loop, shift
 from ..schema import key, one_of, positive
 from .base import Theory, register_theory
 from .field_space import SUNField
@@ -44,21 +44,9 @@ def sun_action(u: torch.Tensor, beta: float) -> torch.Tensor:
     return -(beta / n) * _tr(plaquettes(u)).real.flatten(1).sum(1)
 
 
-def _line(u_mu: torch.Tensor, mu: int, length: int) -> torch.Tensor:
-    out = u_mu
-    for k in range(1, length):
-        out = out @ shift(u_mu, mu, k)
-    return out
-
-
 def wilson_loop_sun(u: torch.Tensor, a: int, b: int, mu: int = 0, nu: int = 1) -> torch.Tensor:
     """Volume average of ``(1/N) Re tr`` of the a×b loop in the (μ, ν) plane, ``(batch,)``."""
-    u_mu, u_nu = u[:, mu], u[:, nu]
-    bottom = _line(u_mu, mu, a)
-    right = shift(_line(u_nu, nu, b), mu, a)
-    top = shift(bottom, nu, b)
-    left = _line(u_nu, nu, b)
-    loop = bottom @ right @ dagger(top) @ dagger(left)
+    loop = rectangular_loop(u[:, mu], u[:, nu], a, b, mu, nu, torch.matmul, dagger)
     return _tr(loop).real.flatten(1).mean(1) / u.shape[-1]
 
 

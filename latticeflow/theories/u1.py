@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from ..groups import principal_angle
-from ..lattice import planes, shift
+from ..lattice import planes, rectangular_loop, shift
 from ..schema import key, positive
 from .base import Theory, register_theory
 from .field_space import AngleField
@@ -61,19 +61,10 @@ def topological_charge(theta: torch.Tensor) -> torch.Tensor:
     return principal_angle(p).flatten(1).sum(1) / (2 * math.pi)
 
 
-def _line(theta_mu: torch.Tensor, mu: int, length: int) -> torch.Tensor:
-    """Σ_{k<length} θ_μ(x + kμ): the angle of a straight Wilson line starting at x."""
-    return sum(shift(theta_mu, mu, k) for k in range(length))
-
-
 def wilson_loop(theta: torch.Tensor, a: int, b: int, mu: int = 0, nu: int = 1) -> torch.Tensor:
     """Volume-averaged ``cos`` of the a×b rectangular loop in the (μ, ν) plane, ``(batch,)``."""
-    t_mu, t_nu = theta[:, mu], theta[:, nu]
-    bottom = _line(t_mu, mu, a)
-    right = shift(_line(t_nu, nu, b), mu, a)
-    top = shift(bottom, nu, b)
-    left = _line(t_nu, nu, b)
-    return torch.cos(bottom + right - top - left).flatten(1).mean(1)
+    angle = rectangular_loop(theta[:, mu], theta[:, nu], a, b, mu, nu, torch.add, torch.neg)
+    return torch.cos(angle).flatten(1).mean(1)
 
 
 def gauge_transform(theta: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:

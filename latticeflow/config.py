@@ -31,7 +31,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .errors import ConfigError
+from .errors import ConfigError, LatticeflowError
+from .files import read_text
 from .flows.registry import FlowConfig, architecture
 from .schema import (at_least, check_value, convert, key, nonnegative, one_of, open_unit, positive,
                      render_table, render_value, table_fields, validate)
@@ -264,9 +265,11 @@ def parse_config(text: str, path: Path | None = None, legacy: bool = False) -> C
 def load_config(path: str | Path, legacy: bool = False) -> Config:
     """Read and validate a TOML file (``legacy``: see :func:`parse_config`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such file")
-    return parse_config(path.read_text(), path, legacy)
+    try:
+        text = read_text(path, "TOML file")
+    except LatticeflowError as exc:
+        raise ConfigError(str(exc)) from None
+    return parse_config(text, path, legacy)
 
 
 def reference_markdown() -> str:

@@ -1,21 +1,85 @@
-"""One way to create files and directories: atomically, and named so that runs never collide.
+"""One way to read input files and to create output files and directories.
 
+- :func:`read_text`: a text input file, with one-line errors for what is not one (a
+  directory, unreadable, binary, not UTF-8).
+- :func:`check_writable`: refuse an output location before any work starts (read-only
+  directory or mount, a file where a directory should be, no permission).
 - :func:`atomic_write_text`, :func:`atomic_save` (torch objects): write under a temporary
   name in the same directory, then ``os.replace`` — a reader, or a run killed half-way,
-  sees the old file or the new one, never a half-written one.
+  sees the old file or the new one, never a half-written one.  A full disk is reported as
+  one line and leaves no temporary file behind.
 - :func:`new_run_dir`: ``runs/<name>-<timestamp>[-k]/``, never an existing directory.
+- :class:`RunLock`: one process at a time in a run directory or on an ensemble file.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "atomic_save", "new_run_dir", "RUNS"]
+from .errors import LatticeflowError
+
+__all__ = ["read_text", "check_writable", "write_failed", "atomic_write_text", "atomic_save",
+           "new_run_dir", "RunLock", "RUNS"]
 
 #: where run directories go unless ``--out`` names one
 RUNS = Path("runs")
+
+
+def read_text(path, what: str = "file") -> str:
+    """The UTF-8 text of an input file, or a one-line :class:`LatticeflowError` saying why not."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise LatticeflowError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise LatticeflowError(f"{path}: is a directory, not a {what}") from None
+    except OSError as exc:
+        raise LatticeflowError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise LatticeflowError(f"{path}: is UTF-16 text; save it as UTF-8")
+    if b"\x00" in data:
+        raise LatticeflowError(f"{path}: is a binary file, not a {what}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LatticeflowError(f"{path}: is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def check_writable(path, directory: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: ``path`` is a file to
+    create or replace (``directory``: a directory to create or fill)."""
+    path = Path(path)
+    if directory and path.exists() and not path.is_dir():
+        raise LatticeflowError(f"{path}: exists and is not a directory")
+    if not directory and path.is_dir():
+        raise LatticeflowError(f"{path}: is a directory, not a file")
+    where = path if directory and path.is_dir() else _existing_ancestor(path.parent if not directory else path)
+    if not where.is_dir():
+        raise LatticeflowError(f"{path}: {where} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".latticeflow-probe-", dir=where)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise LatticeflowError(f"{path}: cannot write there ({exc.strerror or exc})") from None
+
+
+def write_failed(path, exc: OSError) -> LatticeflowError:
+    """The one-line error for a failed write (a full disk, a vanished mount, …)."""
+    reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+    return LatticeflowError(f"{path}: writing failed: {reason}; everything committed before is kept")
 
 
 def _temporary(path: Path) -> Path:
@@ -29,6 +93,8 @@ def atomic_write_text(path, text: str) -> None:
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failed(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -42,6 +108,10 @@ def atomic_save(obj, path) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError
+        if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
+            raise
+        raise write_failed(path, exc if isinstance(exc, OSError) else OSError(errno.ENOSPC, str(exc))) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -55,3 +125,42 @@ def new_run_dir(name: str, base: Path = RUNS) -> Path:
         k += 1
         run_dir = Path(base) / f"{name}-{stamp}-{k}"
     return run_dir
+
+
+class RunLock:
+    """An exclusive lock on ``path`` (a lock file, created if missing) for one process.
+
+    ``flock`` locks vanish with the process, so a killed run never leaves a stale lock.
+    A second process gets one line naming the first one's pid.
+    """
+
+    def __init__(self, path, what: str):
+        self.path, self.what, self._fd = Path(path), what, None
+
+    def __enter__(self):
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LatticeflowError(f"{self.what}: cannot create its lock file {self.path} "
+                                   f"({exc.strerror or exc})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise LatticeflowError(f"{self.what} is in use by another latticeflow process "
+                                   f"(pid {other}); wait for it or stop it") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        import fcntl
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

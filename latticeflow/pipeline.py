@@ -17,11 +17,13 @@ import dataclasses
 from contextlib import ExitStack
 from pathlib import Path
 
+from . import resources
 from .config import Config, load_config
 from .errors import LatticeflowError
-from .files import RUNS
-from .schema import check_value, table_fields
-from .training import MODEL, load_flow, run_config, train
+from .files import RUNS, check_writable
+from .schema import check_value, convert, table_fields
+from .training import MODEL, load_flow, run_config
+from .training import train as _train
 
 __all__ = ["resolve_model", "load_model", "flow_proposal", "override", "exact", "hmc", "sample",
            "analyze", "compare", "train", "default_output"]
@@ -47,10 +49,34 @@ def override(cfg: Config, section: str, flag_names: dict[str, str] | None = None
         if value is None:
             continue
         name = (flag_names or {}).get(key, f"{section}.{key}")
-        changes[key] = check_value(name, value, fields[key].check)
+        changes[key] = check_value(name, convert(name, value, fields[key].type), fields[key].check)
     if not changes:
         return cfg
     return dataclasses.replace(cfg, **{section: dataclasses.replace(table, **changes)})
+
+
+def check_ensemble_fits(cfg: Config, n: int, out, chains: int, configs: bool, columns: int) -> None:
+    """Refuse, before any work, an ensemble that cannot be written or would not fit on disk."""
+    check_writable(out)
+    if not Path(out).exists():  # a resumed file already holds part of it
+        need = resources.ensemble_bytes(cfg.theory, n, columns, configs)
+        resources.check_disk(need, out, f"an ensemble of {n} configurations")
+
+
+def train(config_or_path, out=None, steps: int | None = None, resume: bool = False,
+          progress: bool = True):
+    """Train the flow of a model file by reverse KL (:func:`latticeflow.training.train`),
+    after checking that the run directory can be written and a step fits in memory."""
+    cfg = _config(config_or_path)
+    _require_flow(cfg, "train")
+    if out is not None:
+        check_writable(out, directory=True)
+    else:
+        check_writable(RUNS, directory=True)
+    t = cfg.train
+    need = resources.flow_bytes(cfg.theory, cfg.flow, t.batch_size, True)
+    resources.check_memory(need, f"a training step at batch {t.batch_size}")
+    return _train(cfg, out=out, steps=steps, resume=resume, progress=progress)
 
 
 def default_output(cfg: Config, kind: str) -> Path:
@@ -106,10 +132,27 @@ def flow_proposal(flow, dtype: str = "float32"):
 
 
 # --- commands -----------------------------------------------------------------------------
+def reference_values(theory) -> tuple[dict, list[str]]:
+    """The theory's exact values that are finite, and the names of those that overflowed
+    (e.g. Bessel sums at an extreme β); never a NaN passed on as a reference."""
+    import math
+
+    import numpy as np
+
+    with np.errstate(all="ignore"):
+        values = theory.exact()
+    good = {k: v for k, v in values.items() if math.isfinite(v)}
+    return good, sorted(set(values) - set(good))
+
+
 def exact(config) -> dict:
     """``{"theory": params, "observables": {name: value}}``: analytic reference values."""
     theory = _config(config).theory.build()
-    return {"theory": theory.params(), "observables": theory.exact()}
+    values, bad = reference_values(theory)
+    if bad:
+        raise LatticeflowError(f"exact: {', '.join(bad)} cannot be computed in floating point at "
+                               f"{theory!r} (the couplings are too extreme for the exact formulas)")
+    return {"theory": theory.params(), "observables": values}
 
 
 def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = None,
@@ -131,9 +174,12 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
     cfg = override(_config(config), "hmc", {"chains": "--chains", "seed": "--seed"},
                    chains=chains, seed=seed)
     theory, h = cfg.theory.build(), cfg.hmc
+    out = Path(out or default_output(cfg, "hmc"))
+    resources.check_memory(resources.hmc_bytes(cfg.theory, h.chains), f"HMC with {h.chains} chains")
+    check_ensemble_fits(cfg, n, out, h.chains, configs, len(theory.observable_names) + 2)
     sampler = HMCChains(theory, HMC.from_config(theory, h), h.chains, h.thermalization, h.tune,
                         h.start, h.seed, store_configs=configs, progress=progress)
-    return run_ensemble(sampler, theory=theory, path=out or default_output(cfg, "hmc"), n=n,
+    return run_ensemble(sampler, theory=theory, path=out, n=n,
                         config_text=cfg.toml, seed=h.seed, block=h.block, store_configs=configs,
                         progress=progress, desc="hmc")
 
@@ -158,18 +204,26 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
 
     _check_n(n)
     if flow is None:
-        cfg, flow = load_model(source)
+        cfg, weights = resolve_model(source)
+        _require_flow(cfg)
     else:
-        cfg = _config(source)
+        cfg, weights = _config(source), None
     cfg = override(cfg, "sample", {"chains": "--chains", "seed": "--seed"}, chains=chains, seed=seed)
     theory, s = cfg.theory.build(), cfg.sample
+    if out is None:
+        is_run = not isinstance(source, Config) and Path(source).is_dir()
+        kind_name = "flow-iid" if iid else "flow-mcmc"
+        out = Path(source) / f"{kind_name}.h5" if is_run else default_output(cfg, kind_name)
+    need = resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, False)
+    need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if s.configs and configs else 0)
+    resources.check_memory(need, f"flow sampling at batch {s.batch_size}")
+    check_ensemble_fits(cfg, n, out, s.chains, s.configs and configs, len(theory.observable_names) + 3)
+    if flow is None:
+        flow = load_flow(weights, cfg)
     kind = IIDWithWeights if iid else IndependenceMetropolis
     store = s.configs and configs
     sampler = kind(theory, flow_proposal(flow, s.dtype), n_chains=s.chains,
                    batch_size=s.batch_size, seed=s.seed, store_configs=store)
-    if out is None:
-        is_run = not isinstance(source, Config) and Path(source).is_dir()
-        out = Path(source) / f"{sampler.sampler}.h5" if is_run else default_output(cfg, sampler.sampler)
     return run_ensemble(sampler, theory=theory, path=out, n=n, config_text=cfg.toml, seed=s.seed,
                         block=s.block, store_configs=store, progress=progress,
                         desc=sampler.sampler)
@@ -177,16 +231,30 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
 
 def analyze(path) -> dict:
     """The ``analyze --json`` object of one ensemble file (exact values included)."""
+    import numpy as np
+
     from . import ensemble
     from .analysis.summary import summarize
-    from .theories import theory_from_params
 
     with ensemble.open(path) as ens:
-        try:
-            reference = theory_from_params(ens.theory).exact()
-        except (ValueError, TypeError, KeyError, LatticeflowError):
-            reference = {}
-        return summarize(ens, reference)
+        theory = ensemble_theory(ens)
+        for name, values in ens.observables.items():
+            if not np.all(np.isfinite(values)):
+                raise ensemble.EnsembleError(f"{path}: observables/{name} holds non-finite values "
+                                             "in committed rows (the file is damaged)")
+        return summarize(ens, reference_values(theory)[0])
+
+
+def ensemble_theory(ens):
+    """The theory of an open ensemble; an EnsembleError if its metadata describe none."""
+    from .errors import EnsembleError
+    from .theories import theory_from_params
+
+    try:
+        return theory_from_params(ens.theory)
+    except (ValueError, TypeError, KeyError, LatticeflowError) as exc:
+        raise EnsembleError(f"{ens.path}: its theory attribute does not describe a known theory "
+                            f"({exc})") from None
 
 
 def compare(paths, labels: list[str] | None = None, out=None):
@@ -201,6 +269,8 @@ def compare(paths, labels: list[str] | None = None, out=None):
         raise LatticeflowError("compare: give at least two ensemble files")
     if labels is not None and len(labels) != len(paths):
         raise LatticeflowError(f"--labels: expected {len(paths)} comma-separated names")
+    if out is not None:
+        check_writable(out, directory=True)
     with ExitStack() as stack:
         ensembles = [stack.enter_context(ensemble.open(p)) for p in paths]
         return write_comparison(ensembles, labels, out)
@@ -213,13 +283,12 @@ def write_comparison(ensembles, labels=None, out=None):
     from .analysis.compare import compare_ensembles, comparison_markdown
     from .analysis.plots import plot_comparison
     from .files import atomic_write_text
-    from .theories import theory_from_params
 
     theories = {json.dumps(e.theory, sort_keys=True) for e in ensembles}
     if len(theories) > 1:
         raise LatticeflowError("compare: the files hold different theories: " + " vs ".join(sorted(theories)))
-    theory = theory_from_params(ensembles[0].theory)
-    reference = theory.exact()
+    theory = ensemble_theory(ensembles[0])
+    reference = reference_values(theory)[0]
     table = compare_ensembles(ensembles, reference, labels)
     markdown = comparison_markdown(table)
     figures = []

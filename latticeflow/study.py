@@ -23,7 +23,7 @@ from . import ensemble, pipeline
 from .analysis.report import consistency, write_report
 from .config import Config, load_config
 from .errors import LatticeflowError
-from .files import atomic_write_text, new_run_dir
+from .files import RunLock, atomic_write_text, check_writable, new_run_dir
 from .training import METRICS, read_metrics
 from .training.run_files import CONFIG, run_config, write_configs
 
@@ -54,6 +54,7 @@ def prepare(model, out=None, resume=None) -> tuple[Config, Path]:
                                    f"--resume {run_dir}")
     else:
         run_dir = new_run_dir(cfg.name)
+    check_writable(run_dir, directory=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / CONFIG).exists():
         write_configs(run_dir, cfg)
@@ -86,7 +87,11 @@ def run(cfg: Config, run_dir: Path, n: int = DEFAULT_N, retrain: bool = False,
     Returns ``{"run_dir", "report", "comparison", "markdown", "figures", "consistency"}``.
     """
     pipeline._check_n(n, 10)
-    model = model or cfg.path
+    with RunLock(run_dir / ".run.lock", f"run directory {run_dir}"):
+        return _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model or cfg.path)
+
+
+def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model) -> dict:
     stage(f"1/4 flow for {cfg.name}")
     flow, how = pipeline.trained_flow(cfg, run_dir, retrain, train_minutes, progress)
     f = cfg.flow

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "latticeflow"
 
 #: component -> the components it may import (besides itself).  Components are the modules
 #: and subpackages directly under latticeflow/; see docs/architecture.md.
-FOUNDATION = {"errors", "schema", "lattice", "groups", "files", "interrupts", "__init__"}
+FOUNDATION = {"errors", "schema", "lattice", "groups", "files", "interrupts", "resources", "__init__"}
 ALLOWED = {
     **{name: FOUNDATION for name in FOUNDATION},
     "theories": FOUNDATION,
@@ -32,6 +32,7 @@ ALLOWED = {
     "cli": FOUNDATION | {"theories", "flows", "mcmc", "analysis", "config", "ensemble", "training",
                          "pipeline", "study"},
     "__main__": {"cli"},
+    "faults": FOUNDATION,
 }
 
 

@@ -19,6 +19,13 @@ from .run import cmd_run
 __all__ = ["main", "build_parser"]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _ensemble_arguments(p, table: str, out_help: str) -> None:
     """The arguments every ensemble-writing command has."""
     p.add_argument("-n", type=int, required=True, help="configurations the file should hold")
@@ -30,7 +37,7 @@ def _ensemble_arguments(p, table: str, out_help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="latticeflow",
         description="Symmetry-respecting normalizing flows for lattice field theory.")
     parser.add_argument("--version", action="version", version=f"latticeflow {__version__}")

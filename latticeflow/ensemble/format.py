@@ -70,31 +70,111 @@ def open_h5(path: Path, mode: str) -> h5py.File:
         raise EnsembleError(f"{path} is truncated or corrupt ({reason})") from None
     try:
         check_file(f, path)
+    except EnsembleError:
+        f.close()
+        raise
+    except Exception as exc:  # h5py surprises on damaged metadata
+        f.close()
+        raise EnsembleError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None
     except BaseException:
         f.close()
         raise
     return f
 
 
+def _attr(f: h5py.File, name: str, kind, path: Path):
+    """Root attribute ``name`` as ``kind`` (int, float, str), or the reason it is not one."""
+    try:
+        value = f.attrs[name]
+    except (KeyError, OSError, TypeError):
+        raise EnsembleError(f"{path} is corrupt: it lacks the attribute {name}") from None
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    if kind is str:
+        if not isinstance(value, str):
+            raise EnsembleError(f"{path} is corrupt: attribute {name} is not text")
+        return value
+    if isinstance(value, (str, bool, np.bool_)) or np.ndim(value) != 0:
+        raise EnsembleError(f"{path} is corrupt: attribute {name} = {value!r} is not a number")
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        raise EnsembleError(f"{path} is corrupt: attribute {name} = {value!r} is not a number") from None
+    if kind is int and number != value:
+        raise EnsembleError(f"{path} is corrupt: attribute {name} = {value!r} is not an integer")
+    return number
+
+
+def json_attr(f: h5py.File, name: str, path: Path, default=None) -> dict:
+    """A JSON-object root attribute (``theory``, ``extra``)."""
+    if default is not None and name not in f.attrs:
+        return default
+    text = _attr(f, name, str, path)
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise EnsembleError(f"{path} is corrupt: attribute {name} is not JSON") from None
+    if not isinstance(value, dict):
+        raise EnsembleError(f"{path} is corrupt: attribute {name} is not a JSON object")
+    return value
+
+
 def check_file(f: h5py.File, path: Path) -> None:
-    if f.attrs.get("format") != FORMAT:
+    """Refuse a file whose metadata disagree with its datasets, naming the reason."""
+    if f.attrs.get("format") not in (FORMAT, FORMAT.encode()):
         raise EnsembleError(f"{path} is not a latticeflow ensemble")
-    version = int(f.attrs.get("version", 0))
+    version = _attr(f, "version", int, path)
     if version > VERSION:
-        raise EnsembleError(
-            f"{path} was written by a newer latticeflow (format version {version} > {VERSION})"
-        )
-    missing = [a for a in ATTRS if a not in f.attrs] + [g for g in GROUPS if g not in f]
+        raise EnsembleError(f"{path} was written by a newer latticeflow (format version "
+                            f"{version} > {VERSION})")
+    if version < 1:
+        raise EnsembleError(f"{path} is corrupt: format version {version}")
+    missing = ([a for a in ATTRS if a not in f.attrs]
+               + [g for g in GROUPS if not isinstance(f.get(g), h5py.Group)])
     if missing:
         raise EnsembleError(f"{path} is corrupt: it lacks {', '.join(missing)}")
-    n_rows, n_chains = int(f.attrs["n_rows"]), int(f.attrs["n_chains"])
-    for name, ds in row_datasets(f).items():
-        if ds.shape[0] < n_rows:
-            raise EnsembleError(
-                f"{path} is truncated: {name} holds {ds.shape[0]} rows, {n_rows} committed"
-            )
+    theory = json_attr(f, "theory", path)
+    if not isinstance(theory.get("name"), str) or not isinstance(theory.get("shape"), list):
+        raise EnsembleError(f"{path} is corrupt: attribute theory lacks a name or shape")
+    json_attr(f, "extra", path, default={})
+    sampler = _attr(f, "sampler", str, path)
+    if sampler not in SAMPLERS:
+        raise EnsembleError(f"{path} is corrupt: unknown sampler {sampler!r}")
+    for name in ("config", "created", "latticeflow_version"):
+        _attr(f, name, str, path)
+    _attr(f, "seed", int, path)
+    n_rows, n_chains = _attr(f, "n_rows", int, path), _attr(f, "n_chains", int, path)
+    seconds = _attr(f, "generation_seconds", float, path)
+    if n_rows < 0 or n_chains < 1 or not np.isfinite(seconds) or seconds < 0:
+        raise EnsembleError(f"{path} is corrupt: n_rows = {n_rows}, n_chains = {n_chains}, "
+                            f"generation_seconds = {seconds}")
+    datasets = row_datasets(f)
+    if not any(k.startswith("observables/") for k in datasets):
+        raise EnsembleError(f"{path} is corrupt: it holds no observables")
+    for column in ("accepted", WEIGHT_COLUMN[sampler]):
+        if f"mcmc/{column}" not in datasets:
+            raise EnsembleError(f"{path} is corrupt: mcmc/{column} is missing")
+    for name, ds in datasets.items():
         if ds.ndim < 2 or ds.shape[1] != n_chains:
+            raise EnsembleError(f"{path} is corrupt: {name} has shape {ds.shape} for {n_chains} chains")
+        if ds.shape[0] < n_rows:
+            raise EnsembleError(f"{path} is truncated: {name} holds {ds.shape[0]} rows, {n_rows} committed")
+        if not name.startswith("configs") and ds.ndim != 2:
             raise EnsembleError(f"{path} is corrupt: {name} has shape {ds.shape}")
+
+
+def row_datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
+    out = {}
+    for g in ("observables", "mcmc"):
+        for k, v in f[g].items():
+            if not isinstance(v, h5py.Dataset):
+                raise EnsembleError(f"{f.filename} is corrupt: {g}/{k} is not a dataset")
+            out[f"{g}/{k}"] = v
+    if "configs" in f:
+        if not isinstance(f["configs"], h5py.Dataset):
+            raise EnsembleError(f"{f.filename} is corrupt: configs is not a dataset")
+        out["configs"] = f["configs"]
+    return out
 
 
 def committed_slot(f: h5py.File):
@@ -106,16 +186,20 @@ def committed_slot(f: h5py.File):
     """
     n_rows = int(f.attrs["n_rows"])
     for name in ("a", "b"):
-        if name in f["state"] and int(f["state"][name].attrs.get("rows", -1)) == n_rows:
-            return f["state"][name]
+        slot = f["state"].get(name)
+        if isinstance(slot, h5py.Group) and _slot_rows(slot) == n_rows:
+            return slot
     return None
 
 
-def row_datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
-    out = {f"{g}/{k}": f[g][k] for g in ("observables", "mcmc") for k in f[g]}
-    if "configs" in f:
-        out["configs"] = f["configs"]
-    return out
+def _slot_rows(slot) -> int:
+    try:
+        rows = slot.attrs.get("rows", -1)
+        return int(rows) if np.ndim(rows) == 0 and not isinstance(rows, (str, bytes)) else -1
+    except (TypeError, ValueError, OverflowError):
+        return -1
+
+
 
 
 def check_column(value, name: str, rows: int | None, n_chains: int, dtype) -> np.ndarray:
@@ -132,7 +216,10 @@ class H5Handle:
     _f: h5py.File
 
     def close(self) -> None:
-        self._f.close()
+        try:
+            self._f.close()
+        except OSError:  # a full disk at close: what was committed was flushed before
+            pass
 
     def __enter__(self):
         return self

@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 from pathlib import Path
 
 import h5py
@@ -15,18 +16,23 @@ import numpy as np
 
 from .. import __version__
 from ..errors import EnsembleError
+from ..files import write_failed
 from ..interrupts import deferred_signals
 from .format import (FORMAT, SAMPLERS, VERSION, ROW_CHUNK_BYTES, WEIGHT_COLUMN, check_column,
-                     committed_slot, describe_theory, numpy_field_dtype, H5Handle, normalise_theory, open_h5,
+                     committed_slot, describe_theory, numpy_field_dtype, H5Handle, json_attr, normalise_theory, open_h5,
                      row_datasets)
 
-__all__ = ["create", "open_for_append", "EnsembleWriter"]
+__all__ = ["create", "open_for_append", "read_resume_state", "EnsembleWriter"]
 
 
 def create(path, *, theory: dict, sampler: str, config_text: str, seed: int, n_chains: int,
            observables: list[str], mcmc: list[str], field_shape: tuple | None,
            field_dtype=None, extra: dict | None = None) -> "EnsembleWriter":
     """Create a new ensemble file (never overwrites: an existing path is an EnsembleError).
+
+    The file is built under a hidden temporary name and renamed into place once its layout
+    is on disk, so a run killed during creation leaves either no file or a complete empty
+    ensemble, which the same command resumes.
 
     ``mcmc`` must include ``accepted`` and the sampler's weight column (``delta_h`` for
     HMC, ``log_weight`` for flows).  ``field_shape=None`` switches configurations off.
@@ -48,8 +54,10 @@ def create(path, *, theory: dict, sampler: str, config_text: str, seed: int, n_c
     if path.exists():
         raise EnsembleError(f"{path} already exists (resume it, or choose another output file)")
     path.parent.mkdir(parents=True, exist_ok=True)
-
-    f = h5py.File(path, "w-")
+    for stale in path.parent.glob(f".{path.name}.partial*"):  # left by a killed creation
+        stale.unlink(missing_ok=True)
+    tmp = path.with_name(f".{path.name}.partial{os.getpid()}")
+    f = h5py.File(tmp, "w-")
     try:
         a = f.attrs
         a["format"], a["version"] = FORMAT, VERSION
@@ -75,47 +83,97 @@ def create(path, *, theory: dict, sampler: str, config_text: str, seed: int, n_c
             f.create_dataset("configs", shape=(0, n_chains, *field_shape),
                              maxshape=(None, n_chains, *field_shape), dtype=dtype, chunks=chunk)
         f.create_group("state")
-        f.flush()
-    except BaseException:
         f.close()
-        path.unlink(missing_ok=True)  # never leave a half-made file behind
+        os.replace(tmp, path)
+    except BaseException as exc:
+        f.close()
+        tmp.unlink(missing_ok=True)  # never leave a half-made file behind
+        if isinstance(exc, OSError):
+            raise write_failed(path, exc) from None
         raise
-    return EnsembleWriter(f, path)
+    return EnsembleWriter(h5py.File(path, "r+"), path)
 
 
 def open_for_append(path, *, theory: dict, sampler: str, n_chains: int) -> "EnsembleWriter":
-    """Reopen an ensemble to continue it; refuses if physics, sampler or chain count differ.
+    """Reopen an ensemble to continue it; refuses if physics, sampler or chain count differ,
+    or if the file cannot be continued exactly (no resume state for its committed rows).
 
-    Rows written after the last commit (a run killed mid-block) are dropped.
+    Every check runs on the file opened read-only, so a refused file is never changed.  The
+    committed part (rows, the committed state, the attributes) is then copied into a fresh
+    file that replaces the old one: a run killed inside HDF5's own metadata writes can leave
+    internal bookkeeping that an in-place append would trip over, and rows written after the
+    last commit are dropped on the way.
     """
     path = Path(path)
-    f = open_h5(path, "r+")
+    with open_h5(path, "r") as f:
+        _check_continuable(f, path, theory, sampler, n_chains)
+    _rewrite_committed(path)
+    return EnsembleWriter(open_h5(path, "r+"), path)
+
+
+def _rewrite_committed(path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.partial{os.getpid()}")
     try:
-        held = json.loads(f.attrs["theory"])
-        asked = normalise_theory(theory)
-        if held != asked:
-            if held.get("name") != asked.get("name"):
-                msg = f"{path} holds {held.get('name')} but the config asks for {asked.get('name')}"
-            else:
-                keys = sorted(k for k in held.keys() | asked.keys() if held.get(k) != asked.get(k))
-                msg = (f"{path} holds {held['name']} with {describe_theory(held, keys)} "
-                       f"but the config asks for {describe_theory(asked, keys)}")
-            raise EnsembleError(msg)
-        if (held_sampler := f.attrs["sampler"]) != sampler:
-            raise EnsembleError(
-                f"{path} was made by sampler {held_sampler!r}, this run uses {sampler!r}")
-        if (held_chains := int(f.attrs["n_chains"])) != n_chains:
-            raise EnsembleError(f"{path} has {held_chains} chains but this run asks for {n_chains}")
-        n_rows = int(f.attrs["n_rows"])
-        with deferred_signals():
-            for ds in row_datasets(f).values():
-                if ds.shape[0] != n_rows:
-                    ds.resize(n_rows, axis=0)
-            f.flush()
-    except BaseException:
-        f.close()
-        raise
-    return EnsembleWriter(f, path)
+        with h5py.File(path, "r") as src, h5py.File(tmp, "w-") as dst:
+            n_rows = int(src.attrs["n_rows"])
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            for group in ("observables", "mcmc", "state"):
+                dst.create_group(group)
+            for name, ds in row_datasets(src).items():
+                new = dst.create_dataset(name, shape=(n_rows, *ds.shape[1:]), dtype=ds.dtype,
+                                         maxshape=(None, *ds.shape[1:]), chunks=ds.chunks)
+                step = max(1, (64 << 20) // max(1, ds.dtype.itemsize * math.prod(ds.shape[1:])))
+                for start in range(0, n_rows, step):
+                    new[start:start + step] = ds[start:min(n_rows, start + step)]
+            slot = committed_slot(src)
+            if slot is not None:
+                src.copy(slot, dst["state"], name="a")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failed(path, exc) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_resume_state(path, *, theory: dict, sampler: str, n_chains: int) -> dict[str, np.ndarray]:
+    """The committed resume state of a file that :func:`open_for_append` would accept,
+    read without opening it for writing (empty for a file with no rows yet)."""
+    path = Path(path)
+    with open_h5(path, "r") as f:
+        _check_continuable(f, path, theory, sampler, n_chains)
+        slot = committed_slot(f)
+        if slot is None:
+            return {}
+        state = {}
+        for k, ds in slot.items():
+            if not isinstance(ds, h5py.Dataset):
+                raise EnsembleError(f"{path} is corrupt: state entry {k} is not a dataset")
+            state[k] = np.asarray(ds[()])
+        return state
+
+
+def _check_continuable(f, path: Path, theory: dict, sampler: str, n_chains: int) -> None:
+    held = json_attr(f, "theory", path)
+    asked = normalise_theory(theory)
+    if held != asked:
+        if held.get("name") != asked.get("name"):
+            msg = f"{path} holds {held.get('name')} but the config asks for {asked.get('name')}"
+        else:
+            keys = sorted(k for k in held.keys() | asked.keys() if held.get(k) != asked.get(k))
+            msg = (f"{path} holds {held['name']} with {describe_theory(held, keys)} "
+                   f"but the config asks for {describe_theory(asked, keys)}")
+        raise EnsembleError(msg)
+    if (held_sampler := f.attrs["sampler"]) != sampler:
+        raise EnsembleError(
+            f"{path} was made by sampler {held_sampler!r}, this run uses {sampler!r}")
+    if (held_chains := int(f.attrs["n_chains"])) != n_chains:
+        raise EnsembleError(f"{path} has {held_chains} chains but this run asks for {n_chains}")
+    n_rows = int(f.attrs["n_rows"])
+    if n_rows > 0 and committed_slot(f) is None:
+        raise EnsembleError(f"{path} has no resume state for its {n_rows} committed rows, so its "
+                            "chains cannot be continued exactly (analyze still reads it; "
+                            "write a new file to sample more)")
 
 
 class EnsembleWriter(H5Handle):
@@ -172,29 +230,33 @@ class EnsembleWriter(H5Handle):
         state = {k: np.frombuffer(v, np.uint8) if isinstance(v, (bytes, bytearray))
                  else np.asarray(v) for k, v in (state or {}).items()}
 
-        with deferred_signals():
-            start = self.n_rows
-            for name, value in cols.items():  # 1. the rows (uncommitted until n_rows moves)
-                ds = f[name]
-                ds.resize(start + rows, axis=0)
-                ds[start:] = value
-            # 2. the state of the new rows, into the slot that does not hold the committed state
-            current = committed_slot(f)
-            name = "b" if current is not None and current.name.endswith("/a") else "a"
-            if name in f["state"]:
-                del f["state"][name]
-            g = f["state"].create_group(name)
-            for k, v in state.items():
-                g.create_dataset(k, data=v)
-            g.attrs["rows"] = start + rows
-            if extra:
-                self.extra.update(extra)
-                f.attrs["extra"] = json.dumps(self.extra)
-            f.flush()  # rows and new state on disk before the commit point moves
-            # 3. the commit
-            f.attrs["generation_seconds"] = float(f.attrs["generation_seconds"]) + float(seconds)
-            f.attrs["n_rows"] = start + rows
-            f.flush()
+        try:
+            with deferred_signals():
+                start = self.n_rows
+                for name, value in cols.items():  # 1. the rows (uncommitted until n_rows moves)
+                    ds = f[name]
+                    ds.resize(start + rows, axis=0)
+                    ds[start:] = value
+                # 2. the state of the new rows, into the slot that does not hold the committed state
+                current = committed_slot(f)
+                name = "b" if current is not None and current.name.endswith("/a") else "a"
+                if name in f["state"]:
+                    del f["state"][name]
+                g = f["state"].create_group(name)
+                for k, v in state.items():
+                    g.create_dataset(k, data=v)
+                g.attrs["rows"] = start + rows
+                if extra and {**self.extra, **extra} != self.extra:  # rewritten only on a change
+                    self.extra.update(extra)
+                    f.attrs["extra"] = json.dumps(self.extra)
+                f.flush()  # rows and new state on disk before the commit point moves
+                # 3. the commit
+                # modify() overwrites the scalar in place (no delete-and-create of the attribute)
+                f.attrs.modify("generation_seconds", float(f.attrs["generation_seconds"]) + float(seconds))
+                f.attrs.modify("n_rows", np.int64(start + rows))
+                f.flush()
+        except OSError as exc:  # a full disk: the committed rows and state are untouched
+            raise write_failed(self.path, exc) from None
 
     def _check_keys(self, group: str, given: dict, expected) -> int | None:
         if set(given) != set(expected):

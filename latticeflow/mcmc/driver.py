@@ -27,6 +27,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import ensemble
+from ..errors import EnsembleError
+from ..files import RunLock
 from ..interrupts import check_stop
 
 __all__ = ["Block", "run_ensemble", "generator_state", "restore_generator"]
@@ -62,13 +64,22 @@ def run_ensemble(sampler, *, theory, path, n: int, config_text: str, seed: int,
     Returns ``{"path", "n", "rows_added", "seconds", "resumed"}``.
     """
     path = Path(path)
+    with RunLock(path.with_name(f".{path.name}.lock"), str(path)):
+        return _run(sampler, theory, path, n, config_text, seed, block, store_configs, progress, desc)
+
+
+def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs, progress, desc):
     params = theory.params()
     resumed = path.exists()
     if resumed:
-        writer = ensemble.open_for_append(path, theory=params, sampler=sampler.sampler,
-                                          n_chains=sampler.n_chains)
-        state = writer.state()
-        sampler.start(state if state else None)
+        spec = dict(theory=params, sampler=sampler.sampler, n_chains=sampler.n_chains)
+        state = ensemble.read_resume_state(path, **spec)
+        try:
+            sampler.start(state if state else None)
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError, UnicodeDecodeError) as exc:
+            raise EnsembleError(f"{path}: its resume state is damaged ({type(exc).__name__}: "
+                                f"{exc}); the file is left as it is") from None
+        writer = ensemble.open_for_append(path, **spec)
     else:
         sampler.start(None)
         writer = ensemble.create(

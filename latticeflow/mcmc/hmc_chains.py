@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import LatticeflowError
 from .driver import Block, generator_state, restore_generator
 from .hmc import HMC, initial_field
 
@@ -64,6 +65,10 @@ class HMCChains:
         self.x, history = self.hmc.sample(self.x, rows, self.generator, measure=True,
                                           keep_fields=self.store_configs)
         mcmc = {k: history.pop(k).numpy() for k in self.mcmc_columns}
+        if not np.isfinite(mcmc["delta_h"]).any():
+            raise LatticeflowError(f"HMC: all {rows} trajectories of every chain had a non-finite "
+                                   "energy change; the action overflows at these couplings or this "
+                                   "step size (nothing of this block was written)")
         fields = history.pop("fields", None)
         return Block({k: v.numpy() for k, v in history.items()}, mcmc,
                      fields.numpy() if fields is not None else None)

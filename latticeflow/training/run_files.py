@@ -162,4 +162,6 @@ def load_flow(source, config=None):
     except RuntimeError as exc:
         raise LatticeflowError(f"{weights}: weights do not fit the architecture of the config "
                                f"({str(exc).splitlines()[0]})") from None
+    if not all(bool(torch.isfinite(p).all()) for p in flow.parameters()):
+        raise LatticeflowError(f"{weights}: holds non-finite weights (a diverged training run)")
     return flow.eval()

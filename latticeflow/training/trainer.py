@@ -29,7 +29,7 @@ from ..analysis.gamma import ess as batch_ess
 from ..analysis.plots import plot_training
 from ..config import Config, load_config, parse_config
 from ..errors import ConfigError, LatticeflowError
-from ..files import atomic_save
+from ..files import RunLock, atomic_save
 from ..interrupts import check_stop
 from ..flows import build_flow
 from ..mcmc.independence import independence_acceptance, log_weight
@@ -37,10 +37,16 @@ from .loss import frozen_twin, kl_loss, learning_rate
 from .run_files import (CHECKPOINT, METRICS, MODEL, PLOT, last_metrics, mismatch, model_file,
                         prepare_run_dir, read_metrics, truncate_metrics, write_configs)
 
-__all__ = ["train", "TrainResult", "Trainer", "MAX_BAD_STEPS"]
+__all__ = ["train", "TrainResult", "Trainer", "TrainingDiverged", "MAX_BAD_STEPS", "MAX_ROLLBACKS"]
 
 #: consecutive non-finite steps after which the model is rolled back to the last checkpoint
 MAX_BAD_STEPS = 5
+#: rollbacks without a new checkpoint in between after which training stops as diverged
+MAX_ROLLBACKS = 3
+
+
+class TrainingDiverged(LatticeflowError):
+    """Training cannot recover: repeated rollbacks to the last good weights did not help."""
 
 
 @dataclass
@@ -84,6 +90,7 @@ class Trainer:
         uses_path = self.tc.estimator == "path" or self.tc.path_after is not None
         self.twin = frozen_twin(self.flow) if uses_path else None
         self.step, self.elapsed, self.bad_steps, self.rollbacks, self.consecutive_bad = 0, 0.0, 0, 0, 0
+        self.rollbacks_since_checkpoint = 0
         self.total = steps or self.tc.steps
         if resume:
             self._load_checkpoint(steps)
@@ -103,6 +110,10 @@ class Trainer:
         return step
 
     def save_checkpoint(self, generator_state=None) -> None:
+        if not _finite(self.flow):  # never written: roll back to the last good weights instead
+            self._rollback()
+            return
+        self.rollbacks_since_checkpoint = 0
         state = {
             "format": "latticeflow-checkpoint", "version": 1, "latticeflow_version": __version__,
             "step": self.step, "total_steps": self.total, "elapsed": self.elapsed,
@@ -174,6 +185,9 @@ class Trainer:
             self._updating = True
             self.optimizer.step()
             self.consecutive_bad = 0
+            if not _finite(self.flow):  # the update itself diverged: never keep such weights
+                self.bad_steps += 1
+                self.consecutive_bad = MAX_BAD_STEPS
         self.step += 1
         self._updating = False
         self.optimizer.zero_grad(set_to_none=True)
@@ -185,6 +199,7 @@ class Trainer:
         if self.consecutive_bad >= MAX_BAD_STEPS:
             record["rolled_back_to"] = self._rollback()
             self.consecutive_bad = 0
+            self.rollbacks_since_checkpoint += 1
         return record
 
     @torch.no_grad()
@@ -223,6 +238,9 @@ class Trainer:
                 if "rolled_back_to" in record:
                     bar.write(f"latticeflow: {MAX_BAD_STEPS} non-finite steps in a row at step "
                               f"{self.step}: rolled back to the weights of step {record['rolled_back_to']}")
+                    if self.rollbacks_since_checkpoint >= MAX_ROLLBACKS:
+                        self._log(record)
+                        raise self._diverged()
                 if (self.step % tc.log_every == 0 or self.step == 1 or last or over_time
                         or record["skipped"] or "acceptance" in record):
                     self._log(record)
@@ -245,6 +263,13 @@ class Trainer:
         return TrainResult(self.run_dir, self.last or last_metrics(self.run_dir / METRICS),
                            self.flow, self.step, stopped)
 
+    def _diverged(self) -> TrainingDiverged:
+        kept = (f"the last good checkpoint (step {self.snapshot[0]}) is kept in {self.run_dir}"
+                if (self.run_dir / CHECKPOINT).is_file() else "no checkpoint had been written yet")
+        return TrainingDiverged(f"training diverged: {MAX_ROLLBACKS} rollbacks to the weights of step "
+                                f"{self.snapshot[0]} did not help (lower [train] lr, now {self.tc.lr:g}, "
+                                f"or grad_clip); {kept}")
+
     def _interrupted(self, generator_state, step_before, bar) -> None:
         """Ctrl-C: checkpoint the last whole step, so that a resume continues exactly."""
         if self._updating:
@@ -266,11 +291,17 @@ class Trainer:
         self.last = full
 
     def _finish(self) -> None:
+        if not _finite(self.flow):
+            self._rollback()
         atomic_save(model_file(self.flow, self.cfg), self.run_dir / MODEL)
         self.plot()
 
     def plot(self) -> None:
         plot_training(read_metrics(self.run_dir / METRICS), self.run_dir / PLOT)
+
+
+def _finite(module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
 def _num(v) -> float | None:
@@ -304,8 +335,13 @@ def train(config_or_path, out=None, steps: int | None = None, resume: bool = Fal
         raise LatticeflowError(f"{cfg.path or 'the model file'}: no [flow] table, so there is no flow to train")
     run_dir = prepare_run_dir(cfg, out, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, run_dir, steps, resume)
-    write_configs(run_dir, cfg, trainer.step)
-    return trainer.run(progress)
+    with RunLock(run_dir / ".lock", f"training run {run_dir}"):
+        run_dir = prepare_run_dir(cfg, run_dir, resume)  # again, now that no one else is in it
+        if not resume:  # a run killed before its first checkpoint left only these behind
+            for stale in (METRICS, PLOT):
+                (run_dir / stale).unlink(missing_ok=True)
+        trainer = Trainer(cfg, run_dir, steps, resume)
+        write_configs(run_dir, cfg, trainer.step)
+        return trainer.run(progress)
 
 

@@ -35,7 +35,7 @@ from .errors import ConfigError, LatticeflowError
 from .files import read_text
 from .flows.registry import FlowConfig, architecture
 from .schema import (at_least, check_value, convert, key, nonnegative, one_of, open_unit, positive,
-                     render_table, render_value, table_fields, validate)
+                     render_table, render_value, seed_range, table_fields, validate)
 from .theories import THEORIES, coupling_names, theory_class
 
 __all__ = ["Config", "TheoryConfig", "FlowConfig", "TrainConfig", "HMCConfig", "SampleConfig",
@@ -152,7 +152,7 @@ class TrainConfig:
                          one_of("reparam", "path"))
     path_after: int | None = key(None, "two-phase training: `estimator` for the first N steps, "
                                        "`path` from step N on", nonnegative)
-    seed: int = key(0, "RNG seed", nonnegative)
+    seed: int = key(0, "RNG seed", seed_range)
     minutes: float | None = key(None, "wall-time budget; training stops cleanly when it is spent",
                                 positive)
     log_every: int = key(10, "metrics written every this many steps", at_least(1))
@@ -175,7 +175,7 @@ class HMCConfig:
     chains: int = key(8, "independent chains advanced as one batch", at_least(1))
     force: str = key("analytic", "`analytic` or `autograd`", one_of("analytic", "autograd"))
     start: str = key("hot", "`hot` (random) or `cold` (unit links / zero field)", one_of("hot", "cold"))
-    seed: int = key(0, "RNG seed", nonnegative)
+    seed: int = key(0, "RNG seed", seed_range)
     block: int = key(100, "trajectories per chain written per HDF5 block", at_least(1))
 
 
@@ -185,7 +185,7 @@ class SampleConfig:
 
     chains: int = key(4, "independent Metropolis chains", at_least(1))
     batch_size: int = key(1024, "flow proposals drawn per batch", at_least(1))
-    seed: int = key(0, "RNG seed", nonnegative)
+    seed: int = key(0, "RNG seed", seed_range)
     block: int = key(1000, "rows written per HDF5 block", at_least(1))
     configs: bool = key(True, "store configurations (observables are always stored)")
     dtype: str = key("float32", "precision the flow runs in while sampling; the action, log w and "

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 __all__ = ["sha256", "run_command", "kill_and_resume", "same_ensemble", "damaged_copies",
-           "hostile_model_texts"]
+           "hostile_model_texts", "COMMANDS"]
 
 
 def sha256(path) -> str:
@@ -141,8 +141,24 @@ def damaged_copies(good: Path, out_dir: Path, rng: random.Random | None = None) 
     return cases
 
 
-def hostile_model_texts() -> list[tuple[str, bytes]]:
-    """``(what, file content)`` for model files every command must refuse with one line."""
+#: the commands that take a model file
+COMMANDS = ("exact", "hmc", "sample", "train", "run")
+#: sizes that are valid TOML but cannot fit: refused by the commands that would allocate
+_SIZES = {"theory.L = 100000": ("hmc", "sample", "train", "run"),
+          "theory.L = 99999999999999999999": ("hmc", "sample", "train", "run"),
+          "theory.dim = 100": ("hmc", "sample", "train", "run"),
+          "hmc.chains = 1000000000": ("hmc",),
+          "sample.batch_size = 1000000000000": ("sample",),
+          "flow.layers = 100000000": ("sample", "train", "run")}
+
+
+def hostile_model_texts() -> list[tuple[str, bytes, tuple[str, ...]]]:
+    """``(what, file content, the commands that must refuse it)`` for hostile model files;
+    the other commands may accept them (an absurd size is harmless to ``exact``)."""
+    return [(what, text, _SIZES.get(what, COMMANDS)) for what, text in _hostile_texts()]
+
+
+def _hostile_texts() -> list[tuple[str, bytes]]:
     u1 = '[theory]\nname = "u1"\nL = 8\nbeta = 2.0\n'
     cases = [
         ("Latin-1", 'description = "café"\n'.encode("latin-1") + u1.encode()),

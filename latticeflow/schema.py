@@ -36,7 +36,7 @@ from typing import Any, Callable
 from .errors import ConfigError
 
 __all__ = ["key", "Check", "at_least", "positive", "nonnegative", "one_of", "open_unit",
-           "odd_positive", "validate", "table_fields", "render_table", "render_value",
+           "odd_positive", "seed_range", "validate", "table_fields", "render_table", "render_value",
            "markdown_table"]
 
 
@@ -59,6 +59,10 @@ positive = Check(lambda v: v > 0, "> 0")
 nonnegative = Check(lambda v: v >= 0, ">= 0")
 open_unit = Check(lambda v: 0 < v < 1, "in (0, 1)")
 odd_positive = Check(lambda v: v >= 1 and v % 2 == 1, "an odd integer >= 1")
+
+
+#: RNG seeds: what torch.Generator.manual_seed accepts
+seed_range = Check(lambda v: 0 <= v < 2**63, "in [0, 2^63)")
 
 
 def one_of(*choices) -> Check:

@@ -34,24 +34,27 @@ DEFAULT_N = 20000
 
 
 def prepare(model, out=None, resume=None) -> tuple[Config, Path]:
-    """The model's config and the run directory (created; refuses a resume of another model)."""
+    """The model's config and the run directory (created; refuses a resume of another model).
+
+    ``out`` naming a run of the same model continues it, like ``resume``: running the same
+    command again after an interruption picks up where it stopped.
+    """
     cfg = load_config(model)
     if cfg.flow is None:
         raise LatticeflowError(f"{model}: no [flow] table, so there is no flow to run")
+    if out and not resume and (Path(out) / CONFIG).exists():
+        resume = out
     if resume:
         run_dir = Path(resume)
         if not (run_dir / CONFIG).is_file():
             raise LatticeflowError(f"--resume {run_dir}: not a run directory (no {CONFIG})")
         old = run_config(run_dir)
         if old.theory != cfg.theory or old.flow != cfg.flow:
-            raise LatticeflowError(f"--resume {run_dir}: it was made from a different model "
+            raise LatticeflowError(f"{run_dir}: it holds a run of a different model "
                                    f"({old.theory.name} {old.theory.couplings()} vs "
                                    f"{cfg.theory.name} {cfg.theory.couplings()})")
     elif out:
         run_dir = Path(out)
-        if (run_dir / CONFIG).exists():
-            raise LatticeflowError(f"--out {run_dir}: already holds a run; continue it with "
-                                   f"--resume {run_dir}")
     else:
         run_dir = new_run_dir(cfg.name)
     check_writable(run_dir, directory=True)

@@ -21,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..files import write_failed  # noqa: E402
 from .gamma import gamma_method  # noqa: E402
 
 __all__ = ["plot_observable", "plot_comparison", "plot_training"]
@@ -77,8 +78,15 @@ def plot_observable(name: str, ensembles, labels, path, exact: float | None = No
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failed(path, exc) from None
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -119,5 +127,7 @@ def plot_training(records: list[dict], out) -> None:
     try:
         fig.savefig(tmp, dpi=90)
         os.replace(tmp, out)
+    except OSError as exc:
+        raise write_failed(out, exc) from None
     finally:
         tmp.unlink(missing_ok=True)

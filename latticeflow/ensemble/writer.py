@@ -94,7 +94,7 @@ def create(path, *, theory: dict, sampler: str, config_text: str, seed: int, n_c
     return EnsembleWriter(h5py.File(path, "r+"), path)
 
 
-def open_for_append(path, *, theory: dict, sampler: str, n_chains: int) -> "EnsembleWriter":
+def open_for_append(path, *, theory: dict, sampler: str, n_chains: int, **layout) -> "EnsembleWriter":
     """Reopen an ensemble to continue it; refuses if physics, sampler or chain count differ,
     or if the file cannot be continued exactly (no resume state for its committed rows).
 
@@ -106,7 +106,7 @@ def open_for_append(path, *, theory: dict, sampler: str, n_chains: int) -> "Ense
     """
     path = Path(path)
     with open_h5(path, "r") as f:
-        _check_continuable(f, path, theory, sampler, n_chains)
+        _check_continuable(f, path, theory, sampler, n_chains, **layout)
     _rewrite_committed(path)
     return EnsembleWriter(open_h5(path, "r+"), path)
 
@@ -136,12 +136,15 @@ def _rewrite_committed(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read_resume_state(path, *, theory: dict, sampler: str, n_chains: int) -> dict[str, np.ndarray]:
+def read_resume_state(path, *, theory: dict, sampler: str, n_chains: int, **layout) -> dict[str, np.ndarray]:
     """The committed resume state of a file that :func:`open_for_append` would accept,
-    read without opening it for writing (empty for a file with no rows yet)."""
+    read without opening it for writing (empty for a file with no rows yet).
+
+    ``layout`` (``observables``, ``mcmc``: names; ``field_shape``) are checked against the
+    file where given: a file missing one of them cannot be continued."""
     path = Path(path)
     with open_h5(path, "r") as f:
-        _check_continuable(f, path, theory, sampler, n_chains)
+        _check_continuable(f, path, theory, sampler, n_chains, **layout)
         slot = committed_slot(f)
         if slot is None:
             return {}
@@ -153,7 +156,8 @@ def read_resume_state(path, *, theory: dict, sampler: str, n_chains: int) -> dic
         return state
 
 
-def _check_continuable(f, path: Path, theory: dict, sampler: str, n_chains: int) -> None:
+def _check_continuable(f, path: Path, theory: dict, sampler: str, n_chains: int,
+                       observables=None, mcmc=None, field_shape=None) -> None:
     held = json_attr(f, "theory", path)
     asked = normalise_theory(theory)
     if held != asked:
@@ -169,7 +173,18 @@ def _check_continuable(f, path: Path, theory: dict, sampler: str, n_chains: int)
             f"{path} was made by sampler {held_sampler!r}, this run uses {sampler!r}")
     if (held_chains := int(f.attrs["n_chains"])) != n_chains:
         raise EnsembleError(f"{path} has {held_chains} chains but this run asks for {n_chains}")
+    for group, names in (("observables", observables), ("mcmc", mcmc)):
+        if names is not None and set(f[group]) != set(names):
+            raise EnsembleError(f"{path}: its {group} are {sorted(f[group])}, this run writes "
+                                f"{sorted(names)} (a damaged file, or another version's)")
+    if field_shape is not None and "configs" in f and tuple(f["configs"].shape[2:]) != tuple(field_shape):
+        raise EnsembleError(f"{path}: its configurations have shape {f['configs'].shape[2:]}, "
+                            f"this run makes {tuple(field_shape)}")
     n_rows = int(f.attrs["n_rows"])
+    for name, ds in f["observables"].items():
+        if not np.all(np.isfinite(ds[:n_rows])):
+            raise EnsembleError(f"{path}: observables/{name} holds non-finite values in committed "
+                                "rows (the file is damaged); it is not continued")
     if n_rows > 0 and committed_slot(f) is None:
         raise EnsembleError(f"{path} has no resume state for its {n_rows} committed rows, so its "
                             "chains cannot be continued exactly (analyze still reads it; "

@@ -131,7 +131,8 @@ class FlowArchitecture:
         if shape is not None:
             problem = self.check_lattice(tuple(shape))
             if problem:
-                raise ConfigError(f"theory.{problem[0]}: {problem[1]} (got {list(shape)})")
+                shown = list(shape) if len(shape) <= 8 else f"{len(shape)} extents"
+                raise ConfigError(f"theory.{problem[0]}: {problem[1]} (got {shown})")
         return FlowSpec(flow, name, options, kernel)
 
 

@@ -72,7 +72,9 @@ def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs
     params = theory.params()
     resumed = path.exists()
     if resumed:
-        spec = dict(theory=params, sampler=sampler.sampler, n_chains=sampler.n_chains)
+        spec = dict(theory=params, sampler=sampler.sampler, n_chains=sampler.n_chains,
+                    observables=list(theory.observable_names), mcmc=list(sampler.mcmc_columns),
+                    field_shape=theory.field_shape)
         state = ensemble.read_resume_state(path, **spec)
         try:
             sampler.start(state if state else None)

@@ -118,7 +118,7 @@ def broken_model(draw):
                 lines.setdefault(section, {})[key] = draw(st.sampled_from(values))
     section = draw(st.sampled_from(sorted(_KEYS)))
     key = draw(st.sampled_from(sorted(_KEYS[section])))
-    lines.setdefault(section, {})[key] = draw(st.sampled_from(["inf", "nan", '"?"', "-7", "[[]]"]))
+    lines.setdefault(section, {})[key] = draw(st.sampled_from(["inf", "nan", '"?"', "[[]]"]))  # invalid for every key
     if draw(st.booleans()):
         lines.setdefault(section, {})["no_such_key"] = "1"
     return "\n".join(f"[{s}]\n" + "\n".join(f"{k} = {v}" for k, v in kv.items()) for s, kv in lines.items()) + "\n"
@@ -298,3 +298,19 @@ def test_full_disk_gives_one_line_keeps_committed_rows_and_resumes(tmp_path):
     finally:
         subprocess.run(["umount", str(small)])
         shutil.rmtree(small, ignore_errors=True)
+
+
+# --- diverging training -------------------------------------------------------------------
+def test_diverging_training_stops_with_one_line_and_never_saves_non_finite_weights(tmp_path, capsys):
+    import torch
+
+    model = tmp_path / "m.toml"
+    model.write_text(TINY_U1.replace("[train]\n", "[train]\nlr = 1e30\n").replace("steps = 30", "steps = 300"))
+    code = main(["train", str(model), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "training diverged" in err[-1] and "Traceback" not in "\n".join(err), err
+    assert not (tmp_path / "run" / "model.pt").exists()
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.isfinite(v).all() for v in state.values())
+    # the last good weights still sample, exactly
+    assert main(["sample", str(tmp_path / "run"), "-n", "20", "--quiet"]) == 0

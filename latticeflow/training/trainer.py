@@ -37,12 +37,15 @@ from .loss import frozen_twin, kl_loss, learning_rate
 from .run_files import (CHECKPOINT, METRICS, MODEL, PLOT, last_metrics, mismatch, model_file,
                         prepare_run_dir, read_metrics, truncate_metrics, write_configs)
 
-__all__ = ["train", "TrainResult", "Trainer", "TrainingDiverged", "MAX_BAD_STEPS", "MAX_ROLLBACKS"]
+__all__ = ["train", "TrainResult", "Trainer", "TrainingDiverged", "MAX_BAD_STEPS", "MAX_ROLLBACKS",
+           "ROLLBACK_WINDOW"]
 
 #: consecutive non-finite steps after which the model is rolled back to the last checkpoint
 MAX_BAD_STEPS = 5
-#: rollbacks without a new checkpoint in between after which training stops as diverged
+#: rollbacks, each within ROLLBACK_WINDOW steps of the previous one, after which training
+#: stops as diverged
 MAX_ROLLBACKS = 3
+ROLLBACK_WINDOW = 100
 
 
 class TrainingDiverged(LatticeflowError):
@@ -90,7 +93,7 @@ class Trainer:
         uses_path = self.tc.estimator == "path" or self.tc.path_after is not None
         self.twin = frozen_twin(self.flow) if uses_path else None
         self.step, self.elapsed, self.bad_steps, self.rollbacks, self.consecutive_bad = 0, 0.0, 0, 0, 0
-        self.rollbacks_since_checkpoint = 0
+        self.recent_rollbacks, self.last_rollback = 0, -ROLLBACK_WINDOW - 1
         self.total = steps or self.tc.steps
         if resume:
             self._load_checkpoint(steps)
@@ -113,11 +116,11 @@ class Trainer:
         if not _finite(self.flow):  # never written: roll back to the last good weights instead
             self._rollback()
             return
-        self.rollbacks_since_checkpoint = 0
         state = {
             "format": "latticeflow-checkpoint", "version": 1, "latticeflow_version": __version__,
             "step": self.step, "total_steps": self.total, "elapsed": self.elapsed,
             "bad_steps": self.bad_steps, "rollbacks": self.rollbacks,
+            "recent_rollbacks": self.recent_rollbacks, "last_rollback": self.last_rollback,
             "model": self.flow.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": {"schedule": self.tc.schedule, "warmup": self.tc.warmup, "lr": self.tc.lr,
                           "total_steps": self.total},
@@ -151,6 +154,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.step, self.elapsed = state["step"], state["elapsed"]
         self.bad_steps, self.rollbacks = state["bad_steps"], state["rollbacks"]
+        self.recent_rollbacks = state.get("recent_rollbacks", 0)
+        self.last_rollback = state.get("last_rollback", -ROLLBACK_WINDOW - 1)
         self.total = steps or state["total_steps"]
         truncate_metrics(self.run_dir / METRICS, self.step)
 
@@ -199,7 +204,9 @@ class Trainer:
         if self.consecutive_bad >= MAX_BAD_STEPS:
             record["rolled_back_to"] = self._rollback()
             self.consecutive_bad = 0
-            self.rollbacks_since_checkpoint += 1
+            near = self.step - self.last_rollback <= ROLLBACK_WINDOW
+            self.recent_rollbacks = self.recent_rollbacks + 1 if near else 1
+            self.last_rollback = self.step
         return record
 
     @torch.no_grad()
@@ -238,7 +245,7 @@ class Trainer:
                 if "rolled_back_to" in record:
                     bar.write(f"latticeflow: {MAX_BAD_STEPS} non-finite steps in a row at step "
                               f"{self.step}: rolled back to the weights of step {record['rolled_back_to']}")
-                    if self.rollbacks_since_checkpoint >= MAX_ROLLBACKS:
+                    if self.recent_rollbacks >= MAX_ROLLBACKS:
                         self._log(record)
                         raise self._diverged()
                 if (self.step % tc.log_every == 0 or self.step == 1 or last or over_time
@@ -266,9 +273,9 @@ class Trainer:
     def _diverged(self) -> TrainingDiverged:
         kept = (f"the last good checkpoint (step {self.snapshot[0]}) is kept in {self.run_dir}"
                 if (self.run_dir / CHECKPOINT).is_file() else "no checkpoint had been written yet")
-        return TrainingDiverged(f"training diverged: {MAX_ROLLBACKS} rollbacks to the weights of step "
-                                f"{self.snapshot[0]} did not help (lower [train] lr, now {self.tc.lr:g}, "
-                                f"or grad_clip); {kept}")
+        return TrainingDiverged(f"training diverged at step {self.step}: {MAX_ROLLBACKS} rollbacks within "
+                                f"{ROLLBACK_WINDOW} steps did not help (lower [train] lr, now "
+                                f"{self.tc.lr:g}, or grad_clip); {kept}")
 
     def _interrupted(self, generator_state, step_before, bar) -> None:
         """Ctrl-C: checkpoint the last whole step, so that a resume continues exactly."""

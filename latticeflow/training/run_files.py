@@ -79,9 +79,20 @@ def _section_values(section) -> dict:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """The records of ``metrics.jsonl``; a line that is not a whole record (torn by a kill
+    or a full disk, or damaged) is skipped, and dropped on the next resume."""
+    path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
 
 
 def last_metrics(path: Path) -> dict:

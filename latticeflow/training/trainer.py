@@ -29,7 +29,7 @@ from ..analysis.gamma import ess as batch_ess
 from ..analysis.plots import plot_training
 from ..config import Config, load_config, parse_config
 from ..errors import ConfigError, LatticeflowError
-from ..files import RunLock, atomic_save
+from ..files import RunLock, atomic_save, write_failed
 from ..interrupts import check_stop
 from ..flows import build_flow
 from ..mcmc.independence import independence_acceptance, log_weight
@@ -293,8 +293,11 @@ class Trainer:
                 "seconds": round(self.elapsed, 3), "grad_norm": record["grad_norm"],
                 "skipped": record["skipped"], "bad_steps": self.bad_steps, "rollbacks": self.rollbacks}
         full |= {k: v for k, v in record.items() if k not in full}
-        with open(self.run_dir / METRICS, "a") as fh:
-            fh.write(json.dumps(full) + "\n")
+        try:
+            with open(self.run_dir / METRICS, "a") as fh:
+                fh.write(json.dumps(full) + "\n")
+        except OSError as exc:  # a full disk: the checkpoint on disk stays the last good state
+            raise write_failed(self.run_dir / METRICS, exc) from None
         self.last = full
 
     def _finish(self) -> None:

@@ -78,16 +78,25 @@ def plot_observable(name: str, ensembles, labels, path, exact: float | None = No
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        save_png(fig, path, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def save_png(fig, path, dpi: int) -> None:
+    """Write a figure under a temporary name, then rename it into place (a full disk is
+    one line, and leaves no temporary file)."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
     try:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=dpi)
         os.replace(tmp, path)
     except OSError as exc:
         raise write_failed(path, exc) from None
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)
-    return path
 
 
 def plot_comparison(ensembles, labels, out_dir, names, exact: dict | None = None,
@@ -123,11 +132,4 @@ def plot_training(records: list[dict], out) -> None:
     axes[2].set_ylim(0, 1.02)
     axes[-1].set_xlabel("step")
     fig.tight_layout()
-    tmp = Path(out).with_name(f".{Path(out).name}.tmp{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise write_failed(out, exc) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_png(fig, out, dpi=90)

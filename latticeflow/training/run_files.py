@@ -104,7 +104,8 @@ def truncate_metrics(path: Path, step: int) -> None:
     """Drop lines logged after the checkpoint (a killed run), so a resume never duplicates."""
     records = read_metrics(path)
     kept = [r for r in records if r["step"] <= step]
-    if len(kept) != len(records):
+    lines = [x for x in path.read_text(errors="replace").splitlines() if x.strip()] if path.is_file() else []
+    if len(kept) != len(lines):
         atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 

@@ -34,7 +34,7 @@ else:  # pragma: no cover
 from .errors import ConfigError, LatticeflowError
 from .files import read_text
 from .flows.registry import FlowConfig, architecture
-from .schema import (at_least, check_value, convert, key, nonnegative, one_of, open_unit, positive,
+from .schema import (Check, at_least, check_value, convert, key, nonnegative, one_of, open_unit, positive,
                      render_table, render_value, seed_range, table_fields, validate)
 from .theories import THEORIES, coupling_names, theory_class
 
@@ -137,6 +137,11 @@ def _flow(table, theory: TheoryConfig, legacy: bool) -> FlowConfig:
 
 
 # --- [train], [hmc], [sample] ---------------------------------------------------------------
+#: more molecular-dynamics steps than this per trajectory is always a mistake (and a hang)
+md_steps = Check(lambda v: 1 <= v <= 100_000, "between 1 and 100000")
+#: proposals for one acceptance measurement during training (chunked, so only a time limit)
+eval_proposals = Check(lambda v: 2 <= v <= 1 << 20, "between 2 and 1048576")
+
 @dataclass(frozen=True)
 class TrainConfig:
     """``[train]``: reverse-KL training."""
@@ -157,7 +162,7 @@ class TrainConfig:
                                 positive)
     log_every: int = key(10, "metrics written every this many steps", at_least(1))
     eval_every: int = key(100, "Metropolis acceptance measured every this many steps", at_least(1))
-    eval_batch: int = key(1024, "proposals used for that measurement", at_least(1))
+    eval_batch: int = key(1024, "proposals used for that measurement", eval_proposals)
     checkpoint_every: int = key(200, "checkpoint interval", at_least(1))
 
 
@@ -168,7 +173,7 @@ class HMCConfig:
     integrator: str = key("omelyan", "`leapfrog` or `omelyan` (2nd-order minimum norm)",
                           one_of("leapfrog", "omelyan"))
     trajectory_length: float = key(1.0, "molecular-dynamics time per trajectory", positive)
-    steps: int = key(10, "integration steps per trajectory (initial value if tuned)", at_least(1))
+    steps: int = key(10, "integration steps per trajectory (initial value if tuned)", md_steps)
     target_acceptance: float = key(0.8, "tuning target", open_unit)
     tune: bool = key(True, "tune the step size during thermalisation, then freeze it")
     thermalization: int = key(200, "trajectories discarded before storing", nonnegative)

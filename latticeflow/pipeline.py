@@ -139,8 +139,11 @@ def reference_values(theory) -> tuple[dict, list[str]]:
 
     import numpy as np
 
-    with np.errstate(all="ignore"):
-        values = theory.exact()
+    try:
+        with np.errstate(all="ignore"):
+            values = theory.exact()
+    except MemoryError:
+        return {}, ["all of them (they need more memory than this machine has)"]
     good = {k: v for k, v in values.items() if math.isfinite(v)}
     return good, sorted(set(values) - set(good))
 
@@ -150,8 +153,8 @@ def exact(config) -> dict:
     theory = _config(config).theory.build()
     values, bad = reference_values(theory)
     if bad:
-        raise LatticeflowError(f"exact: {', '.join(bad)} cannot be computed in floating point at "
-                               f"{theory!r} (the couplings are too extreme for the exact formulas)")
+        raise LatticeflowError(f"exact: {', '.join(bad)} cannot be computed at {theory!r} (the "
+                               "couplings or the lattice are too extreme for the exact formulas)")
     return {"theory": theory.params(), "observables": values}
 
 

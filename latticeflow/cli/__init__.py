@@ -115,6 +115,22 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except MemoryError:
+        print("latticeflow: error: not enough memory for this run (reduce the lattice, chains "
+              "or batch size); everything committed so far is kept", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the machine, not the input: a vanished mount, an I/O error
+        print(f"latticeflow: error: {exc.filename or ''}{': ' if exc.filename else ''}"
+              f"{exc.strerror or exc}; everything committed so far is kept", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line, and the traceback on request
+        import os
+
+        if os.environ.get("LATTICEFLOW_DEBUG"):
+            raise
+        print(f"latticeflow: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(a bug; please report it with LATTICEFLOW_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

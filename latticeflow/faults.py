@@ -123,6 +123,16 @@ def damaged_copies(good: Path, out_dir: Path, rng: random.Random | None = None) 
                                                      f["observables"].create_group("plaquette")),
         "observable of the wrong shape": lambda f: (f["observables"].__delitem__("plaquette"),
                                                     f["observables"].create_dataset("plaquette", data=np.zeros(3))),
+        "observable of strings": lambda f: _replace(f, "observables/plaquette",
+                                                    np.full(f["observables/plaquette"].shape, b"x")),
+        "accepted as integers": lambda f: _replace(f, "mcmc/accepted", np.full(f["mcmc/accepted"].shape, 7)),
+        "sampler swapped to flow-iid": lambda f: f.attrs.__setitem__("sampler", "flow-iid"),
+        "theory with beta NaN": lambda f: f.attrs.__setitem__(
+            "theory", f.attrs["theory"].replace('"beta": 1.0', '"beta": NaN')),
+        "state fields of another lattice": lambda f: [_replace(f, f"state/{k}/field", np.zeros((2, 2, 8, 8)))
+                                                      for k in list(f["state"]) if "field" in f["state"][k]],
+        "state fields NaN": lambda f: [_replace(f, f"state/{k}/field", np.full(f[f"state/{k}/field"].shape, np.nan))
+                                       for k in list(f["state"]) if "field" in f["state"][k]],
     }
     for what, edit in edits.items():
         path = copy(what.replace(" ", "_").replace("/", "-"))
@@ -152,6 +162,11 @@ _SIZES = {"theory.L = 100000": ("hmc", "sample", "train", "run"),
           "flow.layers = 100000000": ("sample", "train", "run")}
 
 
+def _replace(f, name: str, data) -> None:
+    del f[name]
+    f.create_dataset(name, data=data)
+
+
 def hostile_model_texts() -> list[tuple[str, bytes, tuple[str, ...]]]:
     """``(what, file content, the commands that must refuse it)`` for hostile model files;
     the other commands may accept them (an absurd size is harmless to ``exact``)."""
@@ -178,7 +193,9 @@ def _hostile_texts() -> list[tuple[str, bytes]]:
                                 ("sample", "batch_size", "1000000000000"), ("train", "lr", "inf"),
                                 ("train", "lr", "nan"), ("train", "steps", "0"), ("hmc", "mystery", "1"),
                                 ("flow", "layers", "100000000"), ("flow", "bound", "inf"),
-                                ("flow", "components", "6")]:
+                                ("flow", "components", "6"), ("flow", "kernel_size", "99"),
+                                ("flow", "bins", "1180591620717411303424"), ("train", "eval_batch", "1180591620717411303424"),
+                                ("hmc", "steps", "1000000000")]:
         extra = '\n[flow]\nbijection = "spline"\n' if section != "flow" else ""
         table = f"[{section}]\n{key} = {value}\n"
         if section == "flow":

@@ -141,6 +141,7 @@ class RunLock:
         import fcntl
 
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise LatticeflowError(f"{self.what}: cannot create its lock file {self.path} "

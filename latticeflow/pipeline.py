@@ -30,7 +30,17 @@ __all__ = ["resolve_model", "load_model", "flow_proposal", "override", "exact", 
 
 
 def _config(config) -> Config:
-    return config if isinstance(config, Config) else load_config(config)
+    if isinstance(config, Config):
+        return config
+    if not isinstance(config, (str, Path)):
+        raise LatticeflowError(f"expected a model file path or a Config, got {type(config).__name__}")
+    return load_config(config)
+
+
+def _path(value, what: str) -> Path:
+    if not isinstance(value, (str, Path)) or not str(value):
+        raise LatticeflowError(f"{what}: expected a file path, got {value!r}")
+    return Path(value)
 
 
 def _check_n(n, minimum: int = 1) -> int:
@@ -69,6 +79,8 @@ def train(config_or_path, out=None, steps: int | None = None, resume: bool = Fal
     after checking that the run directory can be written and a step fits in memory."""
     cfg = _config(config_or_path)
     _require_flow(cfg, "train")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise LatticeflowError(f"--steps: must be an integer >= 1 (got {steps!r})")
     if out is not None:
         check_writable(out, directory=True)
     else:
@@ -88,7 +100,7 @@ def default_output(cfg: Config, kind: str) -> Path:
 def resolve_model(source) -> tuple[Config, Path]:
     """``(config, weights)`` of a training run directory or of a model TOML whose weights are
     shipped beside it (same stem, ``.pt``)."""
-    source = Path(source)
+    source = _path(source, "sample")
     if source.is_dir():
         return run_config(source), source
     if source.suffix != ".toml":
@@ -177,7 +189,7 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
     cfg = override(_config(config), "hmc", {"chains": "--chains", "seed": "--seed"},
                    chains=chains, seed=seed)
     theory, h = cfg.theory.build(), cfg.hmc
-    out = Path(out or default_output(cfg, "hmc"))
+    out = _path(out, "--out") if out is not None else default_output(cfg, "hmc")
     resources.check_memory(resources.hmc_bytes(cfg.theory, h.chains), f"HMC with {h.chains} chains")
     check_ensemble_fits(cfg, n, out, h.chains, configs, len(theory.observable_names) + 2)
     sampler = HMCChains(theory, HMC.from_config(theory, h), h.chains, h.thermalization, h.tune,
@@ -217,6 +229,7 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
         is_run = not isinstance(source, Config) and Path(source).is_dir()
         kind_name = "flow-iid" if iid else "flow-mcmc"
         out = Path(source) / f"{kind_name}.h5" if is_run else default_output(cfg, kind_name)
+    out = _path(out, "--out")
     need = resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, False)
     need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if s.configs and configs else 0)
     resources.check_memory(need, f"flow sampling at batch {s.batch_size}")
@@ -239,12 +252,18 @@ def analyze(path) -> dict:
     from . import ensemble
     from .analysis.summary import summarize
 
-    with ensemble.open(path) as ens:
+    with ensemble.open(_path(path, "analyze")) as ens:
         theory = ensemble_theory(ens)
         for name, values in ens.observables.items():
             if not np.all(np.isfinite(values)):
                 raise ensemble.EnsembleError(f"{path}: observables/{name} holds non-finite values "
                                              "in committed rows (the file is damaged)")
+        for name in ("log_weight", "proposal_log_weight"):  # −inf is a NaN proposal; NaN, +inf never
+            weights = ens.mcmc.get(name)
+            if weights is not None and weights.size and (np.isnan(weights).any() or np.isposinf(weights).any()
+                                                         or not np.isfinite(weights).any()):
+                raise ensemble.EnsembleError(f"{path}: mcmc/{name} holds NaN or +inf, or no finite "
+                                             "weight at all (the file is damaged)")
         return summarize(ens, reference_values(theory)[0])
 
 

@@ -129,6 +129,8 @@ def convert(name: str, value, tp):
         return tuple(value)
     if not _is(value, tp):
         raise ConfigError(f"{name}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    if tp is int and not -2**62 < value < 2**62:
+        raise ConfigError(f"{name}: {value} is out of range")
     if tp is float:
         value = float(value)
         if not math.isfinite(value):

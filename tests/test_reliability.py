@@ -314,3 +314,60 @@ def test_diverging_training_stops_with_one_line_and_never_saves_non_finite_weigh
     assert all(torch.isfinite(v).all() for v in state.values())
     # the last good weights still sample, exactly
     assert main(["sample", str(tmp_path / "run"), "-n", "20", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("damage", ["garbage metrics line", "checkpoint without optimizer",
+                                    "checkpoint with NaN weights", "checkpoint at step -5",
+                                    "model.pt with an int config", "model.pt with a list state_dict"])
+def test_damaged_training_directories_are_refused_in_one_line(tmp_path, capsys, damage):
+    import torch
+
+    model = tmp_path / "m.toml"
+    model.write_text(TINY_U1)
+    run = tmp_path / "run"
+    assert main(["train", str(model), "--out", str(run), "--steps", "10", "--quiet"]) == 0
+    capsys.readouterr()
+    ckpt, weights = run / "checkpoint.pt", run / "model.pt"
+    if damage == "garbage metrics line":
+        with open(run / "metrics.jsonl", "a") as fh:
+            fh.write("garbage{\n[1, 2]\n")
+        assert main(["train", str(model), "--out", str(run), "--resume", "--steps", "12", "--quiet"]) == 0
+        return  # torn lines are dropped on resume
+    if damage.startswith("checkpoint"):
+        s = torch.load(ckpt, weights_only=True)
+        if "optimizer" in damage:
+            del s["optimizer"]
+        elif "NaN" in damage:
+            s["model"] = {k: v * float("nan") for k, v in s["model"].items()}
+        else:
+            s["step"] = -5
+        torch.save(s, ckpt)
+        refuse(["train", model, "--out", run, "--resume", "--steps", 12, "--quiet"], capsys)
+        assert not any(torch.isnan(v).any() for v in torch.load(weights, weights_only=True)["state_dict"].values())
+    else:
+        s = torch.load(weights, weights_only=True)
+        s["config" if "config" in damage else "state_dict"] = 5 if "config" in damage else [1, 2]
+        torch.save(s, weights)
+        refuse(["sample", run, "-n", 10, "--out", tmp_path / "x.h5", "--quiet"], capsys)
+
+
+def test_python_api_refuses_bad_arguments_with_latticeflow_errors(tmp_path):
+    import latticeflow
+
+    model = tmp_path / "m.toml"
+    model.write_text(TINY_U1)
+    for call in (lambda: latticeflow.train(model, out=tmp_path / "t", steps=-1),
+                 lambda: latticeflow.train(model, out=tmp_path / "t", steps=1.5),
+                 lambda: latticeflow.hmc(None, 10), lambda: latticeflow.hmc(model, 10, out=5),
+                 lambda: latticeflow.analyze(None), lambda: latticeflow.hmc(model, 0)):
+        with pytest.raises(latticeflow.LatticeflowError):
+            call()
+    assert not (tmp_path / "t" / "checkpoint.pt").exists()
+
+
+def test_default_output_works_from_a_fresh_directory(tmp_path, capsys, monkeypatch):
+    model = tmp_path / "m.toml"
+    model.write_text(TINY_U1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["hmc", str(model), "-n", "10", "--quiet"]) == 0
+    assert (tmp_path / "runs" / "m-hmc.h5").is_file()

@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with stop_on_signals():  # Ctrl-C and `kill` stop cleanly: committed work is kept
             return args.func(args)
-    except LatticeflowError as exc:
-        print(f"latticeflow: error: {exc}", file=sys.stderr)
+    except LatticeflowError as exc:  # one line, even for a path with a newline in it
+        print(f"latticeflow: error: {exc}".replace("\n", "\\n"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("latticeflow: interrupted (everything committed so far is kept)", file=sys.stderr)

@@ -154,6 +154,13 @@ def check_file(f: h5py.File, path: Path) -> None:
     for column in ("accepted", WEIGHT_COLUMN[sampler]):
         if f"mcmc/{column}" not in datasets:
             raise EnsembleError(f"{path} is corrupt: mcmc/{column} is missing")
+    if "mcmc/proposal_log_weight" in datasets and sampler != "flow-mcmc":
+        raise EnsembleError(f"{path} is corrupt: its mcmc columns do not belong to a {sampler} ensemble")
+    for name, ds in datasets.items():
+        kind = ds.dtype.kind
+        want = {"mcmc/accepted": "b", "configs": "fc"}.get(name, "f")
+        if kind not in want:
+            raise EnsembleError(f"{path} is corrupt: {name} has dtype {ds.dtype}")
     for name, ds in datasets.items():
         if ds.ndim < 2 or ds.shape[1] != n_chains:
             raise EnsembleError(f"{path} is corrupt: {name} has shape {ds.shape} for {n_chains} chains")

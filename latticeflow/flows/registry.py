@@ -129,6 +129,9 @@ class FlowArchitecture:
         kernel = kernel_cls(**validate("flow", {k: v for k, v in params.items() if k in
                                                 {f.name for f in table_fields(kernel_cls)}}, kernel_cls))
         if shape is not None:
+            if flow.kernel_size > min(shape):
+                raise ConfigError(f"flow.kernel_size: must be at most the smallest lattice extent "
+                                  f"{min(shape)} (got {flow.kernel_size})")
             problem = self.check_lattice(tuple(shape))
             if problem:
                 shown = list(shape) if len(shape) <= 8 else f"{len(shape)} extents"

@@ -68,6 +68,23 @@ def run_ensemble(sampler, *, theory, path, n: int, config_text: str, seed: int,
         return _run(sampler, theory, path, n, config_text, seed, block, store_configs, progress, desc)
 
 
+def _check_state(state: dict, path: Path, chains: int, field_shape) -> None:
+    """A resume state whose fields or weights cannot belong to this run is damage, refused
+    before the file is touched (NaN fields would otherwise be sampled on)."""
+    want = {"field": (chains, *field_shape), "log_weight": (chains,)}
+    for key, shape in want.items():
+        if key not in state:
+            continue
+        a = state[key]
+        if tuple(a.shape) != shape and not (key == "field" and a.size == 0):
+            raise EnsembleError(f"{path}: its resume state {key} has shape {tuple(a.shape)}, this "
+                                f"run needs {shape}; the file is left as it is")
+        finite = np.isfinite(a) if key == "field" else ~np.isnan(a) & ~np.isposinf(a)
+        if a.dtype.kind in "fc" and not np.all(finite):
+            raise EnsembleError(f"{path}: its resume state {key} is not finite; the file is left "
+                                "as it is")
+
+
 def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs, progress, desc):
     params = theory.params()
     resumed = path.exists()
@@ -76,6 +93,7 @@ def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs
                     observables=list(theory.observable_names), mcmc=list(sampler.mcmc_columns),
                     field_shape=theory.field_shape)
         state = ensemble.read_resume_state(path, **spec)
+        _check_state(state, path, sampler.n_chains, theory.field_shape)
         try:
             sampler.start(state if state else None)
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError, UnicodeDecodeError) as exc:

@@ -46,8 +46,16 @@ def make_theory(name: str, shape, **couplings) -> Theory:
 
 
 def theory_from_params(params: dict) -> Theory:
-    """Inverse of ``Theory.params()`` (e.g. the JSON stored in an ensemble file)."""
+    """Inverse of ``Theory.params()`` (e.g. the JSON stored in an ensemble file); the
+    couplings are checked like the ``[theory]`` keys they came from."""
+    from ..schema import validate
+
     p = dict(params)
     name = p.pop("name")
     shape = tuple(p.pop("shape"))
+    cls = theory_class(name)
+    if cls.couplings is not None:
+        p = validate("theory", p, cls.couplings)
+    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 2 for n in shape):
+        raise LatticeflowError(f"theory.shape: must be a list of integers >= 2 (got {list(shape)})")
     return make_theory(name, shape, **p)

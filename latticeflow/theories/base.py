@@ -27,7 +27,10 @@ from ..lattice import Lattice
 from ..schema import table_fields
 from .field_space import FieldSpace, RealField
 
-__all__ = ["Theory", "Derived", "register_theory", "THEORIES", "coupling_names"]
+__all__ = ["Theory", "Derived", "register_theory", "THEORIES", "coupling_names", "MAX_EXACT_VOLUME"]
+
+#: the torus character sums lose precision beyond this many plaquettes (tested up to it)
+MAX_EXACT_VOLUME = 10**6
 
 #: theory name -> class; filled by :func:`register_theory` when ``theories`` is imported
 THEORIES: dict[str, type["Theory"]] = {}

@@ -18,7 +18,7 @@ import torch
 from ..groups import dagger, haar_sun, project_hermitian
 from ..lattice import planes, rectangular_loop, shift
 from ..schema import key, one_of, positive
-from .base import Theory, register_theory
+from .base import MAX_EXACT_VOLUME, Theory, register_theory
 from .field_space import SUNField
 
 __all__ = ["SUN", "plaquettes", "sun_action", "wilson_loop_sun", "gauge_transform_sun"]
@@ -140,7 +140,7 @@ class SUN(Theory):
 
     def exact(self):
         """2D only: SU(2) torus plaquette; infinite-volume plaquette and Wilson loops for N = 2, 3."""
-        if self.dim != 2:
+        if self.dim != 2 or self.volume > MAX_EXACT_VOLUME:
             return {}
         from . import exact
 

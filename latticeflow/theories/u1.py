@@ -22,7 +22,7 @@ import torch
 from ..groups import principal_angle
 from ..lattice import planes, rectangular_loop, shift
 from ..schema import key, positive
-from .base import Theory, register_theory
+from .base import MAX_EXACT_VOLUME, Theory, register_theory
 from .field_space import AngleField
 
 __all__ = [
@@ -150,7 +150,7 @@ class U1(Theory):
 
     def exact(self):
         """Exact torus values in 2D (DESIGN.md §1); empty in d > 2."""
-        if self.dim != 2:
+        if self.dim != 2 or self.volume > MAX_EXACT_VOLUME:
             return {}
         from . import exact
 

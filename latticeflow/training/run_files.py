@@ -161,9 +161,11 @@ def load_flow(source, config=None):
     try:
         state = torch.load(weights, weights_only=True)
         state_dict = state["state_dict"] if "state_dict" in state else state["model"]
+        saved_config = parse_config(state["config"], legacy=True) if "config" in state else None
+    except LatticeflowError as exc:
+        raise LatticeflowError(f"{weights}: its stored config does not validate ({exc})") from None
     except Exception:
         raise LatticeflowError(f"{weights}: not a readable latticeflow model or checkpoint") from None
-    saved_config = parse_config(state["config"], legacy=True) if "config" in state else None
     if saved_config is not None:
         wrong = [p for p in mismatch(saved_config, cfg) if p.startswith("flow.") or p.startswith("theory.name")]
         if wrong:
@@ -171,7 +173,7 @@ def load_flow(source, config=None):
     flow = build_flow(cfg.theory.build(), cfg.flow).float()
     try:
         flow.load_state_dict(state_dict)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
         raise LatticeflowError(f"{weights}: weights do not fit the architecture of the config "
                                f"({str(exc).splitlines()[0]})") from None
     if not all(bool(torch.isfinite(p).all()) for p in flow.parameters()):

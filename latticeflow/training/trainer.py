@@ -144,19 +144,28 @@ class Trainer:
             old = parse_config(state["config"], legacy=True)
         except ConfigError as exc:
             raise LatticeflowError(f"{path}: its config no longer validates ({exc})") from None
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise LatticeflowError(f"{path}: not a readable latticeflow checkpoint ({exc!r})") from None
         problems = mismatch(old, self.cfg)
         if problems:
             raise LatticeflowError(f"{path}: cannot resume with a different theory or architecture: "
                                    + "; ".join(problems))
-        self.flow.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.step, self.elapsed = state["step"], state["elapsed"]
-        self.bad_steps, self.rollbacks = state["bad_steps"], state["rollbacks"]
-        self.recent_rollbacks = state.get("recent_rollbacks", 0)
-        self.last_rollback = state.get("last_rollback", -ROLLBACK_WINDOW - 1)
-        self.total = steps or state["total_steps"]
+        try:
+            self.flow.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
+            self.bad_steps, self.rollbacks = int(state["bad_steps"]), int(state["rollbacks"])
+            self.recent_rollbacks = int(state.get("recent_rollbacks", 0))
+            self.last_rollback = int(state.get("last_rollback", -ROLLBACK_WINDOW - 1))
+            self.total = steps or int(state["total_steps"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise LatticeflowError(f"{path}: not a readable latticeflow checkpoint "
+                                   f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        if self.step < 0 or self.total < 1 or not _finite(self.flow):
+            raise LatticeflowError(f"{path}: a damaged checkpoint (step {self.step}, or non-finite "
+                                   "weights); it cannot be resumed")
         truncate_metrics(self.run_dir / METRICS, self.step)
 
     # --- one step -----------------------------------------------------------------------------
@@ -212,7 +221,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> dict:
         """Acceptance and ESS of ``eval_batch`` fresh samples (seeded by seed and step)."""
-        gen = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + self.step)
+        gen = torch.Generator().manual_seed((self.tc.seed * 1_000_003 + self.step) % 2**63)
         log_w = []
         for start in range(0, self.tc.eval_batch, self.tc.batch_size):
             x, log_q = self.flow.sample(min(self.tc.batch_size, self.tc.eval_batch - start), generator=gen)

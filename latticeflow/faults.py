@@ -196,9 +196,7 @@ def _hostile_texts() -> list[tuple[str, bytes]]:
                                 ("flow", "components", "6"), ("flow", "kernel_size", "99"),
                                 ("flow", "bins", "1180591620717411303424"), ("train", "eval_batch", "1180591620717411303424"),
                                 ("hmc", "steps", "1000000000")]:
-        extra = '\n[flow]\nbijection = "spline"\n' if section != "flow" else ""
-        table = f"[{section}]\n{key} = {value}\n"
-        if section == "flow":
-            table = f'[flow]\nbijection = "spline"\n{key} = {value}\n'
-        cases.append((f"{section}.{key} = {value}", (u1 + extra + table).encode()))
+        header = "" if section == "flow" else f"[{section}]\n"
+        text = u1 + '[flow]\nbijection = "spline"\n' + header + f"{key} = {value}\n"
+        cases.append((f"{section}.{key} = {value}", text.encode()))
     return cases

@@ -264,7 +264,7 @@ def analyze(path) -> dict:
                                                          or not np.isfinite(weights).any()):
                 raise ensemble.EnsembleError(f"{path}: mcmc/{name} holds NaN or +inf, or no finite "
                                              "weight at all (the file is damaged)")
-        return summarize(ens, reference_values(theory)[0])
+        return summarize(ens, reference_values(theory)[0], theory.derived_observables())
 
 
 def ensemble_theory(ens):
@@ -311,7 +311,7 @@ def write_comparison(ensembles, labels=None, out=None):
         raise LatticeflowError("compare: the files hold different theories: " + " vs ".join(sorted(theories)))
     theory = ensemble_theory(ensembles[0])
     reference = reference_values(theory)[0]
-    table = compare_ensembles(ensembles, reference, labels)
+    table = compare_ensembles(ensembles, reference, labels, theory.derived_observables())
     markdown = comparison_markdown(table)
     figures = []
     if out is not None:

@@ -6,9 +6,9 @@ Commands run in-process through ``latticeflow.cli.main`` where a refusal is expe
 and as subprocesses where a process must die (kills) or a file system must fill up.
 """
 
+import contextlib
 import random
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -64,6 +64,20 @@ def refuse(argv, capsys) -> str:
     assert code == 2, (argv, code, err)
     assert err and len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)
     return err
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, options: str):
+    """A tmpfs mounted at ``where`` for the block (the test is skipped where mounting is not
+    allowed)."""
+    where.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                      capture_output=True).returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here (needs root and mount rights)")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)])
 
 
 def five_commands(model: Path, tmp: Path):
@@ -165,17 +179,11 @@ def test_sizes_that_cannot_fit_are_refused_with_the_estimate(tmp_path, capsys, e
 def test_unwritable_outputs_are_refused_before_any_work(tmp_path, capsys):
     model = tmp_path / "m.toml"
     model.write_text(TINY_U1)
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a read-only file system here (needs root and mount rights)")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as ro:
         for argv in (["hmc", model, "-n", 10, "--out", ro / "h.h5"], ["train", model, "--out", ro / "t"],
                      ["run", model, "-n", 10, "--out", ro / "r"]):
-            assert "cannot write there" in refuse(argv, capsys) or "Read-only" in refuse(argv, capsys)
-    finally:
-        subprocess.run(["umount", str(ro)])
+            err = refuse(argv, capsys)
+            assert "cannot write there" in err or "Read-only" in err, err
 
 
 # --- damaged ensembles --------------------------------------------------------------------
@@ -276,12 +284,7 @@ def _same_training(a: Path, b: Path):
 def test_full_disk_gives_one_line_keeps_committed_rows_and_resumes(tmp_path):
     model = tmp_path / "u1.toml"
     model.write_text(TINY_U1)
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(small)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root and mount rights)")
-    try:
+    with tmpfs(tmp_path / "small", "size=400k") as small:
         out = small / "h.h5"
         args = ["hmc", model, "-n", 4000, "--out", out, "--quiet"]
         full = run_command(args)
@@ -295,9 +298,6 @@ def test_full_disk_gives_one_line_keeps_committed_rows_and_resumes(tmp_path):
         straight = tmp_path / "straight.h5"
         assert run_command(["hmc", model, "-n", 4000, "--out", straight, "--quiet"]).returncode == 0
         assert same_ensemble(straight, out) == []
-    finally:
-        subprocess.run(["umount", str(small)])
-        shutil.rmtree(small, ignore_errors=True)
 
 
 # --- diverging training -------------------------------------------------------------------

@@ -26,11 +26,12 @@ def _labels(ensembles) -> list[str]:
 
 
 def compare_ensembles(ensembles, exact: dict[str, float] | None = None,
-                      labels: list[str] | None = None) -> dict:
-    """The ``compare --json`` object; ``ensembles`` are open :class:`Ensemble` objects."""
+                      labels: list[str] | None = None, derived: dict | None = None) -> dict:
+    """The ``compare --json`` object; ``ensembles`` are open :class:`Ensemble` objects of one
+    theory, ``derived`` its ``derived_observables()``."""
     labels = labels or _labels(ensembles)
     exact = exact or {}
-    results = [observable_results(e) for e in ensembles]
+    results = [observable_results(e, derived) for e in ensembles]
     common = [k for k in results[0] if all(k in r for r in results[1:])]
     table = {"ensembles": [], "observables": {}}
     for label, ens in zip(labels, ensembles):

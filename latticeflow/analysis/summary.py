@@ -32,8 +32,9 @@ def _safe(fn, *args) -> GammaResult | None:
         return None
 
 
-def observable_results(ens) -> dict[str, GammaResult | None]:
-    """Γ-method result for every stored observable (and derived ones); None if too short."""
+def observable_results(ens, derived: dict | None = None) -> dict[str, GammaResult | None]:
+    """Γ-method result for every stored observable, and for the theory's ``derived``
+    observables (``Theory.derived_observables()``); None where the data are too short."""
     obs = ens.observables
     iid = ens.sampler == "flow-iid"
     log_w = _replicas(ens.log_weight) if iid else None
@@ -41,25 +42,14 @@ def observable_results(ens) -> dict[str, GammaResult | None]:
     for name, values in obs.items():
         data = _replicas(values)
         out[name] = _safe(reweighted_mean, data, log_w) if iid else _safe(gamma_method, data)
-    theory = _theory(ens)
-    if iid or theory is None:
+    if iid:
         return out
-    for name, d in theory.derived_observables().items():
+    for name, d in (derived or {}).items():
         if all(k in obs for k in d.requires):
             series = [_replicas(s) for s in d.series(obs)]
             out[name] = _safe(gamma_method_derived, d.value, series)
     return out
 
-
-def _theory(ens):
-    """The ensemble's theory, or None if its metadata do not describe a known one."""
-    from ..errors import LatticeflowError
-    from ..theories import theory_from_params
-
-    try:
-        return theory_from_params(ens.theory)
-    except (LatticeflowError, ValueError, TypeError, KeyError):
-        return None
 
 
 def result_dict(r: GammaResult | None) -> dict:
@@ -81,10 +71,10 @@ def acceptance_and_ess(ens) -> tuple[float | None, float | None]:
     return acceptance, ess_value
 
 
-def summarize(ens, exact: dict[str, float] | None = None) -> dict:
+def summarize(ens, exact: dict[str, float] | None = None, derived: dict | None = None) -> dict:
     """The ``analyze --json`` object for one open :class:`latticeflow.ensemble.Ensemble`."""
     acceptance, ess_value = acceptance_and_ess(ens)
-    results = observable_results(ens)
+    results = observable_results(ens, derived)
     summary = {
         "path": str(ens.path),
         "sampler": ens.sampler,

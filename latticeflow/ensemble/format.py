@@ -82,7 +82,7 @@ def open_h5(path: Path, mode: str) -> h5py.File:
     return f
 
 
-def _attr(f: h5py.File, name: str, kind, path: Path):
+def attr(f: h5py.File, name: str, kind, path: Path):
     """Root attribute ``name`` as ``kind`` (int, float, str), or the reason it is not one."""
     try:
         value = f.attrs[name]
@@ -109,7 +109,7 @@ def json_attr(f: h5py.File, name: str, path: Path, default=None) -> dict:
     """A JSON-object root attribute (``theory``, ``extra``)."""
     if default is not None and name not in f.attrs:
         return default
-    text = _attr(f, name, str, path)
+    text = attr(f, name, str, path)
     try:
         value = json.loads(text)
     except ValueError:
@@ -123,7 +123,7 @@ def check_file(f: h5py.File, path: Path) -> None:
     """Refuse a file whose metadata disagree with its datasets, naming the reason."""
     if f.attrs.get("format") not in (FORMAT, FORMAT.encode()):
         raise EnsembleError(f"{path} is not a latticeflow ensemble")
-    version = _attr(f, "version", int, path)
+    version = attr(f, "version", int, path)
     if version > VERSION:
         raise EnsembleError(f"{path} was written by a newer latticeflow (format version "
                             f"{version} > {VERSION})")
@@ -137,14 +137,14 @@ def check_file(f: h5py.File, path: Path) -> None:
     if not isinstance(theory.get("name"), str) or not isinstance(theory.get("shape"), list):
         raise EnsembleError(f"{path} is corrupt: attribute theory lacks a name or shape")
     json_attr(f, "extra", path, default={})
-    sampler = _attr(f, "sampler", str, path)
+    sampler = attr(f, "sampler", str, path)
     if sampler not in SAMPLERS:
         raise EnsembleError(f"{path} is corrupt: unknown sampler {sampler!r}")
     for name in ("config", "created", "latticeflow_version"):
-        _attr(f, name, str, path)
-    _attr(f, "seed", int, path)
-    n_rows, n_chains = _attr(f, "n_rows", int, path), _attr(f, "n_chains", int, path)
-    seconds = _attr(f, "generation_seconds", float, path)
+        attr(f, name, str, path)
+    attr(f, "seed", int, path)
+    n_rows, n_chains = attr(f, "n_rows", int, path), attr(f, "n_chains", int, path)
+    seconds = attr(f, "generation_seconds", float, path)
     if n_rows < 0 or n_chains < 1 or not np.isfinite(seconds) or seconds < 0:
         raise EnsembleError(f"{path} is corrupt: n_rows = {n_rows}, n_chains = {n_chains}, "
                             f"generation_seconds = {seconds}")

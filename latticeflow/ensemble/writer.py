@@ -19,7 +19,7 @@ from ..errors import EnsembleError
 from ..files import write_failed
 from ..interrupts import deferred_signals
 from .format import (FORMAT, SAMPLERS, VERSION, ROW_CHUNK_BYTES, WEIGHT_COLUMN, check_column,
-                     committed_slot, describe_theory, numpy_field_dtype, H5Handle, json_attr, normalise_theory, open_h5,
+                     attr, committed_slot, describe_theory, numpy_field_dtype, H5Handle, json_attr, normalise_theory, open_h5,
                      row_datasets)
 
 __all__ = ["create", "open_for_append", "read_resume_state", "EnsembleWriter"]
@@ -168,10 +168,10 @@ def _check_continuable(f, path: Path, theory: dict, sampler: str, n_chains: int,
             msg = (f"{path} holds {held['name']} with {describe_theory(held, keys)} "
                    f"but the config asks for {describe_theory(asked, keys)}")
         raise EnsembleError(msg)
-    if (held_sampler := f.attrs["sampler"]) != sampler:
+    if (held_sampler := attr(f, "sampler", str, path)) != sampler:
         raise EnsembleError(
             f"{path} was made by sampler {held_sampler!r}, this run uses {sampler!r}")
-    if (held_chains := int(f.attrs["n_chains"])) != n_chains:
+    if (held_chains := attr(f, "n_chains", int, path)) != n_chains:
         raise EnsembleError(f"{path} has {held_chains} chains but this run asks for {n_chains}")
     for group, names in (("observables", observables), ("mcmc", mcmc)):
         if names is not None and set(f[group]) != set(names):

@@ -116,18 +116,17 @@ class FlowArchitecture:
                               f"{' or '.join(map(repr, self.bijections))})")
         params = dict(flow.params)
         kernel_cls = self.bijections[name]
-        mine = {f.name for f in table_fields(self.options)} | {f.name for f in table_fields(kernel_cls)}
-        for k in params:
-            if k not in mine:
-                owner = [b for b, cls in self.bijections.items() if k in {f.name for f in table_fields(cls)}]
-                why = (f"a parameter of the {' and '.join(map(repr, owner))} bijection, not of {name!r}"
-                       if owner else f"not a key of the {self.theory} flows")
-                raise ConfigError(f"flow.{k}: {why} (keys here: {', '.join(sorted(mine)) or 'none'})")
-        options = self.options(**validate("flow", {k: v for k, v in params.items() if k in
-                                                   {f.name for f in table_fields(self.options)}},
+        option_keys, kernel_keys = _keys(self.options), _keys(kernel_cls)
+        for k in params.keys() - option_keys - kernel_keys:
+            owner = [b for b, cls in self.bijections.items() if k in _keys(cls)]
+            why = (f"a parameter of the {' and '.join(map(repr, owner))} bijection, not of {name!r}"
+                   if owner else f"not a key of the {self.theory} flows")
+            mine = ", ".join(sorted(option_keys | kernel_keys)) or "none"
+            raise ConfigError(f"flow.{k}: {why} (keys here: {mine})")
+        options = self.options(**validate("flow", {k: params[k] for k in params.keys() & option_keys},
                                           self.options))
-        kernel = kernel_cls(**validate("flow", {k: v for k, v in params.items() if k in
-                                                {f.name for f in table_fields(kernel_cls)}}, kernel_cls))
+        kernel = kernel_cls(**validate("flow", {k: params[k] for k in params.keys() & kernel_keys},
+                                       kernel_cls))
         if shape is not None:
             if flow.kernel_size > min(shape):
                 raise ConfigError(f"flow.kernel_size: must be at most the smallest lattice extent "
@@ -137,6 +136,10 @@ class FlowArchitecture:
                 shown = list(shape) if len(shape) <= 8 else f"{len(shape)} extents"
                 raise ConfigError(f"theory.{problem[0]}: {problem[1]} (got {shown})")
         return FlowSpec(flow, name, options, kernel)
+
+
+def _keys(table_cls) -> set[str]:
+    return {f.name for f in table_fields(table_cls)}
 
 
 #: theory name -> its flow architecture; filled when ``latticeflow.flows`` is imported

@@ -137,6 +137,9 @@ def _flow(table, theory: TheoryConfig, legacy: bool) -> FlowConfig:
 
 
 # --- [train], [hmc], [sample] ---------------------------------------------------------------
+#: the flow samplers of ``[sample] sampler`` (``hmc`` is the ``latticeflow hmc`` baseline)
+SAMPLERS = ("flow-mcmc", "flow-iid", "mixed", "flow-hmc")
+
 #: more molecular-dynamics steps than this per trajectory is always a mistake (and a hang)
 md_steps = Check(lambda v: 1 <= v <= 100_000, "between 1 and 100000")
 #: proposals for one acceptance measurement during training (chunked, so only a time limit)
@@ -164,6 +167,10 @@ class TrainConfig:
     eval_every: int = key(100, "Metropolis acceptance measured every this many steps", at_least(1))
     eval_batch: int = key(1024, "proposals used for that measurement", eval_proposals)
     checkpoint_every: int = key(200, "checkpoint interval", at_least(1))
+    init: str | None = key(None, "start from these weights (a `.pt` model file or a run directory) "
+                                 "instead of fresh ones: the same architecture at another L or "
+                                 "coupling (volume or β transfer); a relative path is looked up "
+                                 "from the current directory, then beside the model file")
 
 
 @dataclass(frozen=True)
@@ -186,9 +193,19 @@ class HMCConfig:
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """``[sample]``: flow sampling (Metropolis independence chains or i.i.d. with weights)."""
+    """``[sample]``: exact sampling with the flow (DESIGN §7 names the samplers)."""
 
-    chains: int = key(4, "independent Metropolis chains", at_least(1))
+    sampler: str = key("flow-mcmc", "`flow-mcmc` (Metropolis independence), `flow-iid` (i.i.d. "
+                                     "draws with log weights), `mixed` (HMC trajectories, then flow "
+                                     "proposals), or `flow-hmc` (HMC in the flow's latent space); the "
+                                     "last two integrate with the `[hmc]` integrator settings",
+                       one_of(*SAMPLERS))
+    hmc_per_step: int = key(1, "`mixed`: HMC trajectories per step", at_least(1))
+    flow_per_step: int = key(1, "`mixed`: flow independence proposals per step", at_least(1))
+    thermalization: int = key(100, "`mixed`, `flow-hmc`: trajectories from a flow (prior) sample "
+                                   "before the first stored step; the step size is tuned there",
+                              nonnegative)
+    chains: int = key(4, "independent chains", at_least(1))
     batch_size: int = key(1024, "flow proposals drawn per batch", at_least(1))
     seed: int = key(0, "RNG seed", seed_range)
     block: int = key(1000, "rows written per HDF5 block", at_least(1))

@@ -201,21 +201,23 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
 
 def sample(source, n: int, out=None, iid: bool = False, chains: int | None = None,
            seed: int | None = None, configs: bool = True, progress: bool = True, *,
-           flow=None) -> dict:
-    """Exact ensemble from a trained flow: Metropolis independence chains, or (``iid``) raw
-    samples with log weights for reweighting.  Returns the run summary.
+           flow=None, sampler: str | None = None) -> dict:
+    """Exact ensemble from a trained flow with the sampler of ``[sample] sampler``:
+    Metropolis independence chains (``flow-mcmc``), raw samples with log weights for
+    reweighting (``flow-iid``, or ``iid=True``), HMC interleaved with flow proposals
+    (``mixed``) or HMC in the flow's latent space (``flow-hmc``).  Returns the run summary.
 
     Arguments:
         source: a training run directory, or a model TOML with its weights beside it; with
             ``flow`` given, the model's :class:`Config` (or TOML path) alone.
         n: configurations the file should hold (resumes an existing ``out``).
         out: HDF5 path (default: in the run directory, or ``runs/<name>-<sampler>.h5``).
-        chains, seed: override ``[sample] chains`` / ``seed`` (recorded in the file's config).
+        chains, seed, sampler: override ``[sample] chains`` / ``seed`` / ``sampler``
+            (recorded in the file's config).
         configs: store the fields (observables are always stored).
         flow: an already loaded flow to sample.
     """
     from .mcmc.driver import run_ensemble
-    from .mcmc.flow_samplers import IIDWithWeights, IndependenceMetropolis
 
     _check_n(n)
     if flow is None:
@@ -223,26 +225,64 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
         _require_flow(cfg)
     else:
         cfg, weights = _config(source), None
-    cfg = override(cfg, "sample", {"chains": "--chains", "seed": "--seed"}, chains=chains, seed=seed)
+    cfg = override(cfg, "sample", {"chains": "--chains", "seed": "--seed", "sampler": "--sampler"},
+                   chains=chains, seed=seed, sampler="flow-iid" if iid else sampler)
     theory, s = cfg.theory.build(), cfg.sample
     if out is None:
         is_run = not isinstance(source, Config) and Path(source).is_dir()
-        kind_name = "flow-iid" if iid else "flow-mcmc"
-        out = Path(source) / f"{kind_name}.h5" if is_run else default_output(cfg, kind_name)
+        out = Path(source) / f"{s.sampler}.h5" if is_run else default_output(cfg, s.sampler)
     out = _path(out, "--out")
-    need = resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, False)
-    need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if s.configs and configs else 0)
+    store = s.configs and configs
+    need = resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, s.sampler == "flow-hmc")
+    need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if store else 0)
     resources.check_memory(need, f"flow sampling at batch {s.batch_size}")
-    check_ensemble_fits(cfg, n, out, s.chains, s.configs and configs, len(theory.observable_names) + 3)
+    check_ensemble_fits(cfg, n, out, s.chains, store, len(theory.observable_names) + 6)
     if flow is None:
         flow = load_flow(weights, cfg)
-    kind = IIDWithWeights if iid else IndependenceMetropolis
-    store = s.configs and configs
-    sampler = kind(theory, flow_proposal(flow, s.dtype), n_chains=s.chains,
-                   batch_size=s.batch_size, seed=s.seed, store_configs=store)
-    return run_ensemble(sampler, theory=theory, path=out, n=n, config_text=cfg.toml, seed=s.seed,
-                        block=s.block, store_configs=store, progress=progress,
-                        desc=sampler.sampler)
+    chain_sampler = flow_sampler(cfg, theory, flow, store, progress)
+    return run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
+                        seed=s.seed, block=s.block, store_configs=store, progress=progress,
+                        desc=s.sampler)
+
+
+def flow_sampler(cfg: Config, theory, flow, store_configs: bool = True, progress: bool = True):
+    """The chain sampler of ``[sample] sampler`` for a loaded flow (DESIGN §7)."""
+    import torch
+
+    from .mcmc.flow_hmc import FlowHMCChains
+    from .mcmc.flow_samplers import IIDWithWeights, IndependenceMetropolis
+    from .mcmc.hmc import HMC
+    from .mcmc.mixed import MixedKernel
+
+    s, h = cfg.sample, cfg.hmc
+    common = dict(n_chains=s.chains, seed=s.seed, store_configs=store_configs)
+    if s.sampler == "flow-hmc":
+        settings = dict(integrator=h.integrator, trajectory_length=h.trajectory_length,
+                        steps=h.steps, target_acceptance=h.target_acceptance)
+        return FlowHMCChains(theory, flow.to(getattr(torch, s.dtype)).eval(), settings,
+                             thermalization=s.thermalization, tune=h.tune, progress=progress,
+                             batch_size=s.batch_size, **common)
+    propose = flow_proposal(flow, s.dtype)
+    if s.sampler == "mixed":
+        return MixedKernel(theory, HMC.from_config(theory, h), propose, flow_density(flow, s.dtype),
+                           hmc_per_step=s.hmc_per_step, flow_per_step=s.flow_per_step,
+                           thermalization=s.thermalization, tune=h.tune, batch_size=s.batch_size,
+                           progress=progress, **common)
+    kind = IIDWithWeights if s.sampler == "flow-iid" else IndependenceMetropolis
+    return kind(theory, propose, batch_size=s.batch_size, **common)
+
+
+def flow_density(flow, dtype: str = "float32"):
+    """``density(x) -> log q(x)`` (float64) with the flow run in ``dtype``."""
+    import torch
+
+    flow = flow.to(getattr(torch, dtype)).eval()
+
+    def density(x):
+        with torch.no_grad():
+            return flow.log_prob(x).to(torch.float64)
+
+    return density
 
 
 def analyze(path) -> dict:

@@ -5,7 +5,8 @@ committed so far; :func:`prepare` with ``resume`` continues):
 
 1. flow — the weights shipped beside the TOML (``models/NAME.pt``), or a training run in
    ``DIR/train/`` (``retrain``, ``train_minutes``, or when no weights are shipped);
-2. ``DIR/flow-mcmc.h5`` — Metropolis independence chains with the flow;
+2. ``DIR/<sampler>.h5`` — the flow sampler of ``[sample] sampler`` (``flow-mcmc.h5``:
+   Metropolis independence chains, the default; ``mixed.h5``, ``flow-hmc.h5``);
 3. ``DIR/hmc.h5`` — the HMC baseline with the model's ``[hmc]`` settings;
 4. ``DIR/comparison.{md,json}`` and one PNG per observable;
 5. ``DIR/report.md``, which names every file and the commands that reproduce it.
@@ -31,6 +32,8 @@ __all__ = ["prepare", "run", "resume_command", "FLOW_FILE", "HMC_FILE", "REPORT"
 
 FLOW_FILE, HMC_FILE, REPORT = "flow-mcmc.h5", "hmc.h5", "report.md"
 DEFAULT_N = 20000
+TITLES = {"flow-mcmc": "flow-MCMC", "flow-iid": "reweighted flow samples",
+          "mixed": "mixed HMC + flow kernel", "flow-hmc": "flow HMC"}
 
 
 def prepare(model, out=None, resume=None) -> tuple[Config, Path]:
@@ -103,24 +106,26 @@ def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model) -> 
                                          f"hidden {list(f.hidden)}, kernel {f.kernel_size}; {n_params} parameters"}
     info.update(_training_facts(run_dir))
 
-    stage("2/4 flow-MCMC ensemble")
-    pipeline.sample(cfg, n, out=run_dir / FLOW_FILE, progress=progress, flow=flow)
+    kind = cfg.sample.sampler
+    flow_file = f"{kind}.h5"
+    stage(f"2/4 {kind} ensemble")
+    pipeline.sample(cfg, n, out=run_dir / flow_file, progress=progress, flow=flow)
     stage("3/4 HMC baseline")
     pipeline.hmc(cfg, n, out=run_dir / HMC_FILE, configs=False, progress=progress)
 
     stage("4/4 comparison and report")
     theory = cfg.theory.build()
-    with ensemble.open(run_dir / FLOW_FILE) as fe, ensemble.open(run_dir / HMC_FILE) as he:
-        table, markdown, figures = pipeline.write_comparison([fe, he], ["flow-mcmc", "hmc"], run_dir)
+    with ensemble.open(run_dir / flow_file) as fe, ensemble.open(run_dir / HMC_FILE) as he:
+        table, markdown, figures = pipeline.write_comparison([fe, he], [kind, "hmc"], run_dir)
     drawn = [Path(p).stem for p in figures]
     first = [name for name in theory.headline_observables if name in drawn]
     order = first + [name for name in drawn if name not in first]
     commands = [f"latticeflow run {model} -n {n}" + (" --train" if retrain else ""),
                 "# or stage by stage:",
-                f"latticeflow sample {model} -n {n} --out {run_dir / FLOW_FILE}",
+                f"latticeflow sample {model} -n {n} --out {run_dir / flow_file}",
                 f"latticeflow hmc {model} -n {n} --out {run_dir / HMC_FILE} --no-configs",
-                f"latticeflow compare {run_dir / FLOW_FILE} {run_dir / HMC_FILE} --out {run_dir}"]
-    report = write_report(run_dir / REPORT, title=f"{cfg.name}: flow-MCMC vs HMC",
+                f"latticeflow compare {run_dir / flow_file} {run_dir / HMC_FILE} --out {run_dir}"]
+    report = write_report(run_dir / REPORT, title=f"{cfg.name}: {TITLES.get(kind, kind)} vs HMC", flow_label=kind,
                           theory=theory.params(), description=cfg.description, table=table,
                           figures=[f"{name}.png" for name in order], flow_info=info,
                           commands=commands, seed=cfg.sample.seed)

@@ -81,3 +81,35 @@ def test_sample_errors(trained, tmp_path):
     assert proc.returncode == 2 and "no shipped weights" in proc.stderr
     proc = run_cli("sample", tmp_path, "-n", 10)
     assert proc.returncode == 2 and "not a training run directory" in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["mixed", "flow-hmc"])
+def test_sample_with_the_hmc_based_flow_samplers(trained, tmp_path, kind):
+    """`--sampler` picks the sampler; the file records it and its columns; analyze reads it."""
+    _, run = trained
+    out = tmp_path / f"{kind}.h5"
+    proc = run_cli("sample", run, "-n", 80, "--out", out, "--sampler", kind, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("analyze", out, "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["sampler"] == kind and summary["n"] == 80
+    assert 0 <= summary["acceptance"] <= 1
+    import latticeflow
+
+    with latticeflow.ensemble.open(out) as ens:
+        assert f'sampler = "{kind}"' in ens.config_text
+        columns = set(ens.mcmc)
+    want = {"mixed": {"accepted", "flow_acceptance", "hmc_acceptance", "delta_h", "log_weight",
+                      "proposal_log_weight"}, "flow-hmc": {"accepted", "delta_h"}}[kind]
+    assert columns == want
+    # the same command again resumes at the target and adds nothing
+    proc = run_cli("sample", run, "-n", 80, "--out", out, "--sampler", kind, "--quiet")
+    assert proc.returncode == 0 and "0 new rows" in proc.stderr
+
+
+def test_sample_refuses_an_unknown_sampler(trained, tmp_path):
+    _, run = trained
+    proc = run_cli("sample", run, "-n", 10, "--out", tmp_path / "x.h5", "--sampler", "gibbs")
+    assert proc.returncode == 2 and "--sampler" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.h5").exists()

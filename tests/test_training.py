@@ -13,12 +13,12 @@ import torch
 
 import latticeflow
 from latticeflow import cli
-from latticeflow.config import parse_config
+from latticeflow.config import load_config, parse_config
 from latticeflow.errors import ConfigError, LatticeflowError
 from latticeflow.flows import build_flow
 from latticeflow.theories.phi4 import Phi4
 from latticeflow import training
-from latticeflow.training import MAX_BAD_STEPS, Trainer, kl_loss, load_flow
+from latticeflow.training import MAX_BAD_STEPS, Trainer, kl_loss, load_flow, train
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"step", "loss", "log_z_bound", "ess", "acceptance", "lr", "seconds", "grad_norm",
@@ -288,3 +288,36 @@ def test_trainer_starts_from_given_weights(tmp_path):
         assert torch.equal(value, init[name]), name
     for p_twin, p in zip(trainer.twin.parameters(), trainer.flow.parameters()):
         assert torch.equal(p_twin, p)
+
+
+def test_train_init_transfers_weights_to_another_lattice(tmp_path):
+    """``[train] init``: L = 4 weights start an L = 6 run at another coupling; the run
+    directory records where it started."""
+    first = train(cfg(steps=5), out=tmp_path / "small", progress=False)
+    text = toml(steps=1).replace("lr = 0.01", "lr = 1e-12").replace("L = 4", "L = 6").replace("lam = 8.0", "lam = 6.0")
+    model = tmp_path / "big.toml"
+    model.write_text(text.replace("[train]\n", f'[train]\ninit = "{tmp_path / "small"}"\n'))
+    second = train(load_config(model), out=tmp_path / "big", progress=False)
+    for a, b in zip(params(first.flow), params(second.flow)):
+        assert abs(float(a - b)) < 1e-6
+    record = json.loads((tmp_path / "big" / "init.json").read_text())
+    assert record["resolved"] == str((tmp_path / "small").resolve())
+    assert record["theory"]["lam"] == 8.0 and record["theory"]["shape"] == [4, 4]
+    assert len(record["sha256"]) == 64
+    # a relative path is looked up beside the model file too
+    (tmp_path / "small" / "model.pt").rename(tmp_path / "w.pt")
+    model.write_text(text.replace("[train]\n", '[train]\ninit = "w.pt"\n'))
+    assert train(load_config(model), out=tmp_path / "rel", progress=False).step == 1
+
+
+@pytest.mark.parametrize("init, message", [
+    ("missing.pt", "train.init: no weights file or run directory 'missing.pt'"),
+    ("other", "train.init: .*weights of a different architecture"),
+])
+def test_train_init_errors(tmp_path, init, message):
+    train(cfg(steps=2, layers=4), out=tmp_path / "other", progress=False)
+    model = tmp_path / "m.toml"
+    model.write_text(toml(steps=1).replace("[train]\n", f'[train]\ninit = "{init}"\n'))
+    with pytest.raises(LatticeflowError, match=message):
+        train(load_config(model), out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

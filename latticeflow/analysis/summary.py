@@ -62,7 +62,8 @@ def result_dict(r: GammaResult | None) -> dict:
 
 def acceptance_and_ess(ens) -> tuple[float | None, float | None]:
     """Acceptance rate, and the ESS of the flow's proposals (None for HMC)."""
-    accepted = ens.accepted
+    accepted = ens.mcmc.get("flow_acceptance")  # mixed: the flow's, not "some proposal accepted"
+    accepted = ens.accepted if accepted is None else accepted
     acceptance = float(np.mean(accepted)) if accepted is not None and accepted.size else None
     proposals = ens.mcmc.get("proposal_log_weight")
     if proposals is None and ens.sampler == "flow-iid":

@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     _ensemble_arguments(p, "sample", "HDF5 file (default: in the run directory, or "
                                      "runs/<name>-<sampler>.h5); an existing one is resumed")
     p.add_argument("--iid", action="store_true",
-                   help="raw flow samples with log weights (for reweighting) instead of Metropolis")
+                   help="raw flow samples with log weights (for reweighting): --sampler flow-iid")
+    p.add_argument("--sampler", metavar="KIND",
+                   help="flow-mcmc, flow-iid, mixed or flow-hmc (overrides [sample] sampler)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("hmc", help="HMC ensemble for a model or study file (resumable)")

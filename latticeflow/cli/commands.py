@@ -98,8 +98,9 @@ def cmd_hmc(args) -> int:
 
 def cmd_sample(args) -> int:
     result = pipeline.sample(args.source, args.n, args.out, args.iid, args.chains, args.seed,
-                             configs=not args.no_configs, progress=not args.quiet)
-    _announce(result, "flow-iid" if args.iid else "flow-mcmc")
+                             configs=not args.no_configs, progress=not args.quiet,
+                             sampler=args.sampler)
+    _announce(result, result.get("sampler", "flow"))
     return 0
 
 

@@ -16,8 +16,9 @@ __all__ = ["FORMAT", "VERSION", "SAMPLERS", "rows_needed"]
 
 FORMAT = "latticeflow-ensemble"
 VERSION = 1
-SAMPLERS = ("hmc", "flow-mcmc", "flow-iid")
-WEIGHT_COLUMN = {"hmc": "delta_h", "flow-mcmc": "log_weight", "flow-iid": "log_weight"}
+SAMPLERS = ("hmc", "flow-mcmc", "flow-iid", "mixed", "flow-hmc")
+WEIGHT_COLUMN = {"hmc": "delta_h", "flow-mcmc": "log_weight", "flow-iid": "log_weight",
+                 "mixed": "log_weight", "flow-hmc": "delta_h"}
 FIELD_DTYPES = ("float32", "float64", "complex64", "complex128")
 ATTRS = ("theory", "sampler", "config", "seed", "created", "latticeflow_version", "n_chains",
           "n_rows", "generation_seconds")
@@ -154,7 +155,7 @@ def check_file(f: h5py.File, path: Path) -> None:
     for column in ("accepted", WEIGHT_COLUMN[sampler]):
         if f"mcmc/{column}" not in datasets:
             raise EnsembleError(f"{path} is corrupt: mcmc/{column} is missing")
-    if "mcmc/proposal_log_weight" in datasets and sampler != "flow-mcmc":
+    if "mcmc/proposal_log_weight" in datasets and sampler not in ("flow-mcmc", "mixed"):
         raise EnsembleError(f"{path} is corrupt: its mcmc columns do not belong to a {sampler} ensemble")
     for name, ds in datasets.items():
         kind = ds.dtype.kind

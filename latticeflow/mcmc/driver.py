@@ -2,7 +2,7 @@
 
 A *chain sampler* is any object with
 
-    sampler: str                          # "hmc" | "flow-mcmc" | "flow-iid"
+    sampler: str                          # a name of ensemble.SAMPLERS, e.g. "hmc", "mixed"
     n_chains: int
     mcmc_columns: list[str]               # e.g. ["accepted", "delta_h"]
     start(state: dict | None) -> None     # None: fresh start (thermalise); else restore
@@ -61,7 +61,7 @@ def run_ensemble(sampler, *, theory, path, n: int, config_text: str, seed: int,
                  desc: str | None = None) -> dict:
     """Generate (or continue) ``path`` until it holds ``n`` configurations.
 
-    Returns ``{"path", "n", "rows_added", "seconds", "resumed"}``.
+    Returns ``{"path", "sampler", "n", "rows_added", "seconds", "resumed"}``.
     """
     path = Path(path)
     with RunLock(path.with_name(f".{path.name}.lock"), str(path)):
@@ -136,5 +136,5 @@ def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs
         finally:
             bar.close()
         n_rows = writer.n_rows
-    return {"path": str(path), "n": n_rows * chains, "rows_added": added,
+    return {"path": str(path), "sampler": sampler.sampler, "n": n_rows * chains, "rows_added": added,
             "seconds": total_seconds, "resumed": resumed}

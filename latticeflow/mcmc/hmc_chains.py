@@ -65,13 +65,16 @@ class HMCChains:
         self.x, history = self.hmc.sample(self.x, rows, self.generator, measure=True,
                                           keep_fields=self.store_configs)
         mcmc = {k: history.pop(k).numpy() for k in self.mcmc_columns}
-        if not np.isfinite(mcmc["delta_h"]).any():
-            raise LatticeflowError(f"HMC: all {rows} trajectories of every chain had a non-finite "
-                                   "energy change; the action overflows at these couplings or this "
-                                   "step size (nothing of this block was written)")
+        self._check_energies(mcmc, rows)
         fields = history.pop("fields", None)
         return Block({k: v.numpy() for k, v in history.items()}, mcmc,
                      fields.numpy() if fields is not None else None)
+
+    def _check_energies(self, mcmc: dict, rows: int) -> None:
+        if not np.isfinite(mcmc["delta_h"]).any():
+            raise LatticeflowError(f"{self.sampler}: all {rows} trajectories of every chain had a "
+                                   "non-finite energy change; the action overflows at these "
+                                   "couplings or this step size (nothing of this block was written)")
 
     def state(self) -> dict:
         hmc_state = json.dumps(self.hmc.state_dict()).encode()

@@ -27,10 +27,11 @@ from ..flows import build_flow
 
 __all__ = ["CHECKPOINT", "MODEL", "METRICS", "PLOT", "CONFIG", "EFFECTIVE_CONFIG", "load_flow",
            "model_file", "mismatch", "read_metrics", "last_metrics", "truncate_metrics",
-           "prepare_run_dir", "write_configs", "run_config"]
+           "prepare_run_dir", "write_configs", "run_config", "init_weights", "INIT"]
 
 CHECKPOINT, MODEL, METRICS, PLOT = "checkpoint.pt", "model.pt", "metrics.jsonl", "training.png"
 CONFIG, EFFECTIVE_CONFIG = "config.toml", "effective_config.toml"
+INIT = "init.json"
 
 
 def run_config(run_dir: Path) -> Config:
@@ -179,3 +180,36 @@ def load_flow(source, config=None):
     if not all(bool(torch.isfinite(p).all()) for p in flow.parameters()):
         raise LatticeflowError(f"{weights}: holds non-finite weights (a diverged training run)")
     return flow.eval()
+
+
+def init_weights(cfg: Config, run_dir: Path) -> dict | None:
+    """The state dict ``[train] init`` names (None without it), loaded like any model file
+    (same architecture; L and couplings may differ), recorded in ``run_dir/init.json``.
+
+    A relative path is looked up from the current directory, then beside the model file.
+    """
+    import hashlib
+
+    name = cfg.train.init
+    if name is None:
+        return None
+    candidates = [Path(name)]
+    if not Path(name).is_absolute() and cfg.path is not None:
+        candidates.append(Path(cfg.path).parent / name)
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        raise LatticeflowError(f"train.init: no weights file or run directory {name!r}")
+    try:
+        flow = load_flow(found, cfg)
+    except LatticeflowError as exc:
+        raise LatticeflowError(f"train.init: {exc}") from None
+    weights = found / MODEL if found.is_dir() and (found / MODEL).is_file() else found
+    record = {"init": str(name), "resolved": str(found.resolve())}
+    if weights.is_file():
+        record["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    try:
+        record["theory"] = torch.load(weights, weights_only=True).get("theory")
+    except Exception:  # a run directory's checkpoint: load_flow has read it already
+        pass
+    atomic_write_text(Path(run_dir) / INIT, json.dumps(record, indent=2) + "\n")
+    return flow.state_dict()

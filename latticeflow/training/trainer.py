@@ -34,8 +34,8 @@ from ..interrupts import check_stop
 from ..flows import build_flow
 from ..mcmc.independence import independence_acceptance, log_weight
 from .loss import frozen_twin, kl_loss, learning_rate
-from .run_files import (CHECKPOINT, METRICS, MODEL, PLOT, last_metrics, mismatch, model_file,
-                        prepare_run_dir, read_metrics, truncate_metrics, write_configs)
+from .run_files import (CHECKPOINT, INIT, METRICS, MODEL, PLOT, init_weights, last_metrics, mismatch,
+                        model_file, prepare_run_dir, read_metrics, truncate_metrics, write_configs)
 
 __all__ = ["train", "TrainResult", "Trainer", "TrainingDiverged", "MAX_BAD_STEPS", "MAX_ROLLBACKS",
            "ROLLBACK_WINDOW"]
@@ -357,9 +357,10 @@ def train(config_or_path, out=None, steps: int | None = None, resume: bool = Fal
     with RunLock(run_dir / ".lock", f"training run {run_dir}"):
         run_dir = prepare_run_dir(cfg, run_dir, resume)  # again, now that no one else is in it
         if not resume:  # a run killed before its first checkpoint left only these behind
-            for stale in (METRICS, PLOT):
+            for stale in (METRICS, PLOT, INIT):
                 (run_dir / stale).unlink(missing_ok=True)
-        trainer = Trainer(cfg, run_dir, steps, resume)
+        init = None if resume else init_weights(cfg, run_dir)
+        trainer = Trainer(cfg, run_dir, steps, resume, init=init)
         write_configs(run_dir, cfg, trainer.step)
         return trainer.run(progress)
 

@@ -1,0 +1,176 @@
+"""The mixed kernel: HMC trajectories interleaved with flow independence proposals.
+
+One step of the chain is ``k`` HMC trajectories followed by ``m`` Metropolis independence
+proposals from the flow (``[sample] hmc_per_step = k``, ``flow_per_step = m``).  Each
+kernel leaves p ∝ e^{−S} invariant on its own — HMC by detailed balance of the
+reversible, volume-preserving integrator with its Metropolis test, the independence step
+by min(1, w′/w) with log w = −S − log q — so their composition does too, for any flow.
+HMC moves locally and decorrelates the plaquette; the flow proposes global moves and, when
+it is accepted at all, changes the topological sector in one step, which HMC near the
+continuum almost never does (arXiv:2003.06413 §V; cf. the mixed updates of
+arXiv:2106.05934).
+
+After the HMC trajectories the chain's configuration is no longer a flow sample, so its
+weight is recomputed through the flow's inverse: log w(x) = −S(x) − log q(x),
+``log q = flow.log_prob``.  Proposals do not depend on the chain, so they are drawn in chunks of
+``batch_size`` from a stream of their own (its state at the chunk's start and the offset
+into it are what a resume stores, so the chains see the same proposals however a run is
+split); the per-step work is k trajectories, one density evaluation of C configurations
+and the accept/reject of m proposals, all vectorised over chains.
+
+Columns (``(rows, C)``, one row per step): ``accepted`` (some flow proposal of the step
+was accepted), ``flow_acceptance`` (the fraction of its m proposals accepted — the
+acceptance that reports show), ``hmc_acceptance`` (the fraction of its k trajectories),
+``delta_h`` (ΔH of its last trajectory), ``log_weight`` (the chain's log w after the step)
+and ``proposal_log_weight`` (its last proposal's log w, for the flow's ESS).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .driver import Block, generator_state, restore_generator
+from .flow_samplers import _require_some_weight
+from .hmc import HMC
+from .independence import log_weight
+
+__all__ = ["MixedKernel"]
+
+
+class MixedKernel:
+    """``C`` chains of k HMC trajectories then m flow independence proposals per step.
+
+    Arguments:
+        theory: the target theory.
+        hmc: an :class:`HMC` integrator for the theory (its step size is tuned during
+            thermalisation when ``tune``).
+        propose: ``propose(n, generator) -> (x, log_q)`` (the flow's sampler).
+        density: ``density(x) -> log_q`` (the flow's log-density, through its inverse).
+        n_chains: C.
+        hmc_per_step, flow_per_step: k ≥ 1 and m ≥ 1.
+        thermalization: HMC trajectories from a flow sample before the first stored step.
+        tune: tune the HMC step size during thermalisation.
+        batch_size: proposals per flow call.
+        seed: seeds the one generator of the HMC momenta, the proposals and accept/reject.
+        store_configs: keep every step's fields in the block.
+        progress: show a bar during thermalisation.
+    """
+
+    sampler = "mixed"
+    mcmc_columns = ["accepted", "flow_acceptance", "hmc_acceptance", "delta_h", "log_weight",
+                    "proposal_log_weight"]
+
+    def __init__(self, theory, hmc: HMC, propose, density, n_chains: int, hmc_per_step: int = 1,
+                 flow_per_step: int = 1, thermalization: int = 100, tune: bool = True,
+                 batch_size: int = 1024, seed: int = 0, store_configs: bool = True,
+                 progress: bool = True):
+        if int(hmc_per_step) < 1 or int(flow_per_step) < 1:
+            raise ValueError("need hmc_per_step >= 1 and flow_per_step >= 1")
+        self.theory, self.hmc, self.propose, self.density = theory, hmc, propose, density
+        self.n_chains, self.k, self.m = int(n_chains), int(hmc_per_step), int(flow_per_step)
+        self.thermalization, self.tune = int(thermalization), tune
+        self.batch_size, self.store_configs, self.progress = int(batch_size), store_configs, progress
+        self.generator = torch.Generator().manual_seed(int(seed))  # momenta, accept/reject
+        # the flow's proposals: a stream of their own (seeded from the same seed), so a block
+        # or a resume never changes which proposals the chains see
+        self.proposal_generator = torch.Generator().manual_seed(int(seed) ^ 0x5DEECE66D)
+
+    # --- the flow proposals: one stream, in fixed chunks --------------------------------
+    def _chunk(self) -> None:
+        """The next ``batch_size`` proposals; the stream's state at the chunk's start is what
+        a resume stores, so the proposals never depend on where blocks or runs ended."""
+        self.chunk_start = generator_state(self.proposal_generator)
+        with torch.no_grad():
+            x, log_q = self.propose(self.batch_size, self.proposal_generator)
+            x = self.theory.field_space.to_action_dtype(x)
+            log_w = torch.nan_to_num(log_weight(self.theory.action(x), log_q), nan=-math.inf)
+        self.buffer, self.offset = (x, log_w), 0
+
+    def _take(self, n: int):
+        """The next n proposals of the stream: fields and log w."""
+        xs, log_ws = [], []
+        while n > 0:
+            if self.offset == self.batch_size:
+                self._chunk()
+            k = min(n, self.batch_size - self.offset)
+            xs.append(self.buffer[0][self.offset : self.offset + k])
+            log_ws.append(self.buffer[1][self.offset : self.offset + k])
+            self.offset, n = self.offset + k, n - k
+        return torch.cat(xs), torch.cat(log_ws)
+
+    def _log_w(self, x: torch.Tensor) -> torch.Tensor:
+        """log w of the chains' current fields (recomputed after HMC moved them)."""
+        log_w = log_weight(self.theory.action(x), self.density(x))
+        return torch.nan_to_num(log_w, nan=-math.inf)
+
+    # --- chain-sampler protocol ----------------------------------------------------------
+    def start(self, state: dict | None) -> None:
+        if state:
+            restore_generator(self.generator, state["rng"])
+            restore_generator(self.proposal_generator, state["proposal_rng"])
+            self._chunk()
+            self.offset = int(state["proposal_offset"])
+            if not 0 <= self.offset <= self.batch_size:
+                raise ValueError(f"proposal offset {self.offset} outside its chunk")
+            self.x = torch.from_numpy(state["field"])
+            self.hmc.load_state_dict(json.loads(bytes(state["hmc"]).decode()))
+            self.hmc._count = int(state.get("reunitarize_count", np.array(0)))
+            return
+        self._chunk()
+        x, _ = self._take(self.n_chains)
+        with tqdm(total=self.thermalization, desc="thermalising", unit="traj",
+                  disable=not self.progress, dynamic_ncols=True) as bar:
+            self.x = self.hmc.thermalize(x, self.thermalization, self.generator, tune=self.tune,
+                                         callback=lambda: bar.update(1))
+
+    def advance(self, rows: int) -> Block:
+        c, k, m = self.n_chains, self.k, self.m
+        columns = {name: [] for name in self.mcmc_columns}
+        observables, fields = {}, []
+        x = self.x
+        for _ in range(rows):
+            x, history = self.hmc.sample(x, k, self.generator, measure=False)
+            proposals, proposal_log_w = self._take(m * c)
+            proposals = proposals.view(m, c, *proposals.shape[1:])
+            proposal_log_w = proposal_log_w.view(m, c)
+            log_u = torch.log(torch.rand(m, c, dtype=torch.float64, generator=self.generator))
+            with torch.no_grad():
+                current = self._log_w(x)
+                n_accepted = torch.zeros(c, dtype=torch.float64)
+                for j in range(m):
+                    accept = log_u[j] < proposal_log_w[j] - current
+                    mask = accept.view(-1, *([1] * (x.dim() - 1)))
+                    x = torch.where(mask, proposals[j], x)
+                    current = torch.where(accept, proposal_log_w[j], current)
+                    n_accepted += accept
+                for name, value in self.theory.observables(x).items():
+                    observables.setdefault(name, []).append(value)
+            columns["accepted"].append(n_accepted > 0)
+            columns["flow_acceptance"].append(n_accepted / m)
+            columns["hmc_acceptance"].append(history["accepted"].to(torch.float64).mean(0))
+            columns["delta_h"].append(history["delta_h"][-1])
+            columns["log_weight"].append(current)
+            columns["proposal_log_weight"].append(proposal_log_w[-1])
+            if self.store_configs:
+                fields.append(x.clone())
+        self.x = x
+        mcmc = {name: torch.stack(v).numpy() for name, v in columns.items()}
+        _require_some_weight(torch.from_numpy(mcmc["proposal_log_weight"]))
+        obs = {name: torch.stack(v).numpy() for name, v in observables.items()}
+        return Block(obs, mcmc, torch.stack(fields).numpy() if self.store_configs else None)
+
+    def state(self) -> dict:
+        hmc_state = json.dumps(self.hmc.state_dict()).encode()
+        return {"rng": generator_state(self.generator), "field": self.x.numpy(),
+                "proposal_rng": self.chunk_start, "proposal_offset": np.array(self.offset),
+                "hmc": np.frombuffer(hmc_state, dtype=np.uint8).copy(),
+                "reunitarize_count": np.array(self.hmc._count)}
+
+    def extra(self) -> dict:
+        return {"hmc": self.hmc.state_dict(), "thermalization": self.thermalization,
+                "hmc_per_step": self.k, "flow_per_step": self.m, "batch_size": self.batch_size}

@@ -167,6 +167,11 @@ class TrainConfig:
     eval_every: int = key(100, "Metropolis acceptance measured every this many steps", at_least(1))
     eval_batch: int = key(1024, "proposals used for that measurement", eval_proposals)
     checkpoint_every: int = key(200, "checkpoint interval", at_least(1))
+    anneal_from: float | None = key(None, "a schedule of the training target: `anneal_coupling` "
+                                          "runs linearly from this value to the model's over the "
+                                          "first `anneal_steps` steps (e.g. β from 4 to 6)")
+    anneal_coupling: str = key("beta", "the coupling that `anneal_from` schedules")
+    anneal_steps: int = key(1000, "length of that schedule in steps", nonnegative)
     init: str | None = key(None, "start from these weights (a `.pt` model file or a run directory) "
                                  "instead of fresh ones: the same architecture at another L or "
                                  "coupling (volume or β transfer); a relative path is looked up "

@@ -321,3 +321,35 @@ def test_train_init_errors(tmp_path, init, message):
     with pytest.raises(LatticeflowError, match=message):
         train(load_config(model), out=tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_coupling_schedule_anneals_the_training_target(tmp_path):
+    """``anneal_from``: the loss at step t uses the linearly scheduled coupling; the
+    schedule is part of the run (metrics record it, a resume continues it exactly)."""
+    from latticeflow.training.schedule import CouplingSchedule
+
+    c = cfg(steps=6, anneal_from=4.0, anneal_coupling="lam", anneal_steps=4)
+    schedule = CouplingSchedule(c, c.theory.build())
+    assert [schedule.value_at(t) for t in range(6)] == [4.0, 5.0, 6.0, 7.0, 8.0, 8.0]
+    assert schedule.theory_at(1).lam == 5.0 and schedule.theory_at(5) is schedule.theory
+    c = cfg(steps=8, schedule="constant", anneal_from=4.0, anneal_coupling="lam", anneal_steps=4,
+            log_every=1, eval_every=100)
+    whole = train(c, out=tmp_path / "whole", steps=8, progress=False)
+    records = metrics(tmp_path / "whole")
+    assert [r["train_lam"] for r in records] == [4.0, 5.0, 6.0, 7.0, 8.0, 8.0, 8.0, 8.0]
+    train(c, out=tmp_path / "part", steps=3, progress=False)  # stops inside the ramp
+    resumed = train(c, out=tmp_path / "part", steps=8, resume=True, progress=False)
+    assert torch.equal(params(whole.flow), params(resumed.flow))
+    # a schedule changes what is trained: the same run without it ends elsewhere
+    plain = train(cfg(steps=8, schedule="constant", log_every=1, eval_every=100),
+                  out=tmp_path / "plain", progress=False)
+    assert not torch.equal(params(whole.flow), params(plain.flow))
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"anneal_from": 4.0, "anneal_coupling": "beta"}, "train.anneal_coupling: the phi4 theory has no coupling 'beta'"),
+    ({"anneal_from": -1.0, "anneal_coupling": "lam"}, "train.anneal_from: theory.lam"),
+])
+def test_coupling_schedule_errors(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        train(cfg(steps=2, **extra), out=tmp_path / "run", progress=False)

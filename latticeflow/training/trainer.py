@@ -36,6 +36,7 @@ from ..mcmc.independence import independence_acceptance, log_weight
 from .loss import frozen_twin, kl_loss, learning_rate
 from .run_files import (CHECKPOINT, INIT, METRICS, MODEL, PLOT, init_weights, last_metrics, mismatch,
                         model_file, prepare_run_dir, read_metrics, truncate_metrics, write_configs)
+from .schedule import CouplingSchedule
 
 __all__ = ["train", "TrainResult", "Trainer", "TrainingDiverged", "MAX_BAD_STEPS", "MAX_ROLLBACKS",
            "ROLLBACK_WINDOW"]
@@ -83,6 +84,7 @@ class Trainer:
             raise LatticeflowError(f"{where}: no [flow] table, so there is no flow to train")
         self.cfg, self.tc, self.run_dir = cfg, cfg.train, Path(run_dir)
         self.theory = cfg.theory.build()
+        self.schedule = CouplingSchedule(cfg, self.theory)
         with torch.random.fork_rng():  # initial weights from the config's seed, user RNG untouched
             torch.manual_seed(self.tc.seed)
             self.flow = build_flow(self.theory, cfg.flow).float()
@@ -182,7 +184,8 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
-        loss, log_q, action = kl_loss(self.flow, self.theory, self.tc.batch_size, self.generator,
+        target = self.schedule.theory_at(self.step)
+        loss, log_q, action = kl_loss(self.flow, target, self.tc.batch_size, self.generator,
                                       self.estimator_at(self.step), self.twin)
         grad_norm = float("nan")
         if torch.isfinite(loss):
@@ -210,6 +213,8 @@ class Trainer:
         record = {"step": self.step, "loss": _num(loss), "log_z_bound": _num(-loss),
                   "ess": batch_ess(log_w) if finite else None, "lr": lr, "grad_norm": _num(grad_norm),
                   "skipped": skipped}
+        if self.schedule.start is not None:
+            record[f"train_{self.schedule.name}"] = self.schedule.value_at(self.step - 1)
         if self.consecutive_bad >= MAX_BAD_STEPS:
             record["rolled_back_to"] = self._rollback()
             self.consecutive_bad = 0

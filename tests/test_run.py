@@ -77,3 +77,22 @@ def test_run_refuses_bad_input(tmp_path):
     other.write_text(MODEL)
     proc = run_cli("run", other, "--resume", tmp_path / "nowhere")
     assert proc.returncode == 2 and "not a run directory" in proc.stderr
+
+
+def test_run_with_the_mixed_kernel(tmp_path):
+    """`[sample] sampler = "mixed"`: the report compares that sampler with HMC."""
+    model = tmp_path / "tiny_mixed.toml"
+    model.write_text(MODEL.replace("[sample]\n", '[sample]\nsampler = "mixed"\nthermalization = 20\n')
+                     .replace("block = 250", "block = 100"))
+    out = tmp_path / "run"
+    proc = run_cli("run", model, "-n", 1600, "--out", out, "--quiet", "--json",
+                   env_extra={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads(proc.stdout)["comparison"]
+    assert [e["label"] for e in table["ensembles"]] == ["mixed", "hmc"]
+    assert (out / "mixed.h5").is_file() and not (out / "flow-mcmc.h5").exists()
+    report = (out / "report.md").read_text()
+    assert "mixed HMC + flow kernel vs HMC" in report and "--out " + str(out / "mixed.h5") in report
+    for name in ("chi2", "phi2"):
+        r = table["observables"][name]["mixed"]
+        assert abs(r["deviation_sigma"]) < 4, (name, r)

@@ -21,9 +21,8 @@ import math
 import numpy as np
 import torch
 
-from ..errors import LatticeflowError
 from .driver import Block, generator_state, restore_generator
-from .independence import independence_chain, log_weight
+from .independence import independence_chain, log_weight, require_some_weight
 
 __all__ = ["IndependenceMetropolis", "IIDWithWeights"]
 
@@ -57,13 +56,6 @@ class _FlowSampler:
         return {"batch_size": self.batch_size}
 
 
-def _require_some_weight(log_w: torch.Tensor) -> None:
-    if not torch.isfinite(log_w).any():
-        raise LatticeflowError(f"flow sampling: all {log_w.numel()} proposals of the block had a "
-                               "non-finite weight (a diverged flow, or an action that overflows); "
-                               "nothing of this block was written")
-
-
 class IndependenceMetropolis(_FlowSampler):
     """Metropolis independence chains fed by batched flow proposals.
 
@@ -95,7 +87,7 @@ class IndependenceMetropolis(_FlowSampler):
     def advance(self, rows: int) -> Block:
         c = self.n_chains
         x, obs, log_w = self._draw(rows * c)
-        _require_some_weight(log_w)
+        require_some_weight(log_w)
         log_w = log_w.view(rows, c)
         log_u = torch.log(torch.rand(rows, c, dtype=torch.float64, generator=self.generator))
         accepted, source, chain_log_w = independence_chain(log_w, self.log_w, log_u)
@@ -141,7 +133,7 @@ class IIDWithWeights(_FlowSampler):
     def advance(self, rows: int) -> Block:
         c = self.n_chains
         x, obs, log_w = self._draw(rows * c)
-        _require_some_weight(log_w)
+        require_some_weight(log_w)
         out_obs = {k: v.view(rows, c).numpy() for k, v in obs.items()}
         configs = x.view(rows, c, *x.shape[1:]).numpy() if x is not None else None
         return Block(out_obs, {"accepted": np.ones((rows, c), dtype=bool),

@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["log_weight", "independence_chain", "independence_acceptance"]
+from ..errors import LatticeflowError
+
+__all__ = ["log_weight", "require_some_weight", "independence_chain", "independence_acceptance"]
 
 
 def log_weight(action: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -24,6 +26,14 @@ def log_weight(action: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     never rounds the weights.
     """
     return -action.to(torch.float64) - log_q.to(torch.float64)
+
+
+def require_some_weight(log_w: torch.Tensor) -> None:
+    """Refuse a block of proposals none of which has a finite weight (nothing is written)."""
+    if not torch.isfinite(log_w).any():
+        raise LatticeflowError(f"flow sampling: all {log_w.numel()} proposals of the block had a "
+                               "non-finite weight (a diverged flow, or an action that overflows); "
+                               "nothing of this block was written")
 
 
 def independence_chain(log_w_proposals: torch.Tensor, log_w_start: torch.Tensor,

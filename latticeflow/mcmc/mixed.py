@@ -35,9 +35,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .driver import Block, generator_state, restore_generator
-from .flow_samplers import _require_some_weight
 from .hmc import HMC
-from .independence import log_weight
+from .independence import log_weight, require_some_weight
 
 __all__ = ["MixedKernel"]
 
@@ -160,7 +159,7 @@ class MixedKernel:
                 fields.append(x.clone())
         self.x = x
         mcmc = {name: torch.stack(v).numpy() for name, v in columns.items()}
-        _require_some_weight(torch.from_numpy(mcmc["proposal_log_weight"]))
+        require_some_weight(torch.from_numpy(mcmc["proposal_log_weight"]))
         obs = {name: torch.stack(v).numpy() for name, v in observables.items()}
         return Block(obs, mcmc, torch.stack(fields).numpy() if self.store_configs else None)
 

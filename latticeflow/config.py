@@ -142,6 +142,8 @@ SAMPLERS = ("flow-mcmc", "flow-iid", "mixed", "flow-hmc")
 
 #: more molecular-dynamics steps than this per trajectory is always a mistake (and a hang)
 md_steps = Check(lambda v: 1 <= v <= 100_000, "between 1 and 100000")
+#: a file or directory name (an empty one would name the current directory)
+a_path = Check(lambda v: bool(v.strip()), "a non-empty path")
 #: proposals for one acceptance measurement during training (chunked, so only a time limit)
 eval_proposals = Check(lambda v: 2 <= v <= 1 << 20, "between 2 and 1048576")
 
@@ -175,7 +177,7 @@ class TrainConfig:
     init: str | None = key(None, "start from these weights (a `.pt` model file or a run directory) "
                                  "instead of fresh ones: the same architecture at another L or "
                                  "coupling (volume or β transfer); a relative path is looked up "
-                                 "from the current directory, then beside the model file")
+                                 "from the current directory, then beside the model file", a_path)
 
 
 @dataclass(frozen=True)

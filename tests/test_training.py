@@ -313,6 +313,7 @@ def test_train_init_transfers_weights_to_another_lattice(tmp_path):
 @pytest.mark.parametrize("init, message", [
     ("missing.pt", "train.init: no weights file or run directory 'missing.pt'"),
     ("other", "train.init: .*weights of a different architecture"),
+    ("", "train.init: must be a non-empty path"),
 ])
 def test_train_init_errors(tmp_path, init, message):
     train(cfg(steps=2, layers=4), out=tmp_path / "other", progress=False)

@@ -55,11 +55,15 @@ class HMCChains:
             self.hmc.load_state_dict(json.loads(bytes(state["hmc"]).decode()))
             self.hmc._count = int(state.get("reunitarize_count", np.array(0)))
             return
-        x = initial_field(self.theory, self.n_chains, self.start_kind, self.generator)
+        x = self.initial_field()
         with tqdm(total=self.thermalization, desc="thermalising", unit="traj",
                   disable=not self.progress, dynamic_ncols=True) as bar:
             self.x = self.hmc.thermalize(x, self.thermalization, self.generator,
                                          tune=self.tune, callback=lambda: bar.update(1))
+
+    def initial_field(self) -> torch.Tensor:
+        """The fields a fresh start thermalises from (``start``: hot or cold)."""
+        return initial_field(self.theory, self.n_chains, self.start_kind, self.generator)
 
     def advance(self, rows: int) -> Block:
         self.x, history = self.hmc.sample(self.x, rows, self.generator, measure=True,

@@ -27,22 +27,23 @@ and ``proposal_log_weight`` (its last proposal's log w, for the flow's ESS).
 
 from __future__ import annotations
 
-import json
-import math
-
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .driver import Block, generator_state, restore_generator
 from .hmc import HMC
-from .independence import log_weight, require_some_weight
+from .hmc_chains import HMCChains
+from .independence import chain_log_weight, require_some_weight
 
 __all__ = ["MixedKernel"]
 
 
-class MixedKernel:
+class MixedKernel(HMCChains):
     """``C`` chains of k HMC trajectories then m flow independence proposals per step.
+
+    The HMC part (fresh start and thermalisation, resume state, settings) is
+    :class:`~latticeflow.mcmc.hmc_chains.HMCChains`; a fresh start thermalises from flow
+    samples.
 
     Arguments:
         theory: the target theory.
@@ -55,7 +56,7 @@ class MixedKernel:
         thermalization: HMC trajectories from a flow sample before the first stored step.
         tune: tune the HMC step size during thermalisation.
         batch_size: proposals per flow call.
-        seed: seeds the one generator of the HMC momenta, the proposals and accept/reject.
+        seed: seeds the HMC momenta and accept/reject, and (derived from it) the proposals.
         store_configs: keep every step's fields in the block.
         progress: show a bar during thermalisation.
     """
@@ -70,11 +71,10 @@ class MixedKernel:
                  progress: bool = True):
         if int(hmc_per_step) < 1 or int(flow_per_step) < 1:
             raise ValueError("need hmc_per_step >= 1 and flow_per_step >= 1")
-        self.theory, self.hmc, self.propose, self.density = theory, hmc, propose, density
-        self.n_chains, self.k, self.m = int(n_chains), int(hmc_per_step), int(flow_per_step)
-        self.thermalization, self.tune = int(thermalization), tune
-        self.batch_size, self.store_configs, self.progress = int(batch_size), store_configs, progress
-        self.generator = torch.Generator().manual_seed(int(seed))  # momenta, accept/reject
+        super().__init__(theory, hmc, n_chains, thermalization, tune, "hot", seed, store_configs,
+                         progress)  # self.generator: momenta, accept/reject
+        self.propose, self.density = propose, density
+        self.k, self.m, self.batch_size = int(hmc_per_step), int(flow_per_step), int(batch_size)
         # the flow's proposals: a stream of their own (seeded from the same seed), so a block
         # or a resume never changes which proposals the chains see
         self.proposal_generator = torch.Generator().manual_seed(int(seed) ^ 0x5DEECE66D)
@@ -87,7 +87,7 @@ class MixedKernel:
         with torch.no_grad():
             x, log_q = self.propose(self.batch_size, self.proposal_generator)
             x = self.theory.field_space.to_action_dtype(x)
-            log_w = torch.nan_to_num(log_weight(self.theory.action(x), log_q), nan=-math.inf)
+            log_w = chain_log_weight(self.theory.action(x), log_q)
         self.buffer, self.offset = (x, log_w), 0
 
     def _take(self, n: int):
@@ -104,28 +104,22 @@ class MixedKernel:
 
     def _log_w(self, x: torch.Tensor) -> torch.Tensor:
         """log w of the chains' current fields (recomputed after HMC moved them)."""
-        log_w = log_weight(self.theory.action(x), self.density(x))
-        return torch.nan_to_num(log_w, nan=-math.inf)
+        return chain_log_weight(self.theory.action(x), self.density(x))
 
     # --- chain-sampler protocol ----------------------------------------------------------
     def start(self, state: dict | None) -> None:
         if state:
-            restore_generator(self.generator, state["rng"])
             restore_generator(self.proposal_generator, state["proposal_rng"])
             self._chunk()
             self.offset = int(state["proposal_offset"])
             if not 0 <= self.offset <= self.batch_size:
                 raise ValueError(f"proposal offset {self.offset} outside its chunk")
-            self.x = torch.from_numpy(state["field"])
-            self.hmc.load_state_dict(json.loads(bytes(state["hmc"]).decode()))
-            self.hmc._count = int(state.get("reunitarize_count", np.array(0)))
-            return
-        self._chunk()
-        x, _ = self._take(self.n_chains)
-        with tqdm(total=self.thermalization, desc="thermalising", unit="traj",
-                  disable=not self.progress, dynamic_ncols=True) as bar:
-            self.x = self.hmc.thermalize(x, self.thermalization, self.generator, tune=self.tune,
-                                         callback=lambda: bar.update(1))
+        else:
+            self._chunk()
+        super().start(state)
+
+    def initial_field(self) -> torch.Tensor:
+        return self._take(self.n_chains)[0]
 
     def advance(self, rows: int) -> Block:
         c, k, m = self.n_chains, self.k, self.m
@@ -164,12 +158,9 @@ class MixedKernel:
         return Block(obs, mcmc, torch.stack(fields).numpy() if self.store_configs else None)
 
     def state(self) -> dict:
-        hmc_state = json.dumps(self.hmc.state_dict()).encode()
-        return {"rng": generator_state(self.generator), "field": self.x.numpy(),
-                "proposal_rng": self.chunk_start, "proposal_offset": np.array(self.offset),
-                "hmc": np.frombuffer(hmc_state, dtype=np.uint8).copy(),
-                "reunitarize_count": np.array(self.hmc._count)}
+        return super().state() | {"proposal_rng": self.chunk_start,
+                                  "proposal_offset": np.array(self.offset)}
 
     def extra(self) -> dict:
-        return {"hmc": self.hmc.state_dict(), "thermalization": self.thermalization,
-                "hmc_per_step": self.k, "flow_per_step": self.m, "batch_size": self.batch_size}
+        return super().extra() | {"hmc_per_step": self.k, "flow_per_step": self.m,
+                                  "batch_size": self.batch_size}

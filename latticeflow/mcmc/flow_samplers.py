@@ -16,13 +16,11 @@ accept/reject scan over Monte Carlo time, vectorised over chains.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from .driver import Block, generator_state, restore_generator
-from .independence import independence_chain, log_weight, require_some_weight
+from .independence import chain_log_weight, independence_chain, require_some_weight
 
 __all__ = ["IndependenceMetropolis", "IIDWithWeights"]
 
@@ -43,8 +41,7 @@ class _FlowSampler:
             with torch.no_grad():
                 x, log_q = self.propose(m, self.generator)
                 x = x.to(self.theory.field_dtype)
-                log_w = log_weight(self.theory.action(x), log_q)
-                log_w = torch.nan_to_num(log_w, nan=-math.inf)  # a NaN weight is never accepted
+                log_w = chain_log_weight(self.theory.action(x), log_q)
                 obs.append(self.theory.observables(x))
             xs.append(x if self.store_configs else None)
             log_ws.append(log_w)

@@ -9,12 +9,14 @@ log w = −S − log q.  The chain is exact for any q that covers the target, tr
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from ..errors import LatticeflowError
 
-__all__ = ["log_weight", "require_some_weight", "independence_chain", "independence_acceptance"]
+__all__ = ["log_weight", "chain_log_weight", "require_some_weight", "independence_chain", "independence_acceptance"]
 
 
 def log_weight(action: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
@@ -26,6 +28,12 @@ def log_weight(action: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     never rounds the weights.
     """
     return -action.to(torch.float64) - log_q.to(torch.float64)
+
+
+def chain_log_weight(action: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """:func:`log_weight` for accept/reject: a NaN weight (a NaN action or density) becomes
+    −inf, so it is never accepted and a chain resting on it accepts the next proposal."""
+    return torch.nan_to_num(log_weight(action, log_q), nan=-math.inf)
 
 
 def require_some_weight(log_w: torch.Tensor) -> None:

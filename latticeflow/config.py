@@ -34,7 +34,7 @@ else:  # pragma: no cover
 from .errors import ConfigError, LatticeflowError
 from .files import read_text
 from .flows.registry import FlowConfig, architecture
-from .schema import (Check, at_least, check_value, convert, key, nonnegative, one_of, open_unit, positive,
+from .schema import (Check, at_least, between, check_value, convert, key, nonnegative, one_of, open_unit, positive,
                      render_table, render_value, seed_range, table_fields, validate)
 from .theories import THEORIES, coupling_names, theory_class
 
@@ -141,11 +141,11 @@ def _flow(table, theory: TheoryConfig, legacy: bool) -> FlowConfig:
 SAMPLERS = ("flow-mcmc", "flow-iid", "mixed", "flow-hmc")
 
 #: more molecular-dynamics steps than this per trajectory is always a mistake (and a hang)
-md_steps = Check(lambda v: 1 <= v <= 100_000, "between 1 and 100000")
+md_steps = between(1, 100_000)
 #: a file or directory name (an empty one would name the current directory)
 a_path = Check(lambda v: bool(v.strip()), "a non-empty path")
 #: proposals for one acceptance measurement during training (chunked, so only a time limit)
-eval_proposals = Check(lambda v: 2 <= v <= 1 << 20, "between 2 and 1048576")
+eval_proposals = between(2, 1 << 20)
 
 @dataclass(frozen=True)
 class TrainConfig:

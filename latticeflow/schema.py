@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 from .errors import ConfigError
 
-__all__ = ["key", "Check", "at_least", "positive", "nonnegative", "one_of", "open_unit",
+__all__ = ["key", "Check", "at_least", "between", "positive", "nonnegative", "one_of", "open_unit",
            "odd_positive", "seed_range", "validate", "table_fields", "render_table", "render_value",
            "markdown_table"]
 
@@ -53,6 +53,10 @@ class Check:
 
 def at_least(n) -> Check:
     return Check(lambda v: v >= n, f">= {n}")
+
+
+def between(low, high) -> Check:
+    return Check(lambda v: low <= v <= high, f"between {low} and {high}")
 
 
 positive = Check(lambda v: v > 0, "> 0")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..schema import Check, key, positive
+from ..schema import between, key, positive
 from .bijections import Affine, RationalQuadraticSpline
 from .coupling import CheckerboardCoupling
 from .flow import Flow
@@ -47,7 +47,7 @@ class AffineKernel:
 class SplineKernel:
     """``spline``: rational-quadratic spline on [−bound, bound], identity tails."""
 
-    bins: int = key(8, "spline bins", Check(lambda v: 2 <= v <= 256, "between 2 and 256"))
+    bins: int = key(8, "spline bins", between(2, 256))
     # φ⁴ fields at the reference points have |φ| ≲ 3, the prior N(0, 1) likewise.  A prior
     # value beyond the bound passes a layer unchanged, which can give a huge action once the
     # flow has learnt to shrink the field.

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..lattice import gauge_mask_schedule
-from ..schema import Check, key
+from ..schema import Check, between, key
 from .circle import CircularSpline, NCPMixture
 from .flow import Flow
 from .gauge_coupling import LOOPS, U1_LOOPS, GaugeEquivariantCoupling, loop_channels
@@ -40,7 +40,7 @@ class U1Options:
 class NCPKernel:
     """``ncp``: a mixture of non-compact projections with a learned rotation."""
 
-    components: int = key(6, "NCP mixture components", Check(lambda v: 1 <= v <= 256, "between 1 and 256"))
+    components: int = key(6, "NCP mixture components", between(1, 256))
 
     def make(self):
         return NCPMixture(components=self.components, rotation=True)
@@ -50,7 +50,7 @@ class NCPKernel:
 class CircularSplineKernel:
     """``spline``: a circular rational-quadratic spline with a learned rotation."""
 
-    bins: int = key(8, "spline bins", Check(lambda v: 2 <= v <= 256, "between 2 and 256"))
+    bins: int = key(8, "spline bins", between(2, 256))
 
     def make(self):
         return CircularSpline(bins=self.bins, rotation=True)

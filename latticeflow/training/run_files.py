@@ -130,6 +130,14 @@ def prepare_run_dir(cfg: Config, out, resume: bool) -> Path:
     return run_dir
 
 
+def weights_file(source: Path) -> Path:
+    """The weights a source names: a run directory's ``model.pt`` (else its
+    ``checkpoint.pt``), or the file itself."""
+    if source.is_dir():
+        return source / MODEL if (source / MODEL).is_file() else source / CHECKPOINT
+    return source
+
+
 def load_flow(source, config=None):
     """A trained flow (float32, eval mode) from a run directory or a ``.pt`` weights file.
 
@@ -144,10 +152,7 @@ def load_flow(source, config=None):
     reweighting keeps sampling exact).
     """
     source = Path(source)
-    if source.is_dir():
-        weights = source / MODEL if (source / MODEL).is_file() else source / CHECKPOINT
-    else:
-        weights = source
+    weights = weights_file(source)
     if not weights.is_file():
         raise LatticeflowError(f"{source}: no {MODEL} or {CHECKPOINT} to load")
     if config is None and source.is_dir():
@@ -203,13 +208,9 @@ def init_weights(cfg: Config, run_dir: Path) -> dict | None:
         flow = load_flow(found, cfg)
     except LatticeflowError as exc:
         raise LatticeflowError(f"train.init: {exc}") from None
-    weights = found / MODEL if found.is_dir() and (found / MODEL).is_file() else found
-    record = {"init": str(name), "resolved": str(found.resolve())}
-    if weights.is_file():
-        record["sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
-    try:
-        record["theory"] = torch.load(weights, weights_only=True).get("theory")
-    except Exception:  # a run directory's checkpoint: load_flow has read it already
-        pass
+    weights = weights_file(found)  # load_flow has read it: it exists and loads
+    record = {"init": str(name), "resolved": str(found.resolve()),
+              "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+              "theory": torch.load(weights, weights_only=True).get("theory")}  # none in a checkpoint
     atomic_write_text(Path(run_dir) / INIT, json.dumps(record, indent=2) + "\n")
     return flow.state_dict()

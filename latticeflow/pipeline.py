@@ -257,9 +257,7 @@ def flow_sampler(cfg: Config, theory, flow, store_configs: bool = True, progress
     s, h = cfg.sample, cfg.hmc
     common = dict(n_chains=s.chains, seed=s.seed, store_configs=store_configs)
     if s.sampler == "flow-hmc":
-        settings = dict(integrator=h.integrator, trajectory_length=h.trajectory_length,
-                        steps=h.steps, target_acceptance=h.target_acceptance)
-        return FlowHMCChains(theory, flow.to(getattr(torch, s.dtype)).eval(), settings,
+        return FlowHMCChains(theory, flow.to(getattr(torch, s.dtype)).eval(), h,
                              thermalization=s.thermalization, tune=h.tune, progress=progress,
                              batch_size=s.batch_size, **common)
     propose = flow_proposal(flow, s.dtype)

@@ -81,8 +81,8 @@ class FlowHMCChains(HMCChains):
     Arguments:
         theory: the target theory.
         flow: the flow x = f(z) (any dtype; its prior's samples start the chains).
-        hmc_settings: ``dict(integrator=..., trajectory_length=..., steps=...,
-            target_acceptance=...)`` of the latent-space integrator (force: autograd).
+        hmc_config: the ``[hmc]`` settings of the latent-space integrator
+            (:class:`~latticeflow.config.HMCConfig`; the force is always autograd).
         n_chains, thermalization, tune, seed, store_configs, progress: as for
             :class:`~latticeflow.mcmc.hmc_chains.HMCChains` (``start`` is a prior sample).
         batch_size: fields pushed through the flow at once when measuring a block.
@@ -90,12 +90,12 @@ class FlowHMCChains(HMCChains):
 
     sampler = "flow-hmc"
 
-    def __init__(self, theory, flow, hmc_settings: dict, n_chains: int, thermalization: int = 100,
+    def __init__(self, theory, flow, hmc_config, n_chains: int, thermalization: int = 100,
                  tune: bool = True, seed: int = 0, store_configs: bool = True,
                  progress: bool = True, batch_size: int = 1024):
         flow = copy.deepcopy(flow).requires_grad_(False)  # the force needs ∂/∂z only
         latent = LatentTheory(theory, flow)
-        hmc = HMC(latent, force="autograd", **hmc_settings)
+        hmc = HMC.from_config(latent, hmc_config, force="autograd")
         super().__init__(latent, hmc, n_chains, thermalization, tune, "hot", seed,
                          store_configs, progress)
         self.physical, self.batch_size = theory, int(batch_size)

@@ -143,10 +143,11 @@ class HMC:
             raise ValueError(f"{type(theory).__name__} has no analytic force; use force='autograd'")
 
     @classmethod
-    def from_config(cls, theory, config) -> "HMC":
-        """Build from an :class:`latticeflow.config.HMCConfig` (the ``[hmc]`` table)."""
+    def from_config(cls, theory, config, force: str | None = None) -> "HMC":
+        """Build from an :class:`latticeflow.config.HMCConfig` (the ``[hmc]`` table);
+        ``force`` overrides its ``force``."""
         return cls(theory, integrator=config.integrator, trajectory_length=config.trajectory_length,
-                   steps=config.steps, force=config.force,
+                   steps=config.steps, force=force or config.force,
                    target_acceptance=config.target_acceptance)
 
     # --- state for ensemble files -------------------------------------------------------

@@ -7,7 +7,7 @@ import torch
 
 from latticeflow import ensemble
 from latticeflow.analysis import gamma_method
-from latticeflow.config import parse_config
+from latticeflow.config import HMCConfig, parse_config
 from latticeflow.flows import build_flow
 from latticeflow.mcmc.driver import run_ensemble
 from latticeflow.mcmc.flow_hmc import FlowHMCChains, LatentTheory
@@ -43,7 +43,7 @@ def mixed(theory, flow, chains=8, seed=1, **kw):
 
 
 def flow_hmc(theory, flow, chains=16, seed=1, thermalization=30):
-    settings = dict(integrator="leapfrog", trajectory_length=0.5, steps=5, target_acceptance=0.8)
+    settings = HMCConfig(integrator="leapfrog", trajectory_length=0.5, steps=5, target_acceptance=0.8)
     return FlowHMCChains(theory, flow, settings, chains, thermalization=thermalization, seed=seed,
                          progress=False)
 

@@ -100,7 +100,7 @@ def cmd_sample(args) -> int:
     result = pipeline.sample(args.source, args.n, args.out, args.iid, args.chains, args.seed,
                              configs=not args.no_configs, progress=not args.quiet,
                              sampler=args.sampler)
-    _announce(result, result.get("sampler", "flow"))
+    _announce(result, result["sampler"])
     return 0
 
 

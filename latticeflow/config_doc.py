@@ -69,7 +69,11 @@ def reference() -> str:
         if problem:
             out += ["The masks also check the lattice, e.g. "
                     f"`theory.{problem[0]}: {problem[1]}`."]
-        out += ["", f"Keys of the `{name}` flows:", ""] + markdown_table(arch.options) + [""]
+        options = markdown_table(arch.options)
+        if len(options) > 2:
+            out += ["", f"Keys of the `{name}` flows:", ""] + options + [""]
+        else:
+            out += ["", f"The `{name}` flows have no keys of their own besides their bijection's.", ""]
         for bname, kernel in arch.bijections.items():
             keys = markdown_table(kernel)
             text = _doc(kernel)

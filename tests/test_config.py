@@ -103,7 +103,7 @@ def test_effective_config_round_trips_and_applies_overrides():
     (PHI4 + "[train]\nlr = inf\n", "train.lr"),
     (PHI4 + "[hmc]\ntrajectory_length = inf\n", "hmc.trajectory_length"),
     (PHI4 + "[flow]\nbijection = \"spline\"\nbound = inf\n", "flow.bound"),
-    ('[theory]\nname = "sun"\nL = 8\nbeta = 2.0\nN = 2\n[flow]\n', "flow"),
+    ('[theory]\nname = "sun"\nL = 8\nbeta = 2.0\nN = 2\n[flow]\ncomponents = 6\n', "flow.components"),
 ])
 def test_keys_of_other_bijections_and_non_finite_numbers_are_refused(text, key):
     with pytest.raises(ConfigError) as info:

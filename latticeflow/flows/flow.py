@@ -65,7 +65,7 @@ class Flow(nn.Module):
 
     def forward(self, z: torch.Tensor):
         """Push prior samples through all layers: ``(x, Σ logdet)``."""
-        logdet = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        logdet = torch.zeros(z.shape[0], dtype=self.dtype, device=z.device)
         for layer in self.layers:
             z, ld = layer(z)
             logdet = logdet + ld
@@ -73,7 +73,7 @@ class Flow(nn.Module):
 
     def inverse(self, x: torch.Tensor):
         """Pull fields back to the prior: ``(z, Σ log|det ∂z/∂x|)``."""
-        logdet = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        logdet = torch.zeros(x.shape[0], dtype=self.dtype, device=x.device)
         for layer in reversed(self.layers):
             x, ld = layer.inverse(x)
             logdet = logdet + ld

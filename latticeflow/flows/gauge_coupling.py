@@ -13,8 +13,10 @@ loop is and how to compute, transform and read it:
   zero outside ``mask``;
 - ``transform(bijection, loops, params, inverse)``: the conjugation-equivariant map of the
   active loops and its log-det (U(1): a circle bijection of the angle);
-- ``update_links(links_mu, active, P, P_new, sign)``: move each active link so that its
-  plaquette becomes ``P_new`` (U(1): θ ← θ + s (P′ − P)).
+- ``orient(loops, sign)``: the active loops as the map sees them (U(1): unchanged; SU(N):
+  ``P`` for μ = 0 and ``P†`` for μ = 1, so that the active link is the loop's first factor);
+- ``update_links(links_mu, active, old, new, sign)``: move each active link so that its
+  oriented loop ``old`` becomes ``new`` (U(1): θ ← θ + s (P′ − P); SU(N): U ← P′ P† U).
 
 The U(1) instance, :class:`U1Loops`, follows; the derivation below is written for it.
 For U(1) the plaquette angles ``P(x) = theta_01(x)`` are gauge invariant:
@@ -103,7 +105,10 @@ class LoopGroup:
         """``(new_loops, logdet)`` with logdet ``(batch, n_active)``: one number per loop."""
         raise NotImplementedError
 
-    def update_links(self, links_mu, active, plaq, new_active, sign):
+    def orient(self, loops: torch.Tensor, sign: float) -> torch.Tensor:
+        return loops
+
+    def update_links(self, links_mu, active, old_active, new_active, sign):
         raise NotImplementedError
 
 
@@ -125,9 +130,9 @@ class U1Loops(LoopGroup):
     def transform(self, bijection, loops, params, inverse):
         return (bijection.inverse if inverse else bijection.forward)(loops, params)
 
-    def update_links(self, theta_mu, active, plaq, new_active, sign):
-        delta = torch.zeros_like(plaq)
-        delta[:, active] = new_active - plaq[:, active]
+    def update_links(self, theta_mu, active, old_active, new_active, sign):
+        delta = torch.zeros_like(theta_mu)
+        delta[:, active] = new_active - old_active
         return torch.where(active, wrap_angle(theta_mu + sign * delta), theta_mu)
 
 
@@ -225,8 +230,9 @@ class GaugeEquivariantCoupling(nn.Module):
         plaq = self.group.plaquettes(links)
         active = self.masks(plaq.shape[1:3], plaq.device)["active"]
         params = self.net(self.features(plaq)).movedim(1, -1)[:, active]  # (B, n_active, n_params)
-        new_active, logabsdet = self.group.transform(self.bijection, plaq[:, active], params, inverse)
-        moved = self.group.update_links(links[:, self.mu], active, plaq, new_active, self.sign)
+        old_active = self.group.orient(plaq[:, active], self.sign)
+        new_active, logabsdet = self.group.transform(self.bijection, old_active, params, inverse)
+        moved = self.group.update_links(links[:, self.mu], active, old_active, new_active, self.sign)
         out = [moved, links[:, 1]] if self.mu == 0 else [links[:, 0], moved]
         return torch.stack(out, dim=1), logabsdet.sum(-1)
 

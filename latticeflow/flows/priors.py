@@ -1,5 +1,5 @@
 """Prior (base) distributions of the flows: N(0, 1) per site for scalar fields, uniform
-(Haar) per link for U(1) gauge fields (DESIGN §2).
+(Haar) per link for U(1) and SU(N) gauge fields (DESIGN §2).
 
 A prior has ``sample(n, generator=None) -> (n, *shape)`` and ``log_prob(x) -> (n,)``, the
 log-density summed over all sites (and directions) of one configuration.
@@ -11,7 +11,9 @@ import math
 
 import torch
 
-__all__ = ["NormalPrior", "UniformAnglePrior"]
+from ..groups import haar_sun
+
+__all__ = ["NormalPrior", "UniformAnglePrior", "HaarPrior"]
 
 
 class _Prior:
@@ -96,3 +98,46 @@ class UniformAnglePrior(_Prior):
         self._check(x)
         batch = x.shape[: x.dim() - len(self.shape)]
         return torch.full(batch, -self.numel * math.log(2 * math.pi), dtype=x.dtype, device=x.device)
+
+
+class HaarPrior(_Prior):
+    r"""Haar measure on SU(N) links, with density 1 with respect to the *normalised* Haar
+    measure (total volume 1): :math:`\log r = 0` (docs/conventions.md).
+
+    Densities of SU(N) flows are therefore densities with respect to normalised Haar
+    measure on every link, and the loss bounds ``log Z`` with ``Z = ∫ Π dU e^{−S}`` in the
+    same measure (the ``Z`` of the character expansion, :mod:`latticeflow.theories.exact`).
+
+    References:
+        Boyda et al., arXiv:2008.05456.
+
+    Arguments:
+        shape: shape of one configuration *including* the matrix axes, e.g. ``(2, L, L, N, N)``.
+        dtype, device: the *real* dtype of the flow (samples are drawn in complex128; the
+            flow casts them to its complex dtype).
+
+    Example:
+        >>> prior = HaarPrior((2, 4, 4, 3, 3))
+        >>> u = prior.sample(2, generator=torch.Generator().manual_seed(0))
+        >>> u.shape, u.dtype, prior.log_prob(u)
+        (torch.Size([2, 2, 4, 4, 3, 3]), torch.complex128, tensor([0., 0.], dtype=torch.float64))
+    """
+
+    is_complex = True
+
+    def __init__(self, shape, dtype=None, device=None):
+        super().__init__(shape, dtype, device)
+        if len(self.shape) < 2 or self.shape[-1] != self.shape[-2] or self.shape[-1] not in (2, 3):
+            raise ValueError(f"HaarPrior needs a shape ending in (N, N) with N = 2 or 3, got {self.shape}")
+        self.N = self.shape[-1]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n configurations of Haar-random SU(N) matrices, ``(n, *shape)``, complex128."""
+        u = haar_sun((n, *self.shape[:-2]), self.N, generator=generator)
+        return u if self.device is None else u.to(self.device)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """0 for every configuration in (..., *shape): shape (...), in x's real dtype."""
+        self._check(x)
+        batch = x.shape[: x.dim() - len(self.shape)]
+        return torch.zeros(batch, dtype=x.real.dtype, device=x.device)

@@ -139,7 +139,8 @@ class SUN(Theory):
         }
 
     def exact(self):
-        """2D only: SU(2) torus plaquette; infinite-volume plaquette and Wilson loops for N = 2, 3."""
+        """2D only: the torus plaquette (character expansion); infinite-volume plaquette and
+        Wilson loops for N = 2, 3."""
         if self.dim != 2 or self.volume > MAX_EXACT_VOLUME:
             return {}
         from . import exact
@@ -148,6 +149,8 @@ class SUN(Theory):
         out = {}
         if self.N == 2:
             out["plaquette"] = exact.su2_plaquette_torus(self.beta, self.volume)
+        else:
+            out["plaquette"] = exact.sun_plaquette_torus(self.beta, self.N, self.volume)
         out["plaquette_infinite_volume"] = p_inf
         out["wilson_1x2_infinite_volume"] = p_inf**2
         out["wilson_2x2_infinite_volume"] = p_inf**4

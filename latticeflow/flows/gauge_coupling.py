@@ -12,11 +12,12 @@ loop is and how to compute, transform and read it:
 - ``features(loop, mask)``: gauge-invariant real channels of a loop (U(1): cos, sin),
   zero outside ``mask``;
 - ``transform(bijection, loops, params, inverse)``: the conjugation-equivariant map of the
-  active loops and its log-det (U(1): a circle bijection of the angle);
+  active loops and its log-det, as the change that ``update_links`` applies (U(1): the new
+  angles from a circle bijection; SU(N): the left factor R with new loop ``R P``);
 - ``orient(loops, sign)``: the active loops as the map sees them (U(1): unchanged; SU(N):
   ``P`` for μ = 0 and ``P†`` for μ = 1, so that the active link is the loop's first factor);
-- ``update_links(links_mu, active, old, new, sign)``: move each active link so that its
-  oriented loop ``old`` becomes ``new`` (U(1): θ ← θ + s (P′ − P); SU(N): U ← P′ P† U).
+- ``update_links(links_mu, active, old, change, sign)``: move each active link so that its
+  oriented loop ``old`` becomes the new one (U(1): θ ← θ + s (P′ − P); SU(N): U ← R U).
 
 The U(1) instance, :class:`U1Loops`, follows; the derivation below is written for it.
 For U(1) the plaquette angles ``P(x) = theta_01(x)`` are gauge invariant:
@@ -102,7 +103,7 @@ class LoopGroup:
         raise NotImplementedError
 
     def transform(self, bijection, loops: torch.Tensor, params: torch.Tensor, inverse: bool):
-        """``(new_loops, logdet)`` with logdet ``(batch, n_active)``: one number per loop."""
+        """``(change, logdet)``: what ``update_links`` applies, and logdet ``(batch, n_active)``."""
         raise NotImplementedError
 
     def orient(self, loops: torch.Tensor, sign: float) -> torch.Tensor:

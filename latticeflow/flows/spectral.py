@@ -216,10 +216,18 @@ class SpectralSpline:
               + log_vandermonde(theta_new) - log_vandermonde(theta))
         rotation = torch.polar(torch.ones_like(theta), theta_new - theta)
         r = (vecs * rotation.unsqueeze(-2)) @ vecs_inv  # V diag(e^{i(θ'−θ)}) V⁻¹
-        return (r @ p.to(torch.complex128)).to(dtype), ld.to(real_dtype)
+        return r.to(dtype), ld.to(real_dtype)
+
+    def rotation(self, p: torch.Tensor, params: torch.Tensor, inverse: bool = False):
+        """``(R, logdet)`` with ``h(P) = R P``, ``R = V diag(e^{i(θ'−θ)}) V⁻¹`` (or the same
+        for the inverse map).  Coupling layers move links by R: ``U ← R U``, never by
+        ``h(P) P†``, which would square the rounding error of P's unitarity every layer."""
+        return self._apply(p, params, inverse)
 
     def forward(self, p: torch.Tensor, params: torch.Tensor):
-        return self._apply(p, params, inverse=False)
+        r, ld = self._apply(p, params, inverse=False)
+        return r @ p, ld
 
     def inverse(self, p: torch.Tensor, params: torch.Tensor):
-        return self._apply(p, params, inverse=True)
+        r, ld = self._apply(p, params, inverse=True)
+        return r @ p, ld

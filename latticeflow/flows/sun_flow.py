@@ -7,8 +7,12 @@ by a conjugation-equivariant spectral spline (:class:`~latticeflow.flows.spectra
 conditioned on ``(1/N) Re tr`` and ``(1/N) Im tr`` of the frozen plaquettes, and moves every
 active link through the loop it closes:
 
-    μ = 0:  P = U_0(x) S,        U_0(x) ← h(P) P† U_0(x)      (new plaquette h(P));
-    μ = 1:  P† = U_1(x) S',      U_1(x) ← h(P†) P U_1(x)      (new plaquette h(P†)†).
+    μ = 0:  P = U_0(x) S,        U_0(x) ← R U_0(x),  R = h(P) P†    (new plaquette h(P));
+    μ = 1:  P† = U_1(x) S',      U_1(x) ← R U_1(x),  R = h(P†) P    (new plaquette h(P†)†).
+
+``R = V diag(e^{i(θ'−θ)}) V⁻¹`` comes from the spectral map directly
+(:meth:`~latticeflow.flows.spectral.SpectralSpline.rotation`), so rounding errors of the
+links' unitarity add up over the layers instead of compounding.
 
 Under a gauge transformation ``P → g(x) P g(x)†`` and ``h(gPg†) = g h(P) g†`` (the features
 are invariant), so ``U_μ(x) → g(x) U_μ(x) g(x+μ)†`` is carried through exactly: the layer
@@ -66,11 +70,12 @@ class SUNLoops(LoopGroup):
         return loops if sign > 0 else dagger(loops)
 
     def transform(self, bijection, loops, params, inverse):
-        return (bijection.inverse if inverse else bijection.forward)(loops, params)
+        """``(R, logdet)``: the left factor ``R = h(P) P†`` of each active loop."""
+        return bijection.rotation(loops, params, inverse)
 
-    def update_links(self, links_mu, active, old_active, new_active, sign):
+    def update_links(self, links_mu, active, old_active, rotation, sign):
         moved = links_mu.clone()
-        moved[:, active] = new_active @ dagger(old_active) @ links_mu[:, active]
+        moved[:, active] = rotation @ links_mu[:, active]
         return moved
 
 

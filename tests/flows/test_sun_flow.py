@@ -236,3 +236,24 @@ def test_docstring_examples():
     for module in (spectral, sun_flow, priors):
         failures, _ = doctest.testmod(module, extraglobs={"torch": torch, "math": math})
         assert failures == 0
+
+
+def test_deep_flow_keeps_links_unitary_and_trains_in_float32():
+    """16 layers: rounding of the links' unitarity must add up, not compound, over the
+    layers (links are moved by R, never by h(P) P†); and both gradient estimators run in
+    float32 with finite gradients."""
+    from latticeflow.training.loss import kl_loss
+
+    flow = random_flow(2, 8, 16, seed=16, scale=0.05)
+    z = links(8, 8, 2, seed=17)
+    x, _ = flow(z)
+    z_back, _ = flow.inverse(x)
+    eye = torch.eye(2, dtype=x.dtype)
+    assert (x.mH @ x - eye).abs().max() < 1e-13 and (z_back - z).abs().max() < 1e-12
+    flow = flow.float()
+    for estimator in ("reparam", "path"):
+        flow.zero_grad()
+        loss, _, _ = kl_loss(flow, SUN((8, 8), 2.0, 2), 32, torch.Generator().manual_seed(18), estimator)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in flow.parameters()])
+        assert torch.isfinite(grads).all() and grads.abs().max() > 0

@@ -8,7 +8,8 @@ loop is and how to compute, transform and read it:
 
 - ``plaquettes(links)``: ``P(x)`` for every site (U(1): the angle θ_01(x); SU(N): the
   matrix U_01(x));
-- ``rectangle(P, a)``: the 2x1 loop around the plaquettes at ``x`` and ``x + a_hat``;
+- ``rectangle(P, a, links)``: the 2x1 loop around the plaquettes at ``x`` and ``x + a_hat``
+  (U(1): the sum of the two plaquette angles; SU(N): the matrix, from the links);
 - ``features(loop, mask)``: gauge-invariant real channels of a loop (U(1): cos, sin),
   zero outside ``mask``;
 - ``transform(bijection, loops, params, inverse)``: the conjugation-equivariant map of the
@@ -80,11 +81,15 @@ from torch import nn
 
 from ..groups import wrap_angle
 from ..lattice import plaquette_masks_2d, shift
+from ..schema import Check
 from ..theories.u1 import plaquette_angles
 
-__all__ = ["GaugeEquivariantCoupling", "LoopGroup", "U1Loops", "U1_LOOPS", "loop_channels", "LOOPS"]
+__all__ = ["GaugeEquivariantCoupling", "LoopGroup", "U1Loops", "U1_LOOPS", "loop_channels", "LOOPS", "LOOPS_CHECK"]
 
 LOOPS = ("plaquette", "rectangle")
+#: the check of the ``[flow] loops`` key of the gauge flows (U(1) and SU(N))
+LOOPS_CHECK = Check(lambda v: bool(v) and set(v) <= set(LOOPS) and "plaquette" in v,
+                    'containing "plaquette" and optionally "rectangle"')
 
 
 class LoopGroup:
@@ -96,7 +101,7 @@ class LoopGroup:
     def plaquettes(self, links: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def rectangle(self, plaq: torch.Tensor, a: int) -> torch.Tensor:
+    def rectangle(self, plaq: torch.Tensor, a: int, links: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def features(self, loop: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
@@ -121,7 +126,7 @@ class U1Loops(LoopGroup):
             raise ValueError(f"expected link angles (batch, 2, L_0, L_1), got {tuple(theta.shape)}")
         return plaquette_angles(theta)[:, 0]
 
-    def rectangle(self, plaq, a):
+    def rectangle(self, plaq, a, links=None):
         return plaq + shift(plaq, a)
 
     def features(self, loop, mask):
@@ -215,13 +220,14 @@ class GaugeEquivariantCoupling(nn.Module):
             self._mask_cache[key] = {k: v.to(device) for k, v in masks.items()}
         return self._mask_cache[key]
 
-    def features(self, plaq: torch.Tensor) -> torch.Tensor:
-        """Conditioner input from the plaquettes ``(B, L_0, L_1, ...)``: ``(B, C, L_0, L_1)``,
-        the features of the loops that the layer leaves unchanged, zero elsewhere."""
+    def features(self, plaq: torch.Tensor, links: torch.Tensor | None = None) -> torch.Tensor:
+        """Conditioner input from the plaquettes ``(B, L_0, L_1, ...)`` (and the links, which
+        SU(N) rectangles are computed from): ``(B, C, L_0, L_1)``, the features of the loops
+        that the layer leaves unchanged, zero elsewhere."""
         masks = self.masks(plaq.shape[1:3], plaq.device)
         loops = [(plaq, masks["frozen"])]
         if "rectangle" in self.loops:
-            loops += [(self.group.rectangle(plaq, a), masks[f"rect{a}"]) for a in (0, 1)]
+            loops += [(self.group.rectangle(plaq, a, links), masks[f"rect{a}"]) for a in (0, 1)]
         chans = []
         for loop, mask in loops:
             chans += self.group.features(loop, mask)
@@ -230,7 +236,7 @@ class GaugeEquivariantCoupling(nn.Module):
     def _couple(self, links: torch.Tensor, inverse: bool):
         plaq = self.group.plaquettes(links)
         active = self.masks(plaq.shape[1:3], plaq.device)["active"]
-        params = self.net(self.features(plaq)).movedim(1, -1)[:, active]  # (B, n_active, n_params)
+        params = self.net(self.features(plaq, links)).movedim(1, -1)[:, active]  # (B, n_active, n_params)
         old_active = self.group.orient(plaq[:, active], self.sign)
         new_active, logabsdet = self.group.transform(self.bijection, old_active, params, inverse)
         moved = self.group.update_links(links[:, self.mu], active, old_active, new_active, self.sign)

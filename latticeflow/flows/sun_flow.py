@@ -4,8 +4,10 @@ Haar prior (:class:`~latticeflow.flows.priors.HaarPrior`) + ``layers`` gauge-equ
 couplings (:class:`~latticeflow.flows.gauge_coupling.GaugeEquivariantCoupling`, the U(1)
 masks and schedule) with :class:`SUNLoops`: each layer maps the active untraced plaquettes
 by a conjugation-equivariant spectral spline (:class:`~latticeflow.flows.spectral.SpectralSpline`)
-conditioned on ``(1/N) Re tr`` and ``(1/N) Im tr`` of the frozen plaquettes, and moves every
-active link through the loop it closes:
+conditioned on ``(1/N) Re tr`` and ``(1/N) Im tr`` of the frozen plaquettes (and, with
+``loops = ["plaquette", "rectangle"]``, of the 2x1 loops that contain no active link, among
+them the loop around each active and passive pair), and moves every active link through
+the loop it closes:
 
     μ = 0:  P = U_0(x) S,        U_0(x) ← R U_0(x),  R = h(P) P†    (new plaquette h(P));
     μ = 1:  P† = U_1(x) S',      U_1(x) ← R U_1(x),  R = h(P†) P    (new plaquette h(P†)†).
@@ -31,11 +33,11 @@ from dataclasses import dataclass
 import torch
 
 from ..groups import dagger
-from ..lattice import gauge_mask_schedule
+from ..lattice import gauge_mask_schedule, rectangular_loop
 from ..schema import between, key
 from ..theories.sun import plaquettes
 from .flow import Flow
-from .gauge_coupling import GaugeEquivariantCoupling, LoopGroup, loop_channels
+from .gauge_coupling import LOOPS_CHECK, GaugeEquivariantCoupling, LoopGroup, loop_channels
 from .nets import ConvNet
 from .priors import HaarPrior
 from .registry import FlowArchitecture, FlowConfig, register_architecture
@@ -58,8 +60,12 @@ class SUNLoops(LoopGroup):
                              f"got {tuple(links.shape)}")
         return plaquettes(links)[:, 0]
 
-    def rectangle(self, plaq, a):
-        raise NotImplementedError("SU(N) flows condition on plaquettes only")
+    def rectangle(self, plaq, a, links):
+        """The 2x1 loop based at x with its long side along axis ``a``, from the links (a
+        path that does not traverse the middle rung, so the layer leaves it unchanged
+        exactly, also when the rung is an active link)."""
+        extent = (2, 1) if a == 0 else (1, 2)
+        return rectangular_loop(links[:, 0], links[:, 1], *extent, 0, 1, torch.matmul, dagger)
 
     def features(self, loop, mask):
         tr = torch.diagonal(loop, dim1=-2, dim2=-1).sum(-1) / self.N
@@ -81,7 +87,9 @@ class SUNLoops(LoopGroup):
 
 @dataclass(frozen=True)
 class SUNOptions:
-    """SU(N) flows have no keys of their own besides their bijection's."""
+    loops: tuple[str, ...] = key(("plaquette",), "frozen loops fed to the conditioner (traces): "
+                                 '`"plaquette"`, and `"rectangle"` (the 2x1 loops without active links)',
+                                 LOOPS_CHECK)
 
 
 @dataclass(frozen=True)
@@ -118,13 +126,13 @@ def build_sun_flow(theory, spec) -> Flow:
     if isinstance(spec, FlowConfig):
         spec = SUN_ARCHITECTURE.resolve(spec, shape)
     group = SUNLoops(n)
-    channels = loop_channels(("plaquette",), group.channels_per_loop)
+    channels = loop_channels(spec.loops, group.channels_per_loop)
     layers = []
     for mu, offset in gauge_mask_schedule(spec.layers):
         bijection = spec.kernel.make(n)
         net = ConvNet(2, channels, bijection.n_params, hidden=spec.hidden,
                       kernel_size=spec.kernel_size, activation=spec.activation)
-        layers.append(GaugeEquivariantCoupling(bijection, net, mu, offset, ("plaquette",), group))
+        layers.append(GaugeEquivariantCoupling(bijection, net, mu, offset, spec.loops, group))
     return Flow(HaarPrior((2, *shape, n, n)), layers)
 
 

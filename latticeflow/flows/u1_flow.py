@@ -15,25 +15,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..lattice import gauge_mask_schedule
-from ..schema import Check, between, key
+from ..schema import between, key
 from .circle import CircularSpline, NCPMixture
 from .flow import Flow
-from .gauge_coupling import LOOPS, U1_LOOPS, GaugeEquivariantCoupling, loop_channels
+from .gauge_coupling import LOOPS_CHECK, U1_LOOPS, GaugeEquivariantCoupling, loop_channels
 from .nets import ConvNet
 from .priors import UniformAnglePrior
 from .registry import FlowArchitecture, FlowConfig, register_architecture
 
 __all__ = ["build_u1_flow", "U1Options", "NCPKernel", "CircularSplineKernel"]
 
-_loops = Check(lambda v: bool(v) and set(v) <= set(LOOPS) and "plaquette" in v,
-               'containing "plaquette" and optionally "rectangle"')
 
 
 @dataclass(frozen=True)
 class U1Options:
     loops: tuple[str, ...] = key(("plaquette",), "frozen loops fed to the conditioner: "
                                  '`"plaquette"`, and `"rectangle"` (the 2x1 loops without active links)',
-                                 _loops)
+                                 LOOPS_CHECK)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,10 @@ from latticeflow.theories.sun import SUN, gauge_transform_sun, plaquettes
 NS = [2, 3]
 
 
-def random_flow(N, L, layers, seed=0, scale=0.3, bins=4):
+def random_flow(N, L, layers, seed=0, scale=0.1, bins=4, loops=("plaquette", "rectangle")):
     torch.manual_seed(seed)
-    flow = build_sun_flow(SUN((L, L), beta=1.0, N=N), FlowConfig(layers=layers, hidden=(4,), bins=bins)).double()
+    cfg = FlowConfig(layers=layers, hidden=(4,), bins=bins, loops=loops)
+    flow = build_sun_flow(SUN((L, L), beta=1.0, N=N), cfg).double()
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(scale * torch.randn_like(p))
@@ -131,9 +132,10 @@ def test_spectral_spline_is_an_equivariant_bijection_with_haar_logdet(N):
     assert torch.allclose(q0, p, atol=1e-12) and ld0.abs().max() < 1e-10
 
 
-@pytest.mark.parametrize("N", NS)
-def test_flow_inverse_and_logdet_against_autograd(N):
-    flow = random_flow(N, 4, 4, seed=N)
+@pytest.mark.parametrize("N,loops", [(2, ("plaquette",)), (2, ("plaquette", "rectangle")),
+                                     (3, ("plaquette", "rectangle"))])
+def test_flow_inverse_and_logdet_against_autograd(N, loops):
+    flow = random_flow(N, 4, 4, seed=N, loops=loops)
     z = links(3, 4, N, seed=4)
     x, ld = flow(z)
     assert is_special_unitary(x, atol=1e-10)
@@ -174,7 +176,10 @@ def test_layer_moves_only_active_links_and_keeps_its_conditioner_input(mu, offse
     changed = (p_in - p_out).abs().amax((-2, -1)) > 1e-12
     masks = plaquette_masks_2d((8, 8), mu, offset)
     assert torch.equal(changed.all(0), masks["active"] | masks["passive"])
-    assert torch.allclose(layer.features(p_out), layer.features(p_in), atol=1e-12)
+    # every loop fed to the conditioner (plaquettes and rectangles) is unchanged by the layer
+    features = layer.features(p_in, u)
+    assert features.shape[1] == 6 and features.abs().amax((0, 2, 3)).min() > 0
+    assert torch.allclose(layer.features(p_out, y), features, atol=1e-12)
 
 
 @pytest.mark.parametrize("N", NS)
@@ -225,7 +230,7 @@ def test_fresh_flow_is_the_identity_and_configs_are_checked():
     text = '[theory]\nname = "sun"\nN = 2\nL = {L}\nbeta = 2.0\n[flow]\nlayers = 2\n{extra}'
     cfg = parse_config(text.format(L=8, extra='bijection = "spectral"\nbins = 6\n'))
     assert build_flow(cfg.theory.build(), cfg.flow).layers[0].bijection.bins == 6
-    for L, extra, match in [(6, "", "divisible by 4"), (8, 'loops = ["plaquette"]\n', "loops"),
+    for L, extra, match in [(6, "", "divisible by 4"), (8, 'loops = ["rectangle"]\n', "loops"),
                             (8, 'bijection = "ncp"\n', "spectral"), (8, "bins = 1\n", "bins")]:
         with pytest.raises(ConfigError, match=match):
             cfg = parse_config(text.format(L=L, extra=extra))

@@ -107,7 +107,15 @@ class LoopGroup:
     def features(self, loop: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
         raise NotImplementedError
 
-    def transform(self, bijection, loops: torch.Tensor, params: torch.Tensor, inverse: bool):
+    #: extra conditioner channels that :meth:`active_context` adds
+    context_channels: int = 0
+
+    def active_context(self, links, active_loops, active, mu):
+        """``(channels, context)``: extra conditioner input ``(B, context_channels, L_0, L_1)``
+        that the layer leaves unchanged (or None), and whatever ``transform`` can reuse."""
+        return None, None
+
+    def transform(self, bijection, loops: torch.Tensor, params: torch.Tensor, inverse: bool, context=None):
         """``(change, logdet)``: what ``update_links`` applies, and logdet ``(batch, n_active)``."""
         raise NotImplementedError
 
@@ -133,7 +141,7 @@ class U1Loops(LoopGroup):
         m = mask.to(loop.dtype)
         return [torch.cos(loop) * m, torch.sin(loop) * m]
 
-    def transform(self, bijection, loops, params, inverse):
+    def transform(self, bijection, loops, params, inverse, context=None):
         return (bijection.inverse if inverse else bijection.forward)(loops, params)
 
     def update_links(self, theta_mu, active, old_active, new_active, sign):
@@ -199,7 +207,7 @@ class GaugeEquivariantCoupling(nn.Module):
         self.bijection, self.net, self.group = bijection, net, group
         self.mu, self.offset = int(mu), int(offset) % 4
         self.loops = tuple(loops)
-        self.in_channels = loop_channels(self.loops, group.channels_per_loop)
+        self.in_channels = loop_channels(self.loops, group.channels_per_loop) + group.context_channels
         self.sign = 1.0 if mu == 0 else -1.0
         self._mask_cache: dict = {}
 
@@ -236,9 +244,13 @@ class GaugeEquivariantCoupling(nn.Module):
     def _couple(self, links: torch.Tensor, inverse: bool):
         plaq = self.group.plaquettes(links)
         active = self.masks(plaq.shape[1:3], plaq.device)["active"]
-        params = self.net(self.features(plaq, links)).movedim(1, -1)[:, active]  # (B, n_active, n_params)
         old_active = self.group.orient(plaq[:, active], self.sign)
-        new_active, logabsdet = self.group.transform(self.bijection, old_active, params, inverse)
+        extra, context = self.group.active_context(links, old_active, active, self.mu)
+        features = self.features(plaq, links)
+        if extra is not None:
+            features = torch.cat([features, extra.to(features.dtype)], dim=1)
+        params = self.net(features).movedim(1, -1)[:, active]  # (B, n_active, n_params)
+        new_active, logabsdet = self.group.transform(self.bijection, old_active, params, inverse, context)
         moved = self.group.update_links(links[:, self.mu], active, old_active, new_active, self.sign)
         out = [moved, links[:, 1]] if self.mu == 0 else [links[:, 0], moved]
         return torch.stack(out, dim=1), logabsdet.sum(-1)

@@ -205,9 +205,9 @@ class SpectralSpline:
         second, ld2 = self.spline(c[..., 1], raw2, inverse)
         return torch.stack([first, second], -1), ld1 + ld2
 
-    def _apply(self, p, params, inverse):
+    def _apply(self, p, params, inverse, decomposition=None):
         dtype, real_dtype = p.dtype, params.dtype
-        theta, vecs, vecs_inv = alcove_phases(p.to(torch.complex128))
+        theta, vecs, vecs_inv = decomposition or alcove_phases(p.to(torch.complex128))
         params = params.to(torch.float64)
         c = phases_to_cell(theta)
         c_new, ld_spline = self._map_cell(c, params, inverse)
@@ -218,11 +218,12 @@ class SpectralSpline:
         r = (vecs * rotation.unsqueeze(-2)) @ vecs_inv  # V diag(e^{i(θ'−θ)}) V⁻¹
         return r.to(dtype), ld.to(real_dtype)
 
-    def rotation(self, p: torch.Tensor, params: torch.Tensor, inverse: bool = False):
+    def rotation(self, p: torch.Tensor, params: torch.Tensor, inverse: bool = False, decomposition=None):
         """``(R, logdet)`` with ``h(P) = R P``, ``R = V diag(e^{i(θ'−θ)}) V⁻¹`` (or the same
         for the inverse map).  Coupling layers move links by R: ``U ← R U``, never by
-        ``h(P) P†``, which would square the rounding error of P's unitarity every layer."""
-        return self._apply(p, params, inverse)
+        ``h(P) P†``, which would square the rounding error of P's unitarity every layer.
+        ``decomposition``: P's :func:`alcove_phases`, if already computed (complex128)."""
+        return self._apply(p, params, inverse, decomposition)
 
     def forward(self, p: torch.Tensor, params: torch.Tensor):
         r, ld = self._apply(p, params, inverse=False)

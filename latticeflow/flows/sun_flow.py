@@ -33,26 +33,31 @@ from dataclasses import dataclass
 import torch
 
 from ..groups import dagger
-from ..lattice import gauge_mask_schedule, rectangular_loop
-from ..schema import between, key
+from ..lattice import gauge_mask_schedule, rectangular_loop, shift
+from ..schema import Check, between, key
 from ..theories.sun import plaquettes
 from .flow import Flow
-from .gauge_coupling import LOOPS_CHECK, GaugeEquivariantCoupling, LoopGroup, loop_channels
+from .gauge_coupling import LOOPS, GaugeEquivariantCoupling, LoopGroup, loop_channels
 from .nets import ConvNet
 from .priors import HaarPrior
 from .registry import FlowArchitecture, FlowConfig, register_architecture
-from .spectral import SpectralSpline
+from .spectral import SpectralSpline, alcove_phases
 
 __all__ = ["SUNLoops", "build_sun_flow", "SUNOptions", "SpectralSplineKernel"]
 
 
 class SUNLoops(LoopGroup):
-    """SU(N): loops are matrices ``(batch, L_0, L_1, N, N)``; see the module docstring."""
+    """SU(N): loops are matrices ``(batch, L_0, L_1, N, N)``; see the module docstring.
+
+    With ``eigenbasis``, :meth:`active_context` adds the ``2N`` channels of the
+    passive-pair loop read in the eigenbasis of each active loop (module docstring).
+    """
 
     channels_per_loop = 2
 
-    def __init__(self, N: int):
-        self.N = int(N)
+    def __init__(self, N: int, eigenbasis: bool = False):
+        self.N, self.eigenbasis = int(N), bool(eigenbasis)
+        self.context_channels = 2 * self.N if self.eigenbasis else 0
 
     def plaquettes(self, links):
         if links.dim() != 6 or links.shape[1] != 2 or links.shape[-2:] != (self.N, self.N):
@@ -75,9 +80,31 @@ class SUNLoops(LoopGroup):
     def orient(self, loops, sign):
         return loops if sign > 0 else dagger(loops)
 
-    def transform(self, bijection, loops, params, inverse):
+    def pair_loop(self, links, mu):
+        """``W_x``: the 2x1 loop around the passive and the active plaquette of the
+        ``mu``-link at x (long side across the active links, based at x − ν̂), transported
+        to x along ``U_ν(x − ν̂)``; ``(batch, L_0, L_1, N, N)``, gauge-covariant at x."""
+        nu = 1 - mu
+        extent = (2, 1) if nu == 0 else (1, 2)
+        w = shift(rectangular_loop(links[:, 0], links[:, 1], *extent, 0, 1, torch.matmul, dagger), nu, -1)
+        t = shift(links[:, nu], nu, -1)
+        return dagger(t) @ w @ t
+
+    def active_context(self, links, active_loops, active, mu):
+        decomposition = alcove_phases(active_loops.to(torch.complex128))
+        if not self.eigenbasis:
+            return None, decomposition
+        _, v, v_inv = decomposition
+        w = self.pair_loop(links, mu)[:, active].to(torch.complex128)
+        f = torch.diagonal(v_inv @ w @ v, dim1=-2, dim2=-1)  # (B, n_active, N)
+        chans = torch.zeros((links.shape[0], 2 * self.N, *active.shape), dtype=torch.float64,
+                            device=links.device)
+        chans[:, :, active] = torch.cat([f.real, f.imag], -1).transpose(1, 2)
+        return chans, decomposition
+
+    def transform(self, bijection, loops, params, inverse, context=None):
         """``(R, logdet)``: the left factor ``R = h(P) P†`` of each active loop."""
-        return bijection.rotation(loops, params, inverse)
+        return bijection.rotation(loops, params, inverse, context)
 
     def update_links(self, links_mu, active, old_active, rotation, sign):
         moved = links_mu.clone()
@@ -85,11 +112,17 @@ class SUNLoops(LoopGroup):
         return moved
 
 
+_SUN_LOOPS = Check(lambda v: bool(v) and set(v) <= set(LOOPS) | {"eigenbasis"} and "plaquette" in v,
+                   'containing "plaquette" and optionally "rectangle" and "eigenbasis"')
+
+
 @dataclass(frozen=True)
 class SUNOptions:
-    loops: tuple[str, ...] = key(("plaquette",), "frozen loops fed to the conditioner (traces): "
-                                 '`"plaquette"`, and `"rectangle"` (the 2x1 loops without active links)',
-                                 LOOPS_CHECK)
+    loops: tuple[str, ...] = key(("plaquette",), "loops fed to the conditioner: the traces of "
+                                 'the frozen `"plaquette"`s, and of the `"rectangle"`s (the 2x1 loops '
+                                 'without active links); `"eigenbasis"`: the loop around each active '
+                                 "and passive plaquette pair read in the eigenbasis of the active one",
+                                 _SUN_LOOPS)
 
 
 @dataclass(frozen=True)
@@ -125,14 +158,15 @@ def build_sun_flow(theory, spec) -> Flow:
     shape, n = tuple(theory.shape), int(theory.N)
     if isinstance(spec, FlowConfig):
         spec = SUN_ARCHITECTURE.resolve(spec, shape)
-    group = SUNLoops(n)
-    channels = loop_channels(spec.loops, group.channels_per_loop)
+    group = SUNLoops(n, eigenbasis="eigenbasis" in spec.loops)
+    traced = tuple(loop for loop in spec.loops if loop != "eigenbasis")
+    channels = loop_channels(traced, group.channels_per_loop) + group.context_channels
     layers = []
     for mu, offset in gauge_mask_schedule(spec.layers):
         bijection = spec.kernel.make(n)
         net = ConvNet(2, channels, bijection.n_params, hidden=spec.hidden,
                       kernel_size=spec.kernel_size, activation=spec.activation)
-        layers.append(GaugeEquivariantCoupling(bijection, net, mu, offset, spec.loops, group))
+        layers.append(GaugeEquivariantCoupling(bijection, net, mu, offset, traced, group))
     return Flow(HaarPrior((2, *shape, n, n)), layers)
 
 

@@ -26,7 +26,10 @@ from latticeflow.theories.sun import SUN, gauge_transform_sun, plaquettes
 NS = [2, 3]
 
 
-def random_flow(N, L, layers, seed=0, scale=0.1, bins=4, loops=("plaquette", "rectangle")):
+ALL_LOOPS = ("plaquette", "rectangle", "eigenbasis")
+
+
+def random_flow(N, L, layers, seed=0, scale=0.1, bins=4, loops=ALL_LOOPS):
     torch.manual_seed(seed)
     cfg = FlowConfig(layers=layers, hidden=(4,), bins=bins, loops=loops)
     flow = build_sun_flow(SUN((L, L), beta=1.0, N=N), cfg).double()
@@ -132,8 +135,8 @@ def test_spectral_spline_is_an_equivariant_bijection_with_haar_logdet(N):
     assert torch.allclose(q0, p, atol=1e-12) and ld0.abs().max() < 1e-10
 
 
-@pytest.mark.parametrize("N,loops", [(2, ("plaquette",)), (2, ("plaquette", "rectangle")),
-                                     (3, ("plaquette", "rectangle"))])
+@pytest.mark.parametrize("N,loops", [(2, ("plaquette",)), (2, ("plaquette", "rectangle")), (2, ALL_LOOPS),
+                                     (3, ALL_LOOPS)])
 def test_flow_inverse_and_logdet_against_autograd(N, loops):
     flow = random_flow(N, 4, 4, seed=N, loops=loops)
     z = links(3, 4, N, seed=4)
@@ -180,6 +183,34 @@ def test_layer_moves_only_active_links_and_keeps_its_conditioner_input(mu, offse
     features = layer.features(p_in, u)
     assert features.shape[1] == 6 and features.abs().amax((0, 2, 3)).min() > 0
     assert torch.allclose(layer.features(p_out, y), features, atol=1e-12)
+    # and so is the passive-pair loop read in the eigenbasis of the active loop
+    active = masks["active"]
+
+    def context(links, plaq):
+        return layer.group.active_context(links, layer.group.orient(plaq[:, active], layer.sign), active, mu)[0]
+
+    extra = context(u, p_in)
+    assert extra.shape == (2, 6, 8, 8) and extra[:, :, ~active].abs().max() == 0
+    assert torch.allclose(context(y, p_out), extra, atol=1e-10)
+
+
+@pytest.mark.parametrize("N", NS)
+@pytest.mark.parametrize("mu", [0, 1])
+def test_eigenbasis_features_give_the_passive_plaquette(N, mu):
+    """What the ``eigenbasis`` channels are for: with f_k = (V⁻¹ W_x V)_kk, the trace of the
+    passive plaquette is Σ_k e^{∓iθ_k} f_k (− for μ = 0, + for μ = 1, whose loop is P†), so
+    the conditioner knows how a new spectrum θ' of the active loop changes the passive one."""
+    flow = random_flow(N, 8, 8, seed=20)
+    layer = next(l for l in flow.layers if l.mu == mu)
+    u = links(2, 8, N, seed=21)
+    plaq = plaquettes(u)[:, 0]
+    active = layer.masks((8, 8))["active"]
+    chans, (theta, _, _) = layer.group.active_context(u, layer.group.orient(plaq[:, active], layer.sign), active, mu)
+    f = torch.complex(chans[:, :N][:, :, active], chans[:, N:][:, :, active]).transpose(1, 2)
+    passive = torch.roll(plaq, 1, dims=2 - mu)[:, active]  # P(x − ν̂)
+    trace = torch.diagonal(passive, dim1=-2, dim2=-1).sum(-1)
+    sign = -1 if mu == 0 else 1
+    assert torch.allclose((torch.exp(sign * 1j * theta) * f).sum(-1), trace, atol=1e-12)
 
 
 @pytest.mark.parametrize("N", NS)

@@ -61,13 +61,13 @@ def main(argv=None) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_kl, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax_kl, ax_acc) = plt.subplots(1, 2, figsize=(10, 5))
     for run in args.runs:
         cfg = load_config(run / "config.toml")
         th = cfg.theory
         log_z = sun_log_z(th.beta, th.N, int(np.prod(th.shape)))
         rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
-        label = f"SU({th.N}) L={th.shape[0]} β={th.beta:g}"
+        label = f"SU({th.N}) β={th.beta:g}: {' + '.join(cfg.flow.loops)}"
         minutes = np.array([r["seconds"] for r in rows]) / 60
         ax_kl.plot(minutes, [r["loss"] + log_z for r in rows], label=label)
         evals = [(r["seconds"] / 60, r["acceptance"]) for r in rows if r.get("acceptance") is not None]
@@ -82,8 +82,9 @@ def main(argv=None) -> None:
                ylim=(0, 1))
     for ax in (ax_kl, ax_acc):
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    handles, labels = ax_kl.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, title="L = 8, conditioner inputs")
+    fig.tight_layout(rect=(0, 0.2, 1, 1))
     if args.png:
         args.png.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(args.png, dpi=120)

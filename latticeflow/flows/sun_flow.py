@@ -22,6 +22,23 @@ is gauge-equivariant and log q gauge-invariant.  Left multiplication by the fixe
 Haar-measure preserving, so the layer's log-det is that of h on the active plaquettes, and
 the coupling is block-triangular exactly as for U(1) (``gauge_coupling`` module docstring).
 
+The eigenbasis features (``loops`` containing ``"eigenbasis"``).  A spectral map only
+sees class functions of the frozen loops, but the passive plaquette ``P_p = P(x − ν̂)``
+that each update also changes depends on how the active loop's eigenvectors sit relative
+to its neighbours.  Let ``W_x`` be the 2x1 loop around the passive and the active plaquette,
+transported to x (:meth:`SUNLoops.pair_loop`; it contains no active link, so the layer does
+not change it), and ``P = V diag(e^{iθ}) V⁻¹`` the oriented active loop.  Then
+``f_k = (V⁻¹ W_x V)_kk`` is gauge-invariant, independent of the phases of the eigenvectors,
+and unchanged by the layer (which keeps V), and
+
+    tr P_p = Σ_k e^{∓iθ_k} f_k      (− for μ = 0, + for μ = 1),
+
+so after the layer ``tr P_p' = Σ_k e^{∓iθ'_k} f_k``: with Re f_k, Im f_k as ``2N`` extra
+channels at the active sites the conditioner can place the new spectrum θ' well for both
+plaquettes.  The parameters of the map of P then depend on P through V only, which the map
+does not change: in the coordinates (θ, V) the Jacobian is still triangular and the log-det
+is that of the spectral map alone (tested against autograd).
+
 Links stay complex (complex64 in float32 training, complex128 in float64 sampling); the
 spectral step itself always runs in complex128.
 """

@@ -84,7 +84,7 @@ from ..lattice import plaquette_masks_2d, shift
 from ..schema import Check
 from ..theories.u1 import plaquette_angles
 
-__all__ = ["GaugeEquivariantCoupling", "LoopGroup", "U1Loops", "U1_LOOPS", "loop_channels", "LOOPS", "LOOPS_CHECK"]
+__all__ = ["GaugeEquivariantCoupling", "LoopGroup", "U1Loops", "U1_LOOPS", "loop_channels", "masks_fit", "LOOPS", "LOOPS_CHECK"]
 
 LOOPS = ("plaquette", "rectangle")
 #: the check of the ``[flow] loops`` key of the gauge flows (U(1) and SU(N))
@@ -151,6 +151,15 @@ class U1Loops(LoopGroup):
 
 
 U1_LOOPS = U1Loops()
+
+
+def masks_fit(shape, group: str):
+    """Why the gauge-equivariant masks cannot tile ``shape`` — ``(key, reason)`` — or None."""
+    if len(shape) != 2:
+        return "dim", f"gauge-equivariant {group} flows are implemented in 2D"
+    if any(n % 4 for n in shape):
+        return "L", "the gauge-equivariant masks need L divisible by 4"
+    return None
 
 
 def loop_channels(loops: Sequence[str], per_loop: int = 2) -> int:

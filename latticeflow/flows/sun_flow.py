@@ -54,7 +54,7 @@ from ..lattice import gauge_mask_schedule, rectangular_loop, shift
 from ..schema import Check, between, key
 from ..theories.sun import plaquettes
 from .flow import Flow
-from .gauge_coupling import LOOPS, GaugeEquivariantCoupling, LoopGroup, loop_channels
+from .gauge_coupling import LOOPS, GaugeEquivariantCoupling, LoopGroup, loop_channels, masks_fit
 from .nets import ConvNet
 from .priors import HaarPrior
 from .registry import FlowArchitecture, FlowConfig, register_architecture
@@ -152,14 +152,6 @@ class SpectralSplineKernel:
         return SpectralSpline(N, bins=self.bins)
 
 
-def _masks_fit(shape):
-    if len(shape) != 2:
-        return "dim", "gauge-equivariant SU(N) flows are implemented in 2D"
-    if any(n % 4 for n in shape):
-        return "L", "the gauge-equivariant masks need L divisible by 4"
-    return None
-
-
 def build_sun_flow(theory, spec) -> Flow:
     """The gauge-equivariant SU(N) flow on ``theory.shape`` (a theory or a ``TheoryConfig``
     with coupling ``N``) with the architecture ``spec``.
@@ -190,5 +182,5 @@ def build_sun_flow(theory, spec) -> Flow:
 SUN_ARCHITECTURE = register_architecture(FlowArchitecture(
     theory="sun", build=build_sun_flow, options=SUNOptions,
     bijections={"spectral": SpectralSplineKernel},
-    check_lattice=_masks_fit, bijection_kind="spectral maps of the eigen-phases",
+    check_lattice=lambda shape: masks_fit(shape, "SU(N)"), bijection_kind="spectral maps of the eigen-phases",
     doc="gauge-equivariant SU(N) couplings with spectral splines (`flows/sun_flow.py`, `flows/spectral.py`)"))

@@ -18,7 +18,7 @@ from ..lattice import gauge_mask_schedule
 from ..schema import between, key
 from .circle import CircularSpline, NCPMixture
 from .flow import Flow
-from .gauge_coupling import LOOPS_CHECK, U1_LOOPS, GaugeEquivariantCoupling, loop_channels
+from .gauge_coupling import LOOPS_CHECK, U1_LOOPS, GaugeEquivariantCoupling, loop_channels, masks_fit
 from .nets import ConvNet
 from .priors import UniformAnglePrior
 from .registry import FlowArchitecture, FlowConfig, register_architecture
@@ -54,14 +54,6 @@ class CircularSplineKernel:
         return CircularSpline(bins=self.bins, rotation=True)
 
 
-def _masks_fit(shape):
-    if len(shape) != 2:
-        return "dim", "gauge-equivariant U(1) flows are implemented in 2D"
-    if any(n % 4 for n in shape):
-        return "L", "the gauge-equivariant masks need L divisible by 4"
-    return None
-
-
 def build_u1_flow(theory, spec) -> Flow:
     """The gauge-equivariant U(1) flow on ``theory.shape`` (a theory or a ``TheoryConfig``)
     with the architecture ``spec`` (a :class:`FlowConfig`, or one already resolved).
@@ -90,5 +82,5 @@ def build_u1_flow(theory, spec) -> Flow:
 U1_ARCHITECTURE = register_architecture(FlowArchitecture(
     theory="u1", build=build_u1_flow, options=U1Options,
     bijections={"ncp": NCPKernel, "spline": CircularSplineKernel},
-    check_lattice=_masks_fit, bijection_kind="circle maps",
+    check_lattice=lambda shape: masks_fit(shape, "U(1)"), bijection_kind="circle maps",
     doc="gauge-equivariant couplings (`flows/u1_flow.py`, `flows/gauge_coupling.py`)"))

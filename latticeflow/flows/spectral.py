@@ -53,7 +53,12 @@ the real coordinates ``P = exp(iω_a T_a) P_0`` (in which Haar measure is flat a
 Numerics: the eigen-decomposition (``torch.linalg.eig``) and everything after it run in
 complex128 / float64 whatever the flow's dtype; results are cast back.  Its gradient is
 finite away from degenerate eigenvalues, which have probability zero (the Haar density
-vanishes there like the squared gap).
+vanishes there like the squared gap).  The log-det itself is computed from the cell
+coordinates, where the gaps are products of c's and (1 − c)'s, never differences of
+phases, so it keeps its limit at degenerate loops (cold starts, unit and centre
+elements; :func:`log_jacobian_terms`).  At a triple eigenvalue of SU(3) the Jacobian has
+no unique limit (it depends on the direction of approach), so log q is discontinuous at
+the centre elements — a set of measure zero that flow samples never hit.
 """
 
 from __future__ import annotations
@@ -114,18 +119,63 @@ def cell_to_phases(c: torch.Tensor) -> torch.Tensor:
     return torch.cat([first, first - torch.cumsum(a, -1)], -1)
 
 
-def _log_stick(c: torch.Tensor) -> torch.Tensor:
-    """Σ_j (N−1−j) log(1 − c_j): the c-dependent part of log|∂a/∂c|, ``(...)``."""
-    n1 = c.shape[-1]
-    powers = torch.arange(n1 - 1, -1, -1, dtype=c.dtype, device=c.device)  # N−1−j, j = 1…N−1
-    return (powers * torch.log((1 - c).clamp(min=_TINY))).sum(-1)
-
-
 def log_vandermonde(theta: torch.Tensor) -> torch.Tensor:
     """``log |Δ(θ)|² = Σ_{i<j} log 4 sin²((θ_i − θ_j)/2)`` for alcove phases ``(..., N)``."""
     i, j = torch.triu_indices(theta.shape[-1], theta.shape[-1], 1)
     half = (theta[..., i] - theta[..., j]) / 2  # in [0, π] inside the alcove
     return 2 * torch.log((2 * torch.sin(half)).clamp(min=_TINY)).sum(-1)
+
+
+#: the arcs between the eigenvalues of each pair (i < j), as sets of gaps (a_0 = index 0):
+#: the inner arc θ_i − θ_j and its complement; sin of half of either is the same
+_PAIRS = {2: [((1,), (0,))], 3: [((1,), (0, 2)), ((2,), (0, 1)), ((1, 2), (0,))]}
+
+
+def _log_gaps(c: torch.Tensor) -> torch.Tensor:
+    """``(log a_0, log a_1, …, log a_{N−1})`` from cell coordinates, without cancellation:
+    ``a_k = 2π c_k Π_{j<k}(1 − c_j)``, ``a_0 = 2π Π_j (1 − c_j)``; −inf for a zero gap."""
+    log_rest = torch.log1p(-c)
+    prefix = torch.cat([torch.zeros_like(c[..., :1]), torch.cumsum(log_rest, -1)], -1)
+    return math.log(TWO_PI) + torch.cat([prefix[..., -1:], torch.log(c) + prefix[..., :-1]], -1)
+
+
+def log_jacobian_terms(c: torch.Tensor, c_new: torch.Tensor, ld_parts: torch.Tensor) -> torch.Tensor:
+    r"""The part of log J beyond the splines: ``Σ_j (N−1−j) log[(1−c'_j)/(1−c_j)] +
+    log|Δ(θ')|² − log|Δ(θ)|²``, computed from the cell coordinates so that tiny and zero
+    gaps (degenerate eigenvalues: unit or centre elements, cold starts) give the right limit.
+
+    Every pair's arc is a sum of non-negative gaps (never a difference of phases), and
+    ``2 sin(y/2) = y · sinc(y/2)`` splits its log into ``log y`` and a smooth part.  Where a
+    gap is exactly zero on the input side it is zero on the output side too (the splines fix
+    0 and 1), and ``log(a'_k/a_k)`` is replaced by its limit, built from the splines'
+    log-derivatives ``ld_parts`` ``(..., N−1)`` at the input; an arc of several zero gaps
+    (a triple eigenvalue, SU(3) centre elements) has a direction-dependent limit and gets
+    the mean of its gaps' limits, the same value forward and inverse with opposite sign.
+    """
+    zero, one = c == 0, c == 1
+    r_c = torch.where(zero, ld_parts, torch.log(c_new) - torch.log(c))
+    r_rest = torch.where(one, ld_parts, torch.log1p(-c_new) - torch.log1p(-c))
+    n1 = c.shape[-1]
+    powers = torch.arange(n1 - 1, -1, -1, dtype=c.dtype, device=c.device)  # N−1−j
+    stick = (powers * r_rest).sum(-1)
+    # limits of log(a'_k / a_k): k = 0 and k = 1 … N−1
+    prefix = torch.cat([torch.zeros_like(c[..., :1]), torch.cumsum(r_rest, -1)], -1)
+    gap_limits = torch.cat([prefix[..., -1:], r_c + prefix[..., :-1]], -1)
+    log_a, log_a_new = _log_gaps(c), _log_gaps(c_new)
+    weyl = torch.zeros_like(stick)
+    for inner, outer in _PAIRS[n1 + 1]:
+        sides = []
+        for arc in (inner, outer):
+            idx = list(arc)
+            log_y = torch.logsumexp(log_a[..., idx], -1)
+            log_y_new = torch.logsumexp(log_a_new[..., idx], -1)
+            ratio = torch.where(torch.isneginf(log_y), gap_limits[..., idx].mean(-1), log_y_new - log_y)
+            smooth = (torch.log(torch.sinc(torch.exp(log_y_new) / TWO_PI))
+                      - torch.log(torch.sinc(torch.exp(log_y) / TWO_PI)))
+            sides.append((log_y, ratio + smooth))
+        use_inner = sides[0][0] <= math.log(math.pi)  # the shorter arc: sinc stays ≥ 2/π
+        weyl = weyl + 2 * torch.where(use_inner, sides[0][1], sides[1][1])
+    return stick + weyl
 
 
 class _UnitSpline:
@@ -194,26 +244,25 @@ class SpectralSpline:
         return f"SpectralSpline(N={self.N}, bins={self.bins})"
 
     def _map_cell(self, c, params, inverse):
-        """Cube map c → c' (or back), and Σ log f'(c) at the input side of the forward map."""
+        """Cube map c → c' (or back), and log|dc'_k/dc_k| per coordinate ``(..., N−1)``."""
         m = self.spline.n_params
         first, ld1 = self.spline(c[..., 0], params[..., :m], inverse)
         if self.N == 2:
-            return first.unsqueeze(-1), ld1
+            return first.unsqueeze(-1), ld1.unsqueeze(-1)
         c1_new = c[..., 0] if inverse else first  # c_1' conditions f_2 in both directions
         raw2 = params[..., m:].unflatten(-1, (self.n_basis, m))
         raw2 = (_fourier_basis(c1_new).unsqueeze(-1) * raw2).sum(-2)
         second, ld2 = self.spline(c[..., 1], raw2, inverse)
-        return torch.stack([first, second], -1), ld1 + ld2
+        return torch.stack([first, second], -1), torch.stack([ld1, ld2], -1)
 
     def _apply(self, p, params, inverse, decomposition=None):
         dtype, real_dtype = p.dtype, params.dtype
         theta, vecs, vecs_inv = decomposition or alcove_phases(p.to(torch.complex128))
         params = params.to(torch.float64)
         c = phases_to_cell(theta)
-        c_new, ld_spline = self._map_cell(c, params, inverse)
+        c_new, ld_parts = self._map_cell(c, params, inverse)
         theta_new = cell_to_phases(c_new)
-        ld = (ld_spline + _log_stick(c_new) - _log_stick(c)
-              + log_vandermonde(theta_new) - log_vandermonde(theta))
+        ld = ld_parts.sum(-1) + log_jacobian_terms(c, c_new, ld_parts)
         rotation = torch.polar(torch.ones_like(theta), theta_new - theta)
         r = (vecs * rotation.unsqueeze(-2)) @ vecs_inv  # V diag(e^{i(θ'−θ)}) V⁻¹
         return r.to(dtype), ld.to(real_dtype)

@@ -35,8 +35,8 @@ and unchanged by the layer (which keeps V), and
 
 so after the layer ``tr P_p' = Σ_k e^{∓iθ'_k} f_k``: with Re f_k, Im f_k as ``2N`` extra
 channels at the active sites the conditioner can place the new spectrum θ' well for both
-plaquettes.  The parameters of the map of P then depend on P through V only, which the map
-does not change: in the coordinates (θ, V) the Jacobian is still triangular and the log-det
+plaquettes.  The parameters of the map of P then depend on the active loops only through their
+eigenvectors, which the maps do not change: in the coordinates (θ, V) the Jacobian is still triangular and the log-det
 is that of the spectral map alone (tested against autograd).
 
 Links stay complex (complex64 in float32 training, complex128 in float64 sampling); the

@@ -65,7 +65,9 @@ def kl_loss(flow, theory, batch: int, generator=None, estimator: str = "reparam"
     else:
         raise LatticeflowError(f"train.estimator: unknown estimator {estimator!r}")
     space = getattr(theory, "field_space", None)  # a bare action(x) object computes in float64
-    action = theory.action(space.to_action_dtype(x) if space else x.double()).to(torch.float64)
+    if space is None:  # a bare action(x): float64, or complex128 for complex links
+        x = x.to(torch.complex128 if x.is_complex() else torch.float64)
+    action = theory.action(space.to_action_dtype(x) if space else x).to(torch.float64)
     loss = (log_q.double() + action).mean()
     return loss, log_q.detach().double(), action.detach()
 

@@ -39,7 +39,7 @@ def check(path, theory, weighted=False):
         obs = ens.observable("plaquette").T
         r = reweighted_mean(obs, ens.log_weight.T) if weighted else gamma_method(obs)
         assert abs(r.mean - exact) < 4 * r.error, (str(r), exact)
-        # far from the Haar prior's ⟨P⟩ = 0 (and the proposals'): the test can fail
+        # far from the Haar prior's ⟨P⟩ = 0, so a sampler that ignored the weights would fail
         assert abs(r.mean) > 10 * r.error
         return ens.accepted.mean() if not weighted else None
 

@@ -179,19 +179,3 @@ def test_sun_torus_formula_reduces_to_su2_and_to_infinite_volume():
             exact.sun_plaquette_infinite_volume(beta, 3), rel=1e-9)
     # on a small torus the global constraint is visible
     assert exact.sun_plaquette_torus(6.0, 3, 4) - exact.sun_plaquette_infinite_volume(6.0, 3) > 5e-3
-
-
-def test_su3_torus_by_haar_importance_sampling():
-    """2×2 torus, β = 6: ⟨⅓ Re tr U_P⟩ from Haar samples of all 8 links, within 4σ (a weak
-    but independent check; the strong one is the Weyl integration above)."""
-    gen = torch.Generator().manual_seed(13)
-    theory, n = SUN((2, 2), 6.0, 3), 400_000
-    u = haar_sun((n, 2, 2, 2), 3, generator=gen)
-    log_w = -theory.action(u)
-    w = torch.exp(log_w - log_w.max())
-    p = log_w / (6.0 * 4)
-    mean = float((w * p).sum() / w.sum())
-    wn = w / w.mean()
-    err = float(torch.sqrt(((wn * (p - mean)) ** 2).mean() / n))
-    exact_value = exact.sun_plaquette_torus(6.0, 3, 4)
-    assert abs(mean - exact_value) < 4 * err

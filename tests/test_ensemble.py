@@ -1,6 +1,5 @@
 """Ensemble HDF5 files: round trips, resume, crash safety and the errors a user can meet."""
 
-import json
 import os
 import signal
 import subprocess

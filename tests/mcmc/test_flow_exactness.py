@@ -1,6 +1,5 @@
 """An *untrained* flow + Metropolis is exact (arXiv:1904.12072): free field, seeded, 4σ."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -84,12 +84,22 @@ from ..lattice import plaquette_masks_2d, shift
 from ..schema import Check
 from ..theories.u1 import plaquette_angles
 
-__all__ = ["GaugeEquivariantCoupling", "LoopGroup", "U1Loops", "U1_LOOPS", "loop_channels", "masks_fit", "LOOPS", "LOOPS_CHECK"]
+__all__ = ["GaugeEquivariantCoupling", "LoopGroup", "U1Loops", "U1_LOOPS", "loop_channels", "masks_fit", "LOOPS", "LOOPS_CHECK", "loops_check"]
 
 LOOPS = ("plaquette", "rectangle")
-#: the check of the ``[flow] loops`` key of the gauge flows (U(1) and SU(N))
-LOOPS_CHECK = Check(lambda v: bool(v) and set(v) <= set(LOOPS) and "plaquette" in v,
-                    'containing "plaquette" and optionally "rectangle"')
+
+
+def loops_check(*extra: str) -> Check:
+    """The check of the ``[flow] loops`` key of the gauge flows: ``"plaquette"``, optionally
+    ``"rectangle"`` and the group's ``extra`` inputs (SU(N): ``"eigenbasis"``)."""
+    allowed = set(LOOPS) | set(extra)
+    optional = " and ".join(f'"{name}"' for name in (*LOOPS[1:], *extra))
+    return Check(lambda v: bool(v) and set(v) <= allowed and "plaquette" in v,
+                 f'containing "plaquette" and optionally {optional}')
+
+
+#: the ``loops`` check of the U(1) flows
+LOOPS_CHECK = loops_check()
 
 
 class LoopGroup:

@@ -51,10 +51,10 @@ import torch
 
 from ..groups import dagger
 from ..lattice import gauge_mask_schedule, rectangular_loop, shift
-from ..schema import Check, between, key
+from ..schema import between, key
 from ..theories.sun import plaquettes
 from .flow import Flow
-from .gauge_coupling import LOOPS, GaugeEquivariantCoupling, LoopGroup, loop_channels, masks_fit
+from .gauge_coupling import GaugeEquivariantCoupling, LoopGroup, loop_channels, loops_check, masks_fit
 from .nets import ConvNet
 from .priors import HaarPrior
 from .registry import FlowArchitecture, FlowConfig, register_architecture
@@ -102,8 +102,7 @@ class SUNLoops(LoopGroup):
         ``mu``-link at x (long side across the active links, based at x − ν̂), transported
         to x along ``U_ν(x − ν̂)``; ``(batch, L_0, L_1, N, N)``, gauge-covariant at x."""
         nu = 1 - mu
-        extent = (2, 1) if nu == 0 else (1, 2)
-        w = shift(rectangular_loop(links[:, 0], links[:, 1], *extent, 0, 1, torch.matmul, dagger), nu, -1)
+        w = shift(self.rectangle(None, nu, links), nu, -1)
         t = shift(links[:, nu], nu, -1)
         return dagger(t) @ w @ t
 
@@ -129,17 +128,13 @@ class SUNLoops(LoopGroup):
         return moved
 
 
-_SUN_LOOPS = Check(lambda v: bool(v) and set(v) <= set(LOOPS) | {"eigenbasis"} and "plaquette" in v,
-                   'containing "plaquette" and optionally "rectangle" and "eigenbasis"')
-
-
 @dataclass(frozen=True)
 class SUNOptions:
     loops: tuple[str, ...] = key(("plaquette",), "loops fed to the conditioner: the traces of "
                                  'the frozen `"plaquette"`s, and of the `"rectangle"`s (the 2x1 loops '
                                  'without active links); `"eigenbasis"`: the loop around each active '
                                  "and passive plaquette pair read in the eigenbasis of the active one",
-                                 _SUN_LOOPS)
+                                 loops_check("eigenbasis"))
 
 
 @dataclass(frozen=True)

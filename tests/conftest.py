@@ -34,3 +34,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def shipped_acceptance(name: str, n: int = 512, seed: int = 0):
+    """``(acceptance, flow, theory)`` of a shipped model ``models/NAME.{toml,pt}``: Metropolis
+    independence acceptance of ``n`` fresh float32 proposals (``seed``), log w in the theory's
+    precision (float64, complex128 links for SU(N))."""
+    import torch
+
+    from latticeflow.config import load_config
+    from latticeflow.mcmc.independence import independence_acceptance
+    from latticeflow.training import load_flow
+
+    cfg = load_config(ROOT / "models" / f"{name}.toml")
+    theory = cfg.theory.build()
+    flow = load_flow(ROOT / "models" / f"{name}.pt", cfg)
+    with torch.no_grad():
+        x, log_q = flow.sample(n, generator=torch.Generator().manual_seed(seed))
+        action = theory.action(theory.field_space.to_action_dtype(x))
+    return independence_acceptance(-action - log_q.double(), rng=seed), flow, theory
+
+
+@pytest.fixture
+def shipped():
+    return shipped_acceptance

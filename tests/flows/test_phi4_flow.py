@@ -128,21 +128,9 @@ def test_spline_bound_comes_from_the_config():
 
 
 @pytest.mark.parametrize("name", ["phi4_E1", "phi4_E2", "phi4_E3", "phi4_E4", "phi4_E5"])
-def test_shipped_aks_ensembles(name):
+def test_shipped_aks_ensembles(shipped, name):
     """The shipped E1–E5 weights (arXiv:1904.12072, Table I) load into their TOMLs and have
     Metropolis acceptance ≥ 0.5 (the target) on 512 fresh float32 proposals (seed 0): ≈ 4σ
     below the lowest 8192-proposal value in models/README.md (E5, 0.643; σ ≈ 0.035)."""
-    from pathlib import Path
-
-    from latticeflow.config import load_config
-    from latticeflow.mcmc.independence import independence_acceptance
-    from latticeflow.training import load_flow
-
-    models = Path(__file__).resolve().parents[2] / "models"
-    cfg = load_config(models / f"{name}.toml")
-    theory = cfg.theory.build()
-    flow = load_flow(models / f"{name}.pt", cfg)
-    with torch.no_grad():
-        x, log_q = flow.sample(512, generator=torch.Generator().manual_seed(0))
-    acceptance = independence_acceptance(-theory.action(x.double()) - log_q.double(), rng=0)
+    acceptance, _, _ = shipped(name)
     assert acceptance > 0.5, acceptance

@@ -296,28 +296,18 @@ def test_deep_flow_keeps_links_unitary_and_trains_in_float32():
 
 
 @pytest.mark.parametrize("name,threshold", [("su2_L8_b2", 0.35), ("su3_L8_b4", 0.2)])
-def test_shipped_models(name, threshold):
+def test_shipped_models(shipped, name, threshold):
     """The shipped weights load into their TOML's architecture and beat the Haar prior by far.
 
     512 fresh float32 proposals (seed 0), log w in float64.  The thresholds sit ≈ 4σ
     (σ ≈ 0.035 for 512 proposals of a chain with rejection runs) below the acceptance
     measured on 8192 proposals (models/README.md); the Haar prior gives < 0.01 at L = 8.
     """
-    from pathlib import Path
-
-    from latticeflow.config import load_config
     from latticeflow.mcmc.independence import independence_acceptance
-    from latticeflow.training import load_flow
 
-    models = Path(__file__).resolve().parents[2] / "models"
-    cfg = load_config(models / f"{name}.toml")
-    theory = cfg.theory.build()
-    flow = load_flow(models / f"{name}.pt", cfg)
-    with torch.no_grad():
-        x, log_q = flow.sample(512, generator=torch.Generator().manual_seed(0))
-        trained = independence_acceptance(-theory.action(x.to(torch.complex128)) - log_q.double(), rng=0)
-        z = flow.prior.sample(512, generator=torch.Generator().manual_seed(0))
-        trivial = independence_acceptance(-theory.action(z), rng=0)
+    trained, flow, theory = shipped(name)
+    z = flow.prior.sample(512, generator=torch.Generator().manual_seed(0))
+    trivial = independence_acceptance(-theory.action(z), rng=0)
     assert trivial < 0.05
     assert trained > threshold, trained
 

@@ -37,6 +37,7 @@ from .flows.registry import FlowConfig, architecture
 from .schema import (Check, at_least, between, check_value, convert, key, nonnegative, one_of, open_unit, positive,
                      render_table, render_value, seed_range, table_fields, validate)
 from .theories import THEORIES, coupling_names, theory_class
+from .theories.schwinger import FERMION_METHODS
 
 __all__ = ["Config", "TheoryConfig", "FlowConfig", "TrainConfig", "HMCConfig", "SampleConfig",
            "load_config", "parse_config", "reference_markdown"]
@@ -116,6 +117,8 @@ def _theory(table) -> TheoryConfig:
         shape = (g["L"],) * (g["dim"] or 2)
     if len(shape) < cls.min_dim:
         raise ConfigError(f"theory.dim: the {name} theory needs dim >= {cls.min_dim} (got {len(shape)})")
+    if cls.max_dim is not None and len(shape) > cls.max_dim:
+        raise ConfigError(f"theory.dim: the {name} theory needs dim <= {cls.max_dim} (got {len(shape)})")
     return TheoryConfig(name, tuple(shape), tuple(couplings.items()))
 
 
@@ -196,6 +199,17 @@ class HMCConfig:
     start: str = key("hot", "`hot` (random) or `cold` (unit links / zero field)", one_of("hot", "cold"))
     seed: int = key(0, "RNG seed", seed_range)
     block: int = key(100, "trajectories per chain written per HDF5 block", at_least(1))
+    fermions: str = key("pseudofermion", "theories with fermions (`schwinger`): the determinant by "
+                                         "`pseudofermion` fields φ†(D†D)⁻¹φ (a CG solve per force), or "
+                                         "`exact` (dense; small lattices)", one_of(*FERMION_METHODS))
+    cg_tolerance: float = key(1e-10, "pseudofermions: CG stops at residual |r| ≤ this · |φ|",
+                              open_unit)
+    cg_max_iterations: int = key(2000, "pseudofermions: a solve not converged by then rejects its "
+                                       "trajectory", between(1, 10**6))
+
+
+#: the [hmc] keys that only theories with fermions (``has_fermions``) have
+FERMION_KEYS = ("fermions", "cg_tolerance", "cg_max_iterations")
 
 
 @dataclass(frozen=True)
@@ -257,6 +271,8 @@ class Config:
         for name in _SECTIONS:
             section = getattr(self, name)
             values = {f.name: getattr(section, f.name) for f in table_fields(type(section))}
+            if section is self.hmc and not theory_class(self.theory.name).has_fermions:
+                values = {k: v for k, v in values.items() if k not in FERMION_KEYS}
             lines += ["", f"[{name}]"] + render_table(values)
         return "\n".join(lines) + "\n"
 
@@ -283,6 +299,10 @@ def parse_config(text: str, path: Path | None = None, legacy: bool = False) -> C
         theory = _theory(data["theory"])
         flow = _flow(data["flow"], theory, legacy) if "flow" in data else None
         sections = {k: cls(**validate(k, data.get(k, {}), cls)) for k, cls in _SECTIONS.items()}
+        hmc_table = data.get("hmc", {})
+        for k in FERMION_KEYS:
+            if k in hmc_table and not theory_class(theory.name).has_fermions:
+                raise ConfigError(f"hmc.{k}: the {theory.name} theory has no fermions")
         description = data.get("description", "")
         if not isinstance(description, str):
             raise ConfigError("description: expected str")

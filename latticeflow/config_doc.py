@@ -56,8 +56,8 @@ def reference() -> str:
     out += markdown_table(_Geometry) + [""]
     for name, cls in THEORIES.items():
         module = cls.__module__.replace(".", "/") + ".py"
-        out += [f"Couplings of `{name}` (`{module}`), all required; "
-                f"defined in d ≥ {cls.min_dim}:", ""]
+        dims = f"d = {cls.min_dim}" if cls.max_dim == cls.min_dim else f"d ≥ {cls.min_dim}"
+        out += [f"Couplings of `{name}` (`{module}`), all required; defined in {dims}:", ""]
         out += markdown_table(cls.couplings, {}) + [""]
     out += ["## `[flow]`", "", "Keys of every flow architecture (`latticeflow/flows/registry.py`):", ""]
     out += markdown_table(FlowConfig) + [""]

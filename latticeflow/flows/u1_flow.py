@@ -12,6 +12,7 @@ layer zero, so the fresh flow is the identity) and a circle bijection: ``"ncp"``
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..lattice import gauge_mask_schedule
@@ -84,3 +85,8 @@ U1_ARCHITECTURE = register_architecture(FlowArchitecture(
     bijections={"ncp": NCPKernel, "spline": CircularSplineKernel},
     check_lattice=lambda shape: masks_fit(shape, "U(1)"), bijection_kind="circle maps",
     doc="gauge-equivariant couplings (`flows/u1_flow.py`, `flows/gauge_coupling.py`)"))
+
+#: the Schwinger model's links are U(1) links: the same flows, trained on its S_eff
+SCHWINGER_ARCHITECTURE = register_architecture(dataclasses.replace(
+    U1_ARCHITECTURE, theory="schwinger",
+    doc="the U(1) gauge-equivariant couplings (`flows/u1_flow.py`), trained on the exact S_eff"))

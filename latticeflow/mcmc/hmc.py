@@ -38,7 +38,7 @@ import warnings
 
 import torch
 
-from ..theories.base import Theory
+from ..theories.base import MDAction, Theory
 
 from ..groups import su_n_generators  # noqa: F401  (re-exported)
 
@@ -120,7 +120,8 @@ class HMC:
 
     def __init__(self, theory, integrator: str = "omelyan", trajectory_length: float = 1.0,
                  steps: int = 10, force: str = "analytic", target_acceptance: float = 0.8,
-                 reunitarize_every: int | None = None):
+                 reunitarize_every: int | None = None, fermions: str = "pseudofermion",
+                 cg_tolerance: float = 1e-10, cg_max_iterations: int = 2000):
         if integrator not in INTEGRATORS:
             raise ValueError(f"integrator must be one of {INTEGRATORS} (got {integrator!r})")
         if force not in FORCES:
@@ -139,6 +140,11 @@ class HMC:
                                      else reunitarize_every)
         self.tuned = False
         self._count = 0  # trajectories since the last projection
+        self.fermions = fermions
+        make = getattr(theory, "md_action", None)
+        self.md = (make(fermions=fermions, cg_tolerance=cg_tolerance, cg_max_iterations=cg_max_iterations)
+                   if make else MDAction(theory))
+        self.last_stats: dict[str, torch.Tensor] = {}
         if force == "analytic" and type(theory).force is Theory.force:
             raise ValueError(f"{type(theory).__name__} has no analytic force; use force='autograd'")
 
@@ -148,7 +154,8 @@ class HMC:
         ``force`` overrides its ``force``."""
         return cls(theory, integrator=config.integrator, trajectory_length=config.trajectory_length,
                    steps=config.steps, force=force or config.force,
-                   target_acceptance=config.target_acceptance)
+                   target_acceptance=config.target_acceptance, fermions=config.fermions,
+                   cg_tolerance=config.cg_tolerance, cg_max_iterations=config.cg_max_iterations)
 
     # --- state for ensemble files -------------------------------------------------------
     def state_dict(self) -> dict:
@@ -179,13 +186,15 @@ class HMC:
         return self.space.kinetic(p)
 
     def hamiltonian(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        return self.kinetic(p) + self.theory.action(x).to(torch.float64)
+        """K + S of the molecular dynamics (``self.md``: the action, or with pseudofermions
+        the action of the current trajectory's pseudofermion fields)."""
+        return self.kinetic(p) + self.md.action(x).to(torch.float64)
 
     def force(self, x: torch.Tensor) -> torch.Tensor:
         """The force at ``x``: analytic (``theory.force``) or by autograd."""
         if self.force_kind == "autograd":
-            return self.space.autograd_force(self.theory.action, x)
-        return self.theory.force(x)
+            return self.space.autograd_force(self.md.action, x)
+        return self.md.force(x)
 
     def _drift(self, x: torch.Tensor, p: torch.Tensor, eps: float) -> torch.Tensor:
         return self.space.drift(x, p, eps)
@@ -222,9 +231,11 @@ class HMC:
         """
         with torch.no_grad():
             p = self.sample_momenta(x.shape[0], generator)
+            self.md.refresh(x, generator)
             h0 = self.hamiltonian(x, p)
             x1, p1 = self.integrate(x, p, step_size, steps)
             delta_h = self.hamiltonian(x1, p1) - h0
+            self.last_stats = self.md.stats()
             u = torch.rand(x.shape[0], dtype=torch.float64, generator=generator)
             accepted = torch.log(u) < -delta_h  # False for NaN
             mask = accepted.view(-1, *([1] * (x.dim() - 1)))
@@ -281,13 +292,16 @@ class HMC:
                measure: bool = True, keep_fields: bool = False
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``n`` trajectories; returns the last fields and histories ``{name: (n, batch)}``:
-        ``accepted``, ``delta_h``, (if ``measure``) every ``theory.observables`` and (if
+        ``accepted``, ``delta_h``, the molecular-dynamics diagnostics ``md.stat_names`` (e.g.
+        ``cg_iterations``), (if ``measure``) every ``theory.observables`` and (if
         ``keep_fields``) ``fields`` ``(n, batch, *field_shape)``."""
         history: dict[str, list] = {"accepted": [], "delta_h": []}
         for _ in range(n):
             x, accepted, delta_h = self.trajectory(x, generator)
             history["accepted"].append(accepted)
             history["delta_h"].append(delta_h)
+            for name, value in self.last_stats.items():
+                history.setdefault(name, []).append(value)
             if measure:
                 for name, value in self.theory.observables(x).items():
                     history.setdefault(name, []).append(value)

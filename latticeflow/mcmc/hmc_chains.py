@@ -37,7 +37,11 @@ class HMCChains:
     """
 
     sampler = "hmc"
-    mcmc_columns = ["accepted", "delta_h"]
+
+    @property
+    def mcmc_columns(self) -> list[str]:
+        """``accepted``, ``delta_h`` and the integrator's diagnostics (``cg_iterations``)."""
+        return ["accepted", "delta_h", *self.hmc.md.stat_names]
 
     def __init__(self, theory, hmc: HMC, n_chains: int, thermalization: int = 200,
                  tune: bool = True, start: str = "hot", seed: int = 0,

@@ -14,17 +14,18 @@ import pkgutil
 from ..errors import LatticeflowError
 from .base import THEORIES, Derived, Theory, coupling_names, register_theory
 
-_INFRASTRUCTURE = {"base", "field_space", "exact"}
+_INFRASTRUCTURE = {"base", "field_space", "exact", "fermions"}
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE:
         importlib.import_module(f"{__name__}.{_module.name}")
 
 from .phi4 import Phi4  # noqa: E402  (re-exported names; the loop above registered them)
+from .schwinger import Schwinger  # noqa: E402
 from .sun import SUN  # noqa: E402
 from .u1 import U1  # noqa: E402
 
 __all__ = ["Theory", "Derived", "coupling_names", "THEORIES", "register_theory", "theory_class",
-           "make_theory", "theory_from_params", "Phi4", "U1", "SUN"]
+           "make_theory", "theory_from_params", "Phi4", "U1", "SUN", "Schwinger"]
 
 
 def theory_class(name: str) -> type[Theory]:

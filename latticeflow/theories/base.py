@@ -7,13 +7,16 @@ that nothing outside ``theories/`` (and the flow registry) branches on a theory'
 - ``name`` and ``couplings``: a dataclass of :func:`latticeflow.schema.key` fields, the
   ``[theory]`` keys beyond ``L``/``shape``/``dim`` with type, check and meaning; ``config``
   validates against it and ``docs/config.md`` is generated from it;
-- ``min_dim``: the smallest lattice dimension it is defined in;
+- ``min_dim``, ``max_dim``: the lattice dimensions it is defined in;
 - ``field_space``: how fields move (momenta, kinetic energy, drift, projection; see
   :mod:`latticeflow.theories.field_space`), which is all HMC talks to;
 - ``action``, ``force`` (analytic), ``observables`` (stored per configuration),
   ``derived_observables`` (functions of means, e.g. a connected susceptibility),
   ``exact`` (reference values) and ``exact_distributions`` (e.g. P(Q));
-- ``headline_observables``: the ones a report shows first.
+- ``headline_observables``: the ones a report shows first;
+- ``md_action(...)``: what HMC integrates (:class:`MDAction`: the action and its force, by
+  default; a theory with fermions returns a pseudofermion action there, and sets
+  ``has_fermions`` so that the ``[hmc]`` fermion keys apply to it).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ..lattice import Lattice
 from ..schema import table_fields
 from .field_space import FieldSpace, RealField
 
-__all__ = ["Theory", "Derived", "register_theory", "THEORIES", "coupling_names", "MAX_EXACT_VOLUME"]
+__all__ = ["Theory", "Derived", "MDAction", "register_theory", "THEORIES", "coupling_names", "MAX_EXACT_VOLUME"]
 
 #: the torus character sums lose precision beyond this many plaquettes (tested up to it)
 MAX_EXACT_VOLUME = 10**6
@@ -63,6 +66,33 @@ class Derived:
     value: Callable[..., float]
 
 
+class MDAction:
+    """What HMC integrates for a theory: by default its action and force as they are.
+
+    ``refresh(x, generator)`` is called at the start of every trajectory (auxiliary fields
+    such as pseudofermions are drawn there; nothing here), ``stats()`` gives per-chain
+    diagnostics of the trajectory named by ``stat_names`` (stored as ``mcmc`` columns).
+    Works for anything with ``action`` and ``force`` (e.g. flow HMC's latent theory).
+    """
+
+    stat_names: tuple[str, ...] = ()
+
+    def __init__(self, theory):
+        self.theory = theory
+
+    def refresh(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        pass
+
+    def action(self, x: torch.Tensor) -> torch.Tensor:
+        return self.theory.action(x)
+
+    def force(self, x: torch.Tensor) -> torch.Tensor:
+        return self.theory.force(x)
+
+    def stats(self) -> dict[str, torch.Tensor]:
+        return {}
+
+
 class Theory:
     """A lattice field theory: its action, its observables and what is known exactly.
 
@@ -74,15 +104,20 @@ class Theory:
     name: str = ""
     couplings: type | None = None  # a dataclass of schema.key fields
     min_dim: int = 1
+    max_dim: int | None = None  # e.g. 2 for theories whose gamma matrices are 2D ones
     field_space: FieldSpace = RealField()
     #: observables whose per-configuration values are stored in ensembles
     observable_names: tuple[str, ...] = ()
     headline_observables: tuple[str, ...] = ()
+    #: the ``[hmc]`` keys ``fermions``, ``cg_tolerance``, ``cg_max_iterations`` apply
+    has_fermions: bool = False
 
     def __init__(self, shape: tuple[int, ...]):
         self.lattice = Lattice(tuple(shape))
         if self.dim < self.min_dim:
             raise ValueError(f"the {self.name} theory needs d >= {self.min_dim} (got {self.dim})")
+        if self.max_dim is not None and self.dim > self.max_dim:
+            raise ValueError(f"the {self.name} theory needs d <= {self.max_dim} (got {self.dim})")
 
     # --- geometry -------------------------------------------------------------------------
     @property
@@ -114,6 +149,12 @@ class Theory:
     def force(self, x: torch.Tensor) -> torch.Tensor:
         """The analytic force (see :mod:`~latticeflow.theories.field_space`), shaped like x."""
         raise NotImplementedError(f"{type(self).__name__} has no analytic force")
+
+    def md_action(self, **fermion_options) -> MDAction:
+        """What HMC integrates (see :class:`MDAction`); theories without fermions ignore
+        ``fermion_options`` (the ``[hmc]`` keys ``fermions``, ``cg_tolerance``,
+        ``cg_max_iterations``)."""
+        return MDAction(self)
 
     def observables(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-configuration observables ``{name: (batch,)}`` in float64."""

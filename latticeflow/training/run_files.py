@@ -24,6 +24,7 @@ from ..config import Config, load_config, parse_config
 from ..errors import LatticeflowError
 from ..files import atomic_write_text, new_run_dir
 from ..flows import build_flow
+from ..flows.registry import ARCHITECTURES
 
 __all__ = ["CHECKPOINT", "MODEL", "METRICS", "PLOT", "CONFIG", "EFFECTIVE_CONFIG", "load_flow",
            "model_file", "mismatch", "read_metrics", "last_metrics", "truncate_metrics",
@@ -174,6 +175,8 @@ def load_flow(source, config=None):
         raise LatticeflowError(f"{weights}: not a readable latticeflow model or checkpoint") from None
     if saved_config is not None:
         wrong = [p for p in mismatch(saved_config, cfg) if p.startswith("flow.") or p.startswith("theory.name")]
+        if _same_flows(saved_config.theory.name, cfg.theory.name):  # e.g. u1 weights start a schwinger flow
+            wrong = [p for p in wrong if not p.startswith("theory.name")]
         if wrong:
             raise LatticeflowError(f"{weights}: weights of a different architecture: " + "; ".join(wrong))
     flow = build_flow(cfg.theory.build(), cfg.flow).float()
@@ -185,6 +188,12 @@ def load_flow(source, config=None):
     if not all(bool(torch.isfinite(p).all()) for p in flow.parameters()):
         raise LatticeflowError(f"{weights}: holds non-finite weights (a diverged training run)")
     return flow.eval()
+
+
+def _same_flows(a: str, b: str) -> bool:
+    """Whether theories ``a`` and ``b`` build their flows with one architecture (the same
+    fields and maps: U(1) links with or without fermions)."""
+    return a in ARCHITECTURES and b in ARCHITECTURES and ARCHITECTURES[a].build is ARCHITECTURES[b].build
 
 
 def init_weights(cfg: Config, run_dir: Path) -> dict | None:

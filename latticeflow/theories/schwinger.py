@@ -1,0 +1,135 @@
+"""The two-flavour Schwinger model: 2D compact U(1) gauge theory with N_f = 2 degenerate
+Wilson fermions, integrated out exactly.
+
+Conventions
+-----------
+- Links as in :mod:`~latticeflow.theories.u1` (angles ``(batch, 2, L_0, L_1)``, axis 0 is
+  time); the Wilson–Dirac operator ``D`` with hopping parameter κ, antiperiodic in time,
+  as in :mod:`~latticeflow.theories.fermions`.
+- Effective action ``S_eff = −β Σ_x cos θ_01(x) − log det(D†D) = S_gauge − 2 log|det D|``;
+  ``action`` computes it exactly from the dense ``2V × 2V`` matrix (LU in complex128), which
+  is what flows are trained on and what Metropolis and reweighting use.  HMC integrates it
+  either exactly (``[hmc] fermions = "exact"``: the force from the dense inverse) or with
+  pseudofermions (``"pseudofermion"``, the default: a CG solve per force).
+- Observables, besides the U(1) ones (``plaquette``, ``topological_charge``, ``chi_Q``):
+  ``chiral_condensate`` = (1/V) Re tr D⁻¹ per flavour (the lattice normalisation of
+  D = 1 − κH; with S_F = ψ̄Dψ this is −⟨ψ̄ψ⟩ per flavour), and the pion correlator
+  ``pion_t{t}`` = (1/V) Σ_{x, y: x_0 − y_0 = t} Σ_spins |D⁻¹(x, y)|² for t = 0 … L_0/2
+  (γ₅-hermiticity turns −tr γ₅ D⁻¹(x,y) γ₅ D⁻¹(y,x) into this sum of squares; averaged
+  over every source y).
+- At κ = 0, D = 1 and the exact U(1) torus values apply (``exact()`` gives them).
+
+References:
+    J. Schwinger, Phys. Rev. 128 (1962) 2425; arXiv:2106.05934, arXiv:2202.11712,
+    arXiv:2207.08945 (flow sampling of this model).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..schema import key, nonnegative, positive
+from .base import register_theory
+from .fermions import PseudofermionAction, det_force, dirac_matrix, fermion_links
+from .u1 import U1
+
+__all__ = ["Schwinger", "FERMION_METHODS"]
+
+#: how HMC treats the determinant (``[hmc] fermions``)
+FERMION_METHODS = ("pseudofermion", "exact")
+
+
+@register_theory
+class Schwinger(U1):
+    """Two-flavour Schwinger model (Wilson fermions) at gauge coupling ``beta`` and hopping
+    parameter ``kappa``; 2D only.
+
+    Example:
+        >>> theory = Schwinger((4, 4), beta=2.0, kappa=0.2)
+        >>> x = theory.cold_field(1)
+        >>> round(float(theory.observables(x)["plaquette"]), 6)
+        1.0
+    """
+
+    name = "schwinger"
+    @dataclass(frozen=True)
+    class couplings:
+        beta: float = key(doc="inverse gauge coupling β", check=positive)
+        kappa: float = key(doc="hopping parameter κ of the Wilson fermions (free critical point 1/4; "
+                               "bare mass 1/(2κ) − 2)", check=nonnegative)
+
+    min_dim = max_dim = 2
+    has_fermions = True
+    headline_observables = ("topological_charge", "chi_Q", "chiral_condensate", "plaquette")
+
+    def __init__(self, shape, beta: float, kappa: float):
+        super().__init__(shape, beta)
+        self.kappa = float(kappa)
+
+    @property
+    def observable_names(self):
+        pion = [f"pion_t{t}" for t in range(self.shape[0] // 2 + 1)]
+        return ("plaquette", "topological_charge", "chi_Q", "chiral_condensate", *pion)
+
+    # --- the action -----------------------------------------------------------------------
+    def gauge_action(self, x: torch.Tensor) -> torch.Tensor:
+        """``−β Σ cos θ_P``, ``(batch,)``."""
+        return U1.action(self, x)
+
+    def gauge_force(self, x: torch.Tensor) -> torch.Tensor:
+        return U1.force(self, x)
+
+    def dirac_matrix(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense D, ``(batch, 2V, 2V)`` complex128 (see :func:`~latticeflow.theories.fermions.dirac_matrix`)."""
+        return dirac_matrix(fermion_links(x), self.kappa)
+
+    def log_det(self, x: torch.Tensor) -> torch.Tensor:
+        """``log det(D†D) = 2 log|det D|``, ``(batch,)`` float64 (differentiable)."""
+        return 2 * torch.linalg.slogdet(self.dirac_matrix(x)).logabsdet
+
+    def action(self, x):
+        """``S_eff = S_gauge − log det(D†D)``, exact, ``(batch,)`` float64."""
+        return self.gauge_action(x.to(torch.float64)) - self.log_det(x)
+
+    def force(self, x):
+        """−∂S_eff/∂θ: the U(1) force plus ``2 Re tr(D⁻¹ ∂D/∂θ)`` from the dense inverse."""
+        return self.gauge_force(x) + det_force(fermion_links(x), self.kappa)
+
+    def md_action(self, fermions: str = "pseudofermion", cg_tolerance: float = 1e-10,
+                  cg_max_iterations: int = 2000):
+        """What HMC integrates: the exact ``S_eff`` (``fermions = "exact"``) or
+        :class:`~latticeflow.theories.fermions.PseudofermionAction`."""
+        if fermions not in FERMION_METHODS:
+            raise ValueError(f"fermions must be one of {FERMION_METHODS} (got {fermions!r})")
+        if fermions == "exact" or self.kappa == 0:
+            return super().md_action()
+        return PseudofermionAction(self, cg_tolerance, cg_max_iterations)
+
+    # --- observables ----------------------------------------------------------------------
+    def observables(self, x):
+        theta = x.to(torch.float64)
+        obs = {k: v for k, v in super().observables(theta).items()
+               if k in ("plaquette", "topological_charge", "chi_Q")}
+        batch, (l0, l1) = theta.shape[0], self.shape
+        g = torch.linalg.inv(self.dirac_matrix(theta))
+        obs["chiral_condensate"] = torch.diagonal(g, dim1=1, dim2=2).sum(1).real / self.volume
+        # Σ_spins |G(x, y)|², summed over the spatial sites of sink and source: (batch, x_0, y_0)
+        a = (g.abs() ** 2).view(batch, 2, l0, l1, 2, l0, l1).sum((1, 3, 4, 6))
+        for t in range(l0 // 2 + 1):
+            obs[f"pion_t{t}"] = torch.diagonal(torch.roll(a, shifts=-t, dims=1), dim1=1, dim2=2).sum(1) / self.volume
+        return obs
+
+    def exact(self):
+        """Only at κ = 0 (no fermion dynamics): the U(1) torus values."""
+        if self.kappa != 0:
+            return {}
+        out = {k: v for k, v in super().exact().items()
+               if k in ("plaquette", "topological_charge", "chi_Q", "Q_squared")}
+        if out:
+            out["chiral_condensate"] = 2.0
+        return out
+
+    def exact_distributions(self):
+        return super().exact_distributions() if self.kappa == 0 else {}

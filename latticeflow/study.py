@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 from . import ensemble, pipeline
-from .analysis.report import consistency, write_report
+from .analysis.report import agreement, consistency, write_report
 from .config import Config, load_config
 from .errors import LatticeflowError
 from .files import RunLock, atomic_write_text, check_writable, new_run_dir
@@ -90,7 +90,8 @@ def run(cfg: Config, run_dir: Path, n: int = DEFAULT_N, retrain: bool = False,
         model=None) -> dict:
     """All stages in ``run_dir`` (from :func:`prepare`); ``stage(title)`` is called before each.
 
-    Returns ``{"run_dir", "report", "comparison", "markdown", "figures", "consistency"}``.
+    Returns ``{"run_dir", "report", "comparison", "markdown", "figures", "consistency",
+    "agreement"}``.
     """
     pipeline._check_n(n, 10)
     with RunLock(run_dir / ".run.lock", f"run directory {run_dir}"):
@@ -130,7 +131,9 @@ def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model) -> 
                           figures=[f"{name}.png" for name in order], flow_info=info,
                           commands=commands, seed=cfg.sample.seed)
     checks = consistency(table)
+    pair = agreement(table, kind, "hmc")
     atomic_write_text(run_dir / "run.json", json.dumps({"model": str(model), "n": n, **info,
-                                                        "consistency": checks}, indent=2) + "\n")
+                                                        "consistency": checks, "agreement": pair},
+                                                       indent=2) + "\n")
     return {"run_dir": run_dir, "report": report, "comparison": table, "markdown": markdown,
-            "figures": figures, "consistency": checks}
+            "figures": figures, "consistency": checks, "agreement": pair}

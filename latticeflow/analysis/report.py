@@ -13,7 +13,7 @@ from pathlib import Path
 from ..files import atomic_write_text
 from .compare import comparison_markdown
 
-__all__ = ["consistency", "write_report"]
+__all__ = ["consistency", "agreement", "write_report"]
 
 
 def consistency(table: dict, threshold: float = 4.0) -> dict[str, dict]:
@@ -32,9 +32,28 @@ def consistency(table: dict, threshold: float = 4.0) -> dict[str, dict]:
     return out
 
 
+def agreement(table: dict, a: str, b: str, threshold: float = 4.0) -> dict:
+    """Whether ensembles ``a`` and ``b`` agree: per observable (mean_a − mean_b)/√(σ_a² + σ_b²),
+    the largest |pull|, and whether every |pull| is below ``threshold``.  What a run can
+    check where no exact values exist (e.g. the Schwinger model at κ > 0)."""
+    pulls = {}
+    for name, row in table["observables"].items():
+        ra, rb = row.get(a), row.get(b)
+        if not ra or not rb or ra.get("error") is None or rb.get("error") is None:
+            continue
+        sigma = (ra["error"] ** 2 + rb["error"] ** 2) ** 0.5
+        if sigma > 0:
+            pulls[name] = (ra["mean"] - rb["mean"]) / sigma
+    worst = max(pulls, key=lambda k: abs(pulls[k]), default=None)
+    return {"pairs": [a, b], "n_compared": len(pulls), "worst": worst,
+            "max_abs_pull": abs(pulls[worst]) if worst else None,
+            "consistent": all(abs(v) < threshold for v in pulls.values()), "pulls": pulls}
+
+
 def _speedup_lines(table: dict, flow: str, hmc: str) -> list[str]:
     lines = []
-    for name in ("topological_charge", "chi_Q", "plaquette", "chi2", "abs_magnetization"):
+    for name in ("topological_charge", "chi_Q", "chiral_condensate", "plaquette", "chi2",
+                 "abs_magnetization"):
         row = table["observables"].get(name)
         if not row or not row.get(flow) or not row.get(hmc):
             continue
@@ -78,6 +97,13 @@ def write_report(path, *, title: str, theory: dict, description: str, table: dic
                         f"{c['max_abs_deviation']:.1f}σ in `{c['worst']}`).")
     if verdicts:
         lines += ["### Exactness", ""] + verdicts + [""]
+    pair = agreement(table, flow_label, hmc_label)
+    if pair["n_compared"]:
+        state = "agree" if pair["consistent"] else "do NOT agree"
+        lines += ["### Agreement between the samplers", "",
+                  f"- **{flow_label}** and **{hmc_label}** {state} within 4σ on {pair['n_compared']} "
+                  f"observables (largest |mean difference| / combined error: "
+                  f"{pair['max_abs_pull']:.1f} in `{pair['worst']}`).", ""]
     speedups = _speedup_lines(table, flow_label, hmc_label)
     if speedups:
         lines += ["### Autocorrelation", ""] + speedups + [""]

@@ -40,5 +40,11 @@ def cmd_run(args) -> int:
             verdict = "consistent" if c["consistent"] else "NOT consistent"
             print(f"{label}: {verdict} with exact values (largest deviation "
                   f"{c['max_abs_deviation']:.1f}σ)")
+    pair = result["agreement"]
+    if pair["n_compared"]:
+        a, b = pair["pairs"]
+        verdict = "agree" if pair["consistent"] else "do NOT agree"
+        print(f"{a} and {b}: {verdict} within 4σ (largest pull {pair['max_abs_pull']:.1f}σ in "
+              f"{pair['worst']})")
     print(f"\nreport: {result['report']}  ({len(result['figures'])} plots in {run_dir})")
     return 0

@@ -5,7 +5,8 @@ resume (:mod:`.trainer`) and the files of a run directory and the model format
 from .loss import frozen_twin, kl_loss, learning_rate
 from .run_files import (CHECKPOINT, CONFIG, EFFECTIVE_CONFIG, METRICS, MODEL, PLOT, load_flow,
                         read_metrics, run_config)
-from .trainer import MAX_BAD_STEPS, TrainResult, Trainer, train
+from .launch import train
+from .trainer import MAX_BAD_STEPS, TrainResult, Trainer
 
 __all__ = ["train", "TrainResult", "Trainer", "load_flow", "kl_loss", "learning_rate", "frozen_twin",
            "MAX_BAD_STEPS", "CHECKPOINT", "CONFIG", "EFFECTIVE_CONFIG", "METRICS", "MODEL", "PLOT",

@@ -27,18 +27,19 @@ import torch
 from .. import __version__
 from ..analysis.gamma import ess as batch_ess
 from ..analysis.plots import plot_training
-from ..config import Config, load_config, parse_config
+from ..config import Config, parse_config
 from ..errors import ConfigError, LatticeflowError
-from ..files import RunLock, atomic_save, write_failed
+from ..files import atomic_save, write_failed
 from ..interrupts import check_stop
 from ..flows import build_flow
 from ..mcmc.independence import independence_acceptance, log_weight
+from .distributed import Group, rank_seed
 from .loss import frozen_twin, kl_loss, learning_rate
-from .run_files import (CHECKPOINT, INIT, METRICS, MODEL, PLOT, init_weights, last_metrics, mismatch,
-                        model_file, prepare_run_dir, read_metrics, truncate_metrics, write_configs)
+from .run_files import (CHECKPOINT, METRICS, MODEL, PLOT, last_metrics, mismatch, model_file, read_metrics,
+                        truncate_metrics)
 from .schedule import CouplingSchedule
 
-__all__ = ["train", "TrainResult", "Trainer", "TrainingDiverged", "MAX_BAD_STEPS", "MAX_ROLLBACKS",
+__all__ = ["TrainResult", "Trainer", "TrainingDiverged", "MAX_BAD_STEPS", "MAX_ROLLBACKS",
            "ROLLBACK_WINDOW"]
 
 #: consecutive non-finite steps after which the model is rolled back to the last checkpoint
@@ -75,14 +76,21 @@ class Trainer:
         resume: continue from ``run_dir/checkpoint.pt``.
         init: a state dict to start from instead of fresh weights (fine-tuning, or moving a
             flow to another β or L).
+        group: the ranks of a ``torchrun`` run (:mod:`~latticeflow.training.distributed`);
+            default one process.  Each rank draws ``batch_size / world_size`` samples.
     """
 
     def __init__(self, cfg: Config, run_dir: Path, steps: int | None = None, resume: bool = False,
-                 init: dict | None = None):
+                 init: dict | None = None, group: Group | None = None):
         if cfg.flow is None:
             where = cfg.path or "the model file"
             raise LatticeflowError(f"{where}: no [flow] table, so there is no flow to train")
         self.cfg, self.tc, self.run_dir = cfg, cfg.train, Path(run_dir)
+        self.group = group or Group()
+        if self.tc.batch_size % self.group.world_size:
+            raise ConfigError(f"train.batch_size: {self.tc.batch_size} does not split evenly over "
+                              f"{self.group.world_size} ranks")
+        self.rank_batch = self.tc.batch_size // self.group.world_size
         self.theory = cfg.theory.build()
         self.schedule = CouplingSchedule(cfg, self.theory)
         with torch.random.fork_rng():  # initial weights from the config's seed, user RNG untouched
@@ -91,7 +99,7 @@ class Trainer:
         if init is not None:
             self.flow.load_state_dict(init)
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.tc.lr)
-        self.generator = torch.Generator().manual_seed(self.tc.seed)
+        self.generator = torch.Generator().manual_seed(rank_seed(self.tc.seed, self.group.rank))
         uses_path = self.tc.estimator == "path" or self.tc.path_after is not None
         self.twin = frozen_twin(self.flow) if uses_path else None
         self.step, self.elapsed, self.bad_steps, self.rollbacks, self.consecutive_bad = 0, 0.0, 0, 0, 0
@@ -99,6 +107,7 @@ class Trainer:
         self.total = steps or self.tc.steps
         if resume:
             self._load_checkpoint(steps)
+        self.group.broadcast_parameters(self.flow)  # every rank starts from rank 0's weights
         self.snapshot = self._snapshot()
         self.last: dict = {}
         self._updating = False  # inside optimizer.step(): an interrupt there must not be saved
@@ -114,9 +123,16 @@ class Trainer:
         self.rollbacks += 1
         return step
 
-    def save_checkpoint(self, generator_state=None) -> None:
+    def save_checkpoint(self, generator_state=None, gather: bool = True) -> None:
+        """Rank 0 writes the checkpoint; with ``gather`` (every rank calls it) it holds every
+        rank's generator state, otherwise (an interrupt, seen by one rank) rank 0's only."""
         if not _finite(self.flow):  # never written: roll back to the last good weights instead
             self._rollback()
+            return
+        own = generator_state if generator_state is not None else self.generator.get_state()
+        streams = self.group.gather(own) if gather else [own]
+        if not self.group.is_main:
+            self.snapshot = self._snapshot()
             return
         state = {
             "format": "latticeflow-checkpoint", "version": 1, "latticeflow_version": __version__,
@@ -126,7 +142,7 @@ class Trainer:
             "model": self.flow.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": {"schedule": self.tc.schedule, "warmup": self.tc.warmup, "lr": self.tc.lr,
                           "total_steps": self.total},
-            "generator": generator_state if generator_state is not None else self.generator.get_state(),
+            "generator": streams[0], "generators": streams, "world_size": self.group.world_size,
             "torch_rng": torch.get_rng_state(), "config": self.cfg.toml,
         }
         atomic_save(state, self.run_dir / CHECKPOINT)
@@ -155,7 +171,7 @@ class Trainer:
         try:
             self.flow.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.generator.set_state(state["generator"])
+            self._restore_generator(state)
             torch.set_rng_state(state["torch_rng"])
             self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
             self.bad_steps, self.rollbacks = int(state["bad_steps"]), int(state["rollbacks"])
@@ -169,6 +185,16 @@ class Trainer:
             raise LatticeflowError(f"{path}: a damaged checkpoint (step {self.step}, or non-finite "
                                    "weights); it cannot be resumed")
         truncate_metrics(self.run_dir / METRICS, self.step)
+
+    def _restore_generator(self, state: dict) -> None:
+        """Rank r continues saved stream r where the checkpoint has one (always with the same
+        number of ranks), and otherwise reseeds from (seed, step, rank)."""
+        rank = self.group.rank
+        streams = state.get("generators") or [state["generator"]]
+        if rank < len(streams):
+            self.generator.set_state(streams[rank])
+        else:
+            self.generator.manual_seed(rank_seed(self.tc.seed, rank, int(state["step"])))
 
     # --- one step -----------------------------------------------------------------------------
     def estimator_at(self, step: int) -> str:
@@ -185,11 +211,17 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         target = self.schedule.theory_at(self.step)
-        loss, log_q, action = kl_loss(self.flow, target, self.tc.batch_size, self.generator,
+        loss, log_q, action = kl_loss(self.flow, target, self.rank_batch, self.generator,
                                       self.estimator_at(self.step), self.twin)
         grad_norm = float("nan")
         if torch.isfinite(loss):
             loss.backward()
+        elif self.group.active:  # every rank must join the all-reduce: a NaN skips the step on all
+            for p in self.flow.parameters():
+                p.grad = torch.full_like(p, float("nan"))
+        self.group.average_gradients(self.flow.parameters())
+        loss = self.group.all_mean(loss.detach())
+        if torch.isfinite(loss):
             grads = [p.grad.flatten() for p in self.flow.parameters() if p.grad is not None]
             grad_norm = float(torch.linalg.vector_norm(torch.cat(grads))) if grads else 0.0
         skipped = not (math.isfinite(grad_norm) and torch.isfinite(loss))
@@ -208,7 +240,7 @@ class Trainer:
         self.step += 1
         self._updating = False
         self.optimizer.zero_grad(set_to_none=True)
-        log_w = log_weight(action, log_q).numpy()
+        log_w = torch.cat(self.group.gather(log_weight(action, log_q))).numpy()  # the whole batch
         finite = bool(np.all(np.isfinite(log_w)))
         record = {"step": self.step, "loss": _num(loss), "log_z_bound": _num(-loss),
                   "ess": batch_ess(log_w) if finite else None, "lr": lr, "grad_norm": _num(grad_norm),
@@ -253,8 +285,9 @@ class Trainer:
                 record = self.train_step()
                 self.elapsed = elapsed0 + time.perf_counter() - start
                 last = self.step >= self.total
-                over_time = tc.minutes is not None and time.perf_counter() - start > 60 * tc.minutes
-                if self.step % tc.eval_every == 0 or last or over_time:
+                over_time = self.group.any(tc.minutes is not None
+                                           and time.perf_counter() - start > 60 * tc.minutes)
+                if (self.step % tc.eval_every == 0 or last or over_time) and self.group.is_main:
                     record |= self.evaluate()
                 if "rolled_back_to" in record:
                     bar.write(f"latticeflow: {MAX_BAD_STEPS} non-finite steps in a row at step "
@@ -262,14 +295,15 @@ class Trainer:
                     if self.recent_rollbacks >= MAX_ROLLBACKS:
                         self._log(record)
                         raise self._diverged()
-                if (self.step % tc.log_every == 0 or self.step == 1 or last or over_time
-                        or record["skipped"] or "acceptance" in record):
+                if self.group.is_main and (self.step % tc.log_every == 0 or self.step == 1 or last
+                                           or over_time or record["skipped"] or "acceptance" in record):
                     self._log(record)
                     bar.set_postfix(_postfix(self.last), refresh=False)
                 bar.update(1)
                 if self.step % tc.checkpoint_every == 0:
                     self.save_checkpoint()
-                    self.plot()
+                    if self.group.is_main:
+                        self.plot()
                 if over_time:
                     stopped = "time"
                     break
@@ -298,7 +332,7 @@ class Trainer:
             return
         if self.step == step_before:  # the step was cut short before its update: undo its sampling
             self.generator.set_state(generator_state)
-        self.save_checkpoint()
+        self.save_checkpoint(gather=False)
         self._finish()
 
     def _log(self, record: dict) -> None:  # appended line by line: a kill loses at most the last
@@ -317,6 +351,8 @@ class Trainer:
     def _finish(self) -> None:
         if not _finite(self.flow):
             self._rollback()
+        if not self.group.is_main:
+            return
         atomic_save(model_file(self.flow, self.cfg), self.run_dir / MODEL)
         self.plot()
 
@@ -336,37 +372,3 @@ def _num(v) -> float | None:
 def _postfix(m: dict) -> dict:
     out = {"loss": m.get("loss"), "ess": m.get("ess"), "acc": m.get("acceptance")}
     return {k: f"{v:.4g}" for k, v in out.items() if v is not None}
-
-
-def train(config_or_path, out=None, steps: int | None = None, resume: bool = False,
-          progress: bool = True) -> TrainResult:
-    """Train the flow of a model file by reverse KL; see the module docstring.
-
-    Arguments:
-        config_or_path: a :class:`~latticeflow.config.Config` or the path of a model TOML.
-        out: the run directory (default ``runs/<name>-<timestamp>/``; required to resume).
-        steps: planned total steps, overriding ``[train] steps`` (on resume: the
-            checkpoint's plan unless given).
-        resume: continue the run in ``out`` exactly where its checkpoint left off.
-        progress: show a tqdm progress bar (stderr).
-
-    Example:
-        >>> result = latticeflow.train("models/phi4_tutorial.toml", steps=100)  # doctest: +SKIP
-        >>> result.metrics["acceptance"], result.run_dir                         # doctest: +SKIP
-    """
-    cfg = config_or_path if isinstance(config_or_path, Config) else load_config(config_or_path)
-    if cfg.flow is None:
-        raise LatticeflowError(f"{cfg.path or 'the model file'}: no [flow] table, so there is no flow to train")
-    run_dir = prepare_run_dir(cfg, out, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(run_dir / ".lock", f"training run {run_dir}"):
-        run_dir = prepare_run_dir(cfg, run_dir, resume)  # again, now that no one else is in it
-        if not resume:  # a run killed before its first checkpoint left only these behind
-            for stale in (METRICS, PLOT, INIT):
-                (run_dir / stale).unlink(missing_ok=True)
-        init = None if resume else init_weights(cfg, run_dir)
-        trainer = Trainer(cfg, run_dir, steps, resume, init=init)
-        write_configs(run_dir, cfg, trainer.step)
-        return trainer.run(progress)
-
-

@@ -1,0 +1,129 @@
+"""Data-parallel training over several processes (``torchrun``, gloo backend).
+
+Under ``torchrun --nproc_per_node R -m latticeflow train MODEL.toml`` every process (rank)
+builds the same flow from the same seed, draws its own share ``batch_size / R`` of the
+prior samples from its own generator, computes the reverse-KL loss of that share, and the
+gradients are averaged over ranks before every update — what DistributedDataParallel does,
+done explicitly because a flow is trained through ``sample()``, not ``forward()``, which
+DDP's hooks assume.  The average of the per-rank mean losses is the mean loss of the total
+batch, so R ranks with batch B/R each follow the gradient of one process with batch B
+(the samples differ: each rank has its own stream).
+
+- RNG: rank 0 draws from ``manual_seed(seed)`` (so one process trains exactly as without
+  torchrun), rank r > 0 from :func:`rank_seed`; each stream is reproducible.
+- Files: rank 0 alone writes the checkpoint, the metrics and the model; the checkpoint
+  holds every rank's generator state.  A resume with the same number of ranks continues
+  every stream exactly; with another number, rank r reseeds from (seed, step, r).
+- Decisions that must agree (skip a non-finite step, stop on the time budget) are taken
+  from all-reduced values, so no rank ever waits on a collective the others skipped.
+
+Without ``torchrun`` (``WORLD_SIZE`` unset or 1) nothing here is active.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["Group", "current", "rank_seed"]
+
+
+def rank_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of rank ``rank``'s prior-sample stream (rank 0 at step 0: ``seed`` itself)."""
+    if rank == 0 and step == 0:
+        return int(seed)
+    return (int(seed) * 1_000_003 + 7919 * int(rank) + 104_729 * int(step) + 1) % 2**63
+
+
+class Group:
+    """The ranks of one training run (``world_size == 1``: a single process, no collectives)."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1, backend: str | None = None):
+        self.rank, self.world_size, self.backend = int(rank), int(world_size), backend
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def all_mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The mean over ranks of ``tensor`` (identity on one rank)."""
+        if not self.active:
+            return tensor
+        out = tensor.detach().clone()
+        torch.distributed.all_reduce(out)
+        return out / self.world_size
+
+    def average_gradients(self, parameters) -> None:
+        """Replace every gradient by its mean over ranks (one flat all-reduce); a missing
+        gradient counts as zero."""
+        if not self.active:
+            return
+        params = list(parameters)
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+        torch.distributed.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on any."""
+        if not self.active:
+            return bool(flag)
+        t = torch.tensor([1.0 if flag else 0.0])
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``tensor`` (same shape and dtype on all ranks), in rank order."""
+        if not self.active:
+            return [tensor]
+        out = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        torch.distributed.all_gather(out, tensor.contiguous())
+        return out
+
+    def broadcast_parameters(self, module) -> None:
+        """Rank 0's parameters and buffers on every rank."""
+        if not self.active:
+            return
+        with torch.no_grad():
+            for t in list(module.parameters()) + list(module.buffers()):
+                torch.distributed.broadcast(t.data, 0)
+
+    def broadcast_object(self, obj):
+        """Rank 0's ``obj`` (picklable) on every rank."""
+        if not self.active:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, 0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.active:
+            torch.distributed.barrier()
+
+    def __repr__(self) -> str:
+        return f"Group(rank={self.rank}, world_size={self.world_size}, backend={self.backend!r})"
+
+
+def current() -> Group:
+    """The group this process belongs to: from ``torchrun``'s environment (``RANK``,
+    ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``), initialising the process group on
+    first use (backend gloo: training runs on the CPU; ``LATTICEFLOW_BACKEND`` overrides
+    it); a one-rank group otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Group()
+    if not torch.distributed.is_available():  # pragma: no cover - every supported build has it
+        raise RuntimeError("this torch build has no torch.distributed; train in one process")
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend=os.environ.get("LATTICEFLOW_BACKEND", "gloo"))
+    return Group(torch.distributed.get_rank(), torch.distributed.get_world_size(),
+                 torch.distributed.get_backend())

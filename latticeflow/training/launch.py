@@ -1,0 +1,65 @@
+"""``train()``: a model file to a trained flow in a run directory, in one process or on
+every rank of a ``torchrun`` run (:mod:`~latticeflow.training.distributed`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Config, load_config
+from ..errors import LatticeflowError
+from ..files import RunLock
+from .distributed import current
+from .run_files import INIT, METRICS, PLOT, init_weights, prepare_run_dir, write_configs
+from .trainer import Trainer, TrainResult
+
+__all__ = ["train"]
+
+
+def train(config_or_path, out=None, steps: int | None = None, resume: bool = False,
+          progress: bool = True) -> TrainResult:
+    """Train the flow of a model file by reverse KL; see the module docstring.
+
+    Arguments:
+        config_or_path: a :class:`~latticeflow.config.Config` or the path of a model TOML.
+        out: the run directory (default ``runs/<name>-<timestamp>/``; required to resume).
+        steps: planned total steps, overriding ``[train] steps`` (on resume: the
+            checkpoint's plan unless given).
+        resume: continue the run in ``out`` exactly where its checkpoint left off.
+        progress: show a tqdm progress bar (stderr).
+
+    Example:
+        >>> result = latticeflow.train("models/phi4_tutorial.toml", steps=100)  # doctest: +SKIP
+        >>> result.metrics["acceptance"], result.run_dir                         # doctest: +SKIP
+    """
+    cfg = config_or_path if isinstance(config_or_path, Config) else load_config(config_or_path)
+    if cfg.flow is None:
+        raise LatticeflowError(f"{cfg.path or 'the model file'}: no [flow] table, so there is no flow to train")
+    group = current()
+    if not group.is_main:  # rank 0 prepares the run directory and holds its lock
+        run_dir = group.broadcast_object(None)
+        if run_dir is None:
+            raise LatticeflowError("rank 0 could not prepare the run directory (see its message)")
+        trainer = Trainer(cfg, Path(run_dir), steps, resume, group=group)
+        return trainer.run(progress=False)
+    try:
+        run_dir = prepare_run_dir(cfg, out, resume)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        group.broadcast_object(None)
+        raise
+    with RunLock(run_dir / ".lock", f"training run {run_dir}"):
+        try:
+            run_dir = prepare_run_dir(cfg, run_dir, resume)  # again, now that no one else is in it
+            if not resume:  # a run killed before its first checkpoint left only these behind
+                for stale in (METRICS, PLOT, INIT):
+                    (run_dir / stale).unlink(missing_ok=True)
+            init = None if resume else init_weights(cfg, run_dir)
+        except BaseException:
+            group.broadcast_object(None)
+            raise
+        group.broadcast_object(str(run_dir))
+        trainer = Trainer(cfg, run_dir, steps, resume, init=init, group=group)
+        write_configs(run_dir, cfg, trainer.step)
+        return trainer.run(progress)
+
+

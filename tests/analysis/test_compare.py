@@ -57,3 +57,19 @@ def test_compare_refuses_different_theories(two_ensembles, tmp_path):
     assert run_cli("hmc", model, "-n", 40, "--out", other, "--quiet").returncode == 0
     proc = run_cli("compare", two_ensembles[0], other)
     assert proc.returncode == 2 and "different theories" in proc.stderr
+
+
+def test_agreement_between_two_samplers():
+    from latticeflow.analysis.report import agreement
+
+    row = lambda m, e: {"mean": m, "error": e}  # noqa: E731
+    table = {"observables": {
+        "a": {"exact": None, "x": row(1.0, 0.1), "y": row(1.3, 0.1)},   # pull −2.1
+        "b": {"exact": None, "x": row(2.0, 0.3), "y": row(2.0, 0.4)},   # pull 0
+        "c": {"exact": None, "x": row(0.0, 0.0), "y": None},            # not compared
+    }}
+    out = agreement(table, "x", "y")
+    assert out["n_compared"] == 2 and out["worst"] == "a" and out["consistent"]
+    assert out["max_abs_pull"] == pytest.approx(0.3 / 0.1 / 2**0.5)
+    table["observables"]["a"]["y"] = row(1.6, 0.1)  # pull −4.2
+    assert not agreement(table, "x", "y")["consistent"]

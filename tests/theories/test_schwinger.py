@@ -249,3 +249,11 @@ def test_pure_gauge_weights_start_a_schwinger_flow():
     assert x.shape == (4, 2, 8, 8) and torch.isfinite(log_q).all()
     with pytest.raises(LatticeflowError, match="different architecture"):
         load_flow(models / "phi4_tutorial.pt", parse_config(text))
+
+
+def test_shipped_schwinger_model(shipped):
+    """models/schwinger_L8_b2_k0.26.pt: acceptance 0.40 on 8192 proposals (seed 123); the
+    issue's bar is 0.2."""
+    acceptance, flow, theory = shipped("schwinger_L8_b2_k0.26")
+    assert theory.name == "schwinger" and theory.kappa == 0.26
+    assert acceptance > 0.25

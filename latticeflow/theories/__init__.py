@@ -43,7 +43,10 @@ def make_theory(name: str, shape, **couplings) -> Theory:
     names = coupling_names(cls)
     if set(couplings) != set(names):
         raise LatticeflowError(f"{name}: couplings {sorted(couplings)} given, it has: {', '.join(names)}")
-    return cls(tuple(shape), **couplings)
+    try:
+        return cls(tuple(shape), **couplings)
+    except ValueError as exc:  # e.g. a lattice the theory is not implemented for
+        raise LatticeflowError(f"{name}: {exc}") from None
 
 
 def theory_from_params(params: dict) -> Theory:

@@ -7,7 +7,8 @@ that nothing outside ``theories/`` (and the flow registry) branches on a theory'
 - ``name`` and ``couplings``: a dataclass of :func:`latticeflow.schema.key` fields, the
   ``[theory]`` keys beyond ``L``/``shape``/``dim`` with type, check and meaning; ``config``
   validates against it and ``docs/config.md`` is generated from it;
-- ``min_dim``, ``max_dim``: the lattice dimensions it is defined in;
+- ``min_dim``, ``max_dim``: the lattice dimensions it is defined in; ``max_volume``: the
+  largest lattice it is implemented for (None: any);
 - ``field_space``: how fields move (momenta, kinetic energy, drift, projection; see
   :mod:`latticeflow.theories.field_space`), which is all HMC talks to;
 - ``action``, ``force`` (analytic), ``observables`` (stored per configuration),
@@ -105,6 +106,7 @@ class Theory:
     couplings: type | None = None  # a dataclass of schema.key fields
     min_dim: int = 1
     max_dim: int | None = None  # e.g. 2 for theories whose gamma matrices are 2D ones
+    max_volume: int | None = None  # e.g. where the action needs dense V × V linear algebra
     field_space: FieldSpace = RealField()
     #: observables whose per-configuration values are stored in ensembles
     observable_names: tuple[str, ...] = ()
@@ -118,6 +120,9 @@ class Theory:
             raise ValueError(f"the {self.name} theory needs d >= {self.min_dim} (got {self.dim})")
         if self.max_dim is not None and self.dim > self.max_dim:
             raise ValueError(f"the {self.name} theory needs d <= {self.max_dim} (got {self.dim})")
+        if self.max_volume is not None and self.volume > self.max_volume:
+            raise ValueError(f"the {self.name} theory is implemented up to volume {self.max_volume} "
+                             f"(got {self.volume})")
 
     # --- geometry -------------------------------------------------------------------------
     @property

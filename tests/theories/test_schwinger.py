@@ -223,6 +223,7 @@ def test_config_keys_and_refusals():
     for text, match in [
         (base.replace("0.26", "-0.1"), "theory.kappa: must be >= 0"),
         (base + "dim = 3\n", "dim"),
+        (base.replace("L = 8", "L = 40"), "implemented up to 1024 sites"),
         (base.replace("\nkappa = 0.26", ""), "kappa"),
         (base + '[hmc]\nfermions = "wilson"\n', "hmc.fermions"),
         (base + "[hmc]\ncg_tolerance = 0\n", "hmc.cg_tolerance"),
@@ -257,3 +258,17 @@ def test_shipped_schwinger_model(shipped):
     acceptance, flow, theory = shipped("schwinger_L8_b2_k0.26")
     assert theory.name == "schwinger" and theory.kappa == 0.26
     assert acceptance > 0.25
+
+
+def test_batches_are_chunked_to_bound_memory(monkeypatch):
+    """Dense matrices are built a chunk of the batch at a time; the results do not change."""
+    import latticeflow.theories.schwinger as module
+
+    t = theory((4, 4), kappa=0.26)
+    x = fields(t, 5)
+    whole = (t.action(x), t.force(x), t.observables(x))
+    monkeypatch.setattr(module, "DENSE_BYTES", 2 * 16 * 32 * 32)  # two configurations per chunk
+    assert len(t._chunks(x)) == 3
+    assert torch.allclose(t.action(x), whole[0]) and torch.allclose(t.force(x), whole[1])
+    for name, value in t.observables(x).items():
+        assert torch.allclose(value, whole[2][name]), name

@@ -141,6 +141,9 @@ class HMC:
         self.tuned = False
         self._count = 0  # trajectories since the last projection
         self.fermions = fermions
+        self.fermion_settings = ({"fermions": fermions, "cg_tolerance": float(cg_tolerance),
+                                  "cg_max_iterations": int(cg_max_iterations)}
+                                 if getattr(theory, "has_fermions", False) else {})
         make = getattr(theory, "md_action", None)
         self.md = (make(fermions=fermions, cg_tolerance=cg_tolerance, cg_max_iterations=cg_max_iterations)
                    if make else MDAction(theory))
@@ -162,7 +165,8 @@ class HMC:
         """Plain numbers/strings that fix the update (tuned step size included)."""
         return {"integrator": self.integrator, "trajectory_length": self.trajectory_length,
                 "step_size": self.step_size, "steps": self.steps, "force": self.force_kind,
-                "target_acceptance": self.target_acceptance, "tuned": self.tuned}
+                "target_acceptance": self.target_acceptance, "tuned": self.tuned,
+                **self.fermion_settings}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved (e.g. on resume, so tuning is not redone)."""

@@ -12,8 +12,12 @@ batch, so R ranks with batch B/R each follow the gradient of one process with ba
 - RNG: rank 0 draws from ``manual_seed(seed)`` (so one process trains exactly as without
   torchrun), rank r > 0 from :func:`rank_seed`; each stream is reproducible.
 - Files: rank 0 alone writes the checkpoint, the metrics and the model; the checkpoint
-  holds every rank's generator state.  A resume with the same number of ranks continues
-  every stream exactly; with another number, rank r reseeds from (seed, step, r).
+  holds every rank's generator state.  On resume rank r continues saved stream r where
+  the checkpoint has one (so with the same number of ranks every stream continues
+  exactly); a rank beyond the saved ones reseeds from (seed, step, r).
+- Only rank 0 evaluates (the acceptance every ``eval_every`` steps) while the others wait
+  in the next all-reduce; the collectives' timeout is ``LATTICEFLOW_TIMEOUT_MINUTES``
+  (default 240) so that a long evaluation does not time the others out.
 - Decisions that must agree (skip a non-finite step, stop on the time budget) are taken
   from all-reduced values, so no rank ever waits on a collective the others skipped.
 
@@ -22,6 +26,8 @@ Without ``torchrun`` (``WORLD_SIZE`` unset or 1) nothing here is active.
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
 
 import torch
@@ -30,10 +36,14 @@ __all__ = ["Group", "current", "rank_seed"]
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
-    """The seed of rank ``rank``'s prior-sample stream (rank 0 at step 0: ``seed`` itself)."""
+    """The seed of rank ``rank``'s prior-sample stream (rank 0 at step 0: ``seed`` itself).
+
+    Mixed by SHA-256 with a tag of its own, so that no rank's stream coincides with another
+    seed the trainer derives (e.g. the evaluation seeds, which are linear in the step)."""
     if rank == 0 and step == 0:
         return int(seed)
-    return (int(seed) * 1_000_003 + 7919 * int(rank) + 104_729 * int(step) + 1) % 2**63
+    digest = hashlib.sha256(f"latticeflow-rank-stream:{int(seed)}:{int(rank)}:{int(step)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % 2**63
 
 
 class Group:
@@ -105,6 +115,11 @@ class Group:
         torch.distributed.broadcast_object_list(box, 0)
         return box[0]
 
+    def close(self) -> None:
+        """Leave the process group (a process that exits inside one may abort)."""
+        if self.active and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
     def barrier(self) -> None:
         if self.active:
             torch.distributed.barrier()
@@ -124,6 +139,8 @@ def current() -> Group:
     if not torch.distributed.is_available():  # pragma: no cover - every supported build has it
         raise RuntimeError("this torch build has no torch.distributed; train in one process")
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=os.environ.get("LATTICEFLOW_BACKEND", "gloo"))
+        minutes = float(os.environ.get("LATTICEFLOW_TIMEOUT_MINUTES", "240"))
+        torch.distributed.init_process_group(backend=os.environ.get("LATTICEFLOW_BACKEND", "gloo"),
+                                             timeout=datetime.timedelta(minutes=minutes))
     return Group(torch.distributed.get_rank(), torch.distributed.get_world_size(),
                  torch.distributed.get_backend())

@@ -289,11 +289,13 @@ class Trainer:
                                            and time.perf_counter() - start > 60 * tc.minutes)
                 if (self.step % tc.eval_every == 0 or last or over_time) and self.group.is_main:
                     record |= self.evaluate()
-                if "rolled_back_to" in record:
-                    bar.write(f"latticeflow: {MAX_BAD_STEPS} non-finite steps in a row at step "
-                              f"{self.step}: rolled back to the weights of step {record['rolled_back_to']}")
+                if "rolled_back_to" in record:  # the same on every rank (all-reduced decisions)
+                    if self.group.is_main:
+                        bar.write(f"latticeflow: {MAX_BAD_STEPS} non-finite steps in a row at step "
+                                  f"{self.step}: rolled back to the weights of step {record['rolled_back_to']}")
                     if self.recent_rollbacks >= MAX_ROLLBACKS:
-                        self._log(record)
+                        if self.group.is_main:
+                            self._log(record)
                         raise self._diverged()
                 if self.group.is_main and (self.step % tc.log_every == 0 or self.step == 1 or last
                                            or over_time or record["skipped"] or "acceptance" in record):

@@ -212,7 +212,22 @@ def test_pseudofermion_solve_failure_rejects():
     x = fields(t, 2)
     md = t.md_action(fermions="pseudofermion", cg_tolerance=1e-12, cg_max_iterations=2)
     md.refresh(x, torch.Generator().manual_seed(0))
-    assert torch.isnan(md.action(x)).all() and md.cg_failures == 2
+    assert torch.isfinite(md.action(x)).all()  # the refresh point needs no solve: η†η
+    assert torch.isnan(md.action(x.clone())).all() and md.cg_failures == 2
+
+
+def test_pseudofermion_heat_bath_has_the_right_variance():
+    """φ = D†η with E|η_i|² = 1 per complex component, so φ†(D†D)⁻¹φ = η†η has mean 2V
+    and variance 2V over chains (a sum of 2V unit exponentials): checked within 4σ, by a
+    dense solve independent of the refresh point's shortcut."""
+    t = theory((4, 4), kappa=0.26)
+    x = fields(t, 400, seed=7)
+    md = t.md_action(fermions="pseudofermion")
+    md.refresh(x, torch.Generator().manual_seed(8))
+    s_pf = pseudofermion_dense(t, md.phi)(x) - t.gauge_action(x)
+    n = 2 * t.volume
+    assert abs(float(s_pf.mean()) - n) < 4 * math.sqrt(n / 400)
+    assert abs(float(s_pf.var()) / n - 1) < 4 * math.sqrt(2 / 400) * 1.5  # var of a variance estimate
 
 
 def test_config_keys_and_refusals():

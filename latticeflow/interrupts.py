@@ -5,7 +5,8 @@
   with code 130, keeping every committed block and checkpoint.
 - :func:`check_stop`: long loops call it at their safe points (between ensemble blocks,
   between training steps).  Python drops an exception raised while it runs a finaliser or
-  a weakref callback, so a swallowed interrupt still stops the run there.
+  a weakref callback, so a swallowed interrupt still stops the run there (and inside
+  :func:`stop_on_signals` such a dropped interrupt is not reported as an error).
 - :func:`deferred_signals`: a block that must not be cut in half (an ensemble commit)
   holds SIGINT/SIGTERM until it is done, then delivers them.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from typing import Iterator
 
@@ -46,9 +48,17 @@ def stop_on_signals() -> Iterator[None]:
     handlers = {}
     if threading.current_thread() is threading.main_thread():
         handlers = {sig: signal.signal(sig, _stop) for sig in _SIGNALS}
+    previous_hook = sys.unraisablehook
+
+    def quiet(unraisable):  # the stop landed in a finaliser or weakref callback: check_stop has it
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and STOP_REQUESTED.is_set()):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = quiet
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
 

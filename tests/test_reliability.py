@@ -371,3 +371,28 @@ def test_default_output_works_from_a_fresh_directory(tmp_path, capsys, monkeypat
     monkeypatch.chdir(tmp_path)
     assert main(["hmc", str(model), "-n", "10", "--quiet"]) == 0
     assert (tmp_path / "runs" / "m-hmc.h5").is_file()
+
+
+def test_an_interrupt_swallowed_by_a_finaliser_is_not_reported():
+    """A stop that lands in a weakref callback or __del__ is dropped by Python; the run still
+    stops at the next safe point, and nothing ("Exception ignored ... Traceback") is printed."""
+    import io
+    import sys as _sys
+
+    from latticeflow.interrupts import STOP_REQUESTED, check_stop, stop_on_signals
+
+    class Finalised:
+        def __del__(self):
+            STOP_REQUESTED.set()
+            raise KeyboardInterrupt
+
+    err = io.StringIO()
+    old, _sys.stderr = _sys.stderr, err
+    try:
+        with stop_on_signals():
+            Finalised()  # dropped at once: its exception goes to sys.unraisablehook
+            with pytest.raises(KeyboardInterrupt):
+                check_stop()
+    finally:
+        _sys.stderr = old
+    assert err.getvalue() == ""

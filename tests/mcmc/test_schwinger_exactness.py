@@ -84,7 +84,7 @@ def test_hmc_is_exact(tmp_path, fermions):
     theory = cfg.theory.build()
     hmc = HMC(theory, steps=4, fermions=fermions, cg_tolerance=1e-10)
     chains = HMCChains(theory, hmc, n_chains=8, thermalization=60, seed=4, progress=False)
-    n = 2400 if fermions == "exact" else 640
+    n = 2400 if fermions == "exact" else 400
     run_ensemble(chains, theory=theory, path=tmp_path / "h.h5", n=n, config_text=cfg.text, seed=4,
                  block=50, progress=False)
     check(tmp_path / "h.h5")
@@ -130,9 +130,9 @@ def test_mixed_kernel_is_exact(tmp_path, trained):
 
 def test_flow_hmc_is_exact(tmp_path, trained):
     cfg, theory, flow = trained
-    sampler = FlowHMCChains(theory, copy.deepcopy(flow).double(), cfg.hmc, n_chains=8, thermalization=20, seed=5,
+    sampler = FlowHMCChains(theory, copy.deepcopy(flow).double(), cfg.hmc, n_chains=8, thermalization=12, seed=5,
                             progress=False)
-    run_ensemble(sampler, theory=theory, path=tmp_path / "z.h5", n=560, config_text="", seed=5,
+    run_ensemble(sampler, theory=theory, path=tmp_path / "z.h5", n=320, config_text="", seed=5,
                  block=50, progress=False)
     check(tmp_path / "z.h5")
     with ensemble.open(tmp_path / "z.h5") as ens:

@@ -59,6 +59,7 @@ def stop_on_signals() -> Iterator[None]:
         yield
     finally:
         sys.unraisablehook = previous_hook
+        STOP_REQUESTED.clear()  # the stop ended this block; later loops in the process go on
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
 

@@ -395,4 +395,5 @@ def test_an_interrupt_swallowed_by_a_finaliser_is_not_reported():
                 check_stop()
     finally:
         _sys.stderr = old
+        STOP_REQUESTED.clear()  # a stop left set would stop every later loop that checks it
     assert err.getvalue() == ""

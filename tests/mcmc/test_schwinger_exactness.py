@@ -132,7 +132,7 @@ def test_flow_hmc_is_exact(tmp_path, trained):
     cfg, theory, flow = trained
     sampler = FlowHMCChains(theory, copy.deepcopy(flow).double(), cfg.hmc, n_chains=8, thermalization=12, seed=5,
                             progress=False)
-    run_ensemble(sampler, theory=theory, path=tmp_path / "z.h5", n=320, config_text="", seed=5,
+    run_ensemble(sampler, theory=theory, path=tmp_path / "z.h5", n=240, config_text="", seed=5,
                  block=50, progress=False)
     check(tmp_path / "z.h5")
     with ensemble.open(tmp_path / "z.h5") as ens:

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,14 +115,9 @@ def _theory(table) -> TheoryConfig:
         if g["L"] is None:
             raise ConfigError("theory.L: required key is missing (or give shape)")
         shape = (g["L"],) * (g["dim"] or 2)
-    if len(shape) < cls.min_dim:
-        raise ConfigError(f"theory.dim: the {name} theory needs dim >= {cls.min_dim} (got {len(shape)})")
-    if cls.max_dim is not None and len(shape) > cls.max_dim:
-        raise ConfigError(f"theory.dim: the {name} theory needs dim <= {cls.max_dim} (got {len(shape)})")
-    volume = math.prod(shape)
-    if cls.max_volume is not None and volume > cls.max_volume:
-        raise ConfigError(f"theory.L: the {name} theory is implemented up to {cls.max_volume} sites "
-                          f"(its action is dense linear algebra); this lattice has {volume}")
+    problem = cls.geometry_problem(tuple(shape))
+    if problem:
+        raise ConfigError(f"theory.{problem[0]}: {problem[1]}")
     return TheoryConfig(name, tuple(shape), tuple(couplings.items()))
 
 

@@ -140,7 +140,6 @@ class HMC:
                                      else reunitarize_every)
         self.tuned = False
         self._count = 0  # trajectories since the last projection
-        self.fermions = fermions
         self.fermion_settings = ({"fermions": fermions, "cg_tolerance": float(cg_tolerance),
                                   "cg_max_iterations": int(cg_max_iterations)}
                                  if getattr(theory, "has_fermions", False) else {})

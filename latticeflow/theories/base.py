@@ -22,6 +22,7 @@ that nothing outside ``theories/`` (and the flow registry) branches on a theory'
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -116,13 +117,24 @@ class Theory:
 
     def __init__(self, shape: tuple[int, ...]):
         self.lattice = Lattice(tuple(shape))
-        if self.dim < self.min_dim:
-            raise ValueError(f"the {self.name} theory needs d >= {self.min_dim} (got {self.dim})")
-        if self.max_dim is not None and self.dim > self.max_dim:
-            raise ValueError(f"the {self.name} theory needs d <= {self.max_dim} (got {self.dim})")
-        if self.max_volume is not None and self.volume > self.max_volume:
-            raise ValueError(f"the {self.name} theory is implemented up to volume {self.max_volume} "
-                             f"(got {self.volume})")
+        problem = self.geometry_problem(self.shape)
+        if problem:
+            raise ValueError(problem[1])
+
+    @classmethod
+    def geometry_problem(cls, shape: tuple[int, ...]) -> tuple[str, str] | None:
+        """Why the theory is not defined (``min_dim``, ``max_dim``) or not implemented
+        (``max_volume``) on a lattice of ``shape``: ``(key, reason)``, or None."""
+        dim = len(shape)
+        if dim < cls.min_dim:
+            return "dim", f"the {cls.name} theory needs dim >= {cls.min_dim} (got {dim})"
+        if cls.max_dim is not None and dim > cls.max_dim:
+            return "dim", f"the {cls.name} theory needs dim <= {cls.max_dim} (got {dim})"
+        volume = math.prod(shape)
+        if cls.max_volume is not None and volume > cls.max_volume:
+            return "L", (f"the {cls.name} theory is implemented up to {cls.max_volume} sites "
+                         f"(its action is dense linear algebra); this lattice has {volume}")
+        return None
 
     # --- geometry -------------------------------------------------------------------------
     @property

@@ -33,7 +33,7 @@ import torch
 from ..schema import key, nonnegative, positive
 from .base import register_theory
 from .fermions import PseudofermionAction, det_force, dirac_matrix, fermion_links
-from .u1 import U1
+from .u1 import U1, mean_plaquette
 
 __all__ = ["Schwinger", "FERMION_METHODS"]
 
@@ -130,8 +130,7 @@ class Schwinger(U1):
 
     def _observables(self, x):
         theta = x.to(torch.float64)
-        obs = {k: v for k, v in super().observables(theta).items()
-               if k in ("plaquette", "topological_charge", "chi_Q")}
+        obs = {"plaquette": mean_plaquette(theta), **self.charge_observables(theta)}
         batch, (l0, l1) = theta.shape[0], self.shape
         g = torch.linalg.inv(self.dirac_matrix(theta))
         obs["chiral_condensate"] = torch.diagonal(g, dim1=1, dim2=2).sum(1).real / self.volume

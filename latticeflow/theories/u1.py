@@ -28,6 +28,7 @@ from .field_space import AngleField
 __all__ = [
     "U1",
     "plaquette_angles",
+    "mean_plaquette",
     "u1_action",
     "topological_charge",
     "wilson_loop",
@@ -59,6 +60,11 @@ def topological_charge(theta: torch.Tensor) -> torch.Tensor:
         raise ValueError("the U(1) topological charge is defined here in 2D only")
     p = plaquette_angles(theta)[:, 0]
     return principal_angle(p).flatten(1).sum(1) / (2 * math.pi)
+
+
+def mean_plaquette(theta: torch.Tensor) -> torch.Tensor:
+    """Volume and plane average of ``cos θ_P``, ``(batch,)``."""
+    return torch.cos(plaquette_angles(theta)).flatten(1).mean(1)
 
 
 def wilson_loop(theta: torch.Tensor, a: int, b: int, mu: int = 0, nu: int = 1) -> torch.Tensor:
@@ -138,15 +144,18 @@ class U1(Theory):
     def observables(self, x):
         theta = x.to(torch.float64)
         obs = {
-            "plaquette": torch.cos(plaquette_angles(theta)).flatten(1).mean(1),
+            "plaquette": mean_plaquette(theta),
             "wilson_1x2": wilson_loop(theta, 1, 2),
             "wilson_2x2": wilson_loop(theta, 2, 2),
         }
         if self.dim == 2:
-            q = topological_charge(theta)
-            obs["topological_charge"] = q
-            obs["chi_Q"] = q**2 / self.volume
+            obs |= self.charge_observables(theta)
         return obs
+
+    def charge_observables(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        """2D: ``topological_charge`` Q and ``chi_Q`` = Q²/V per configuration."""
+        q = topological_charge(theta)
+        return {"topological_charge": q, "chi_Q": q**2 / self.volume}
 
     def exact(self):
         """Exact torus values in 2D (DESIGN.md §1); empty in d > 2."""

@@ -32,6 +32,8 @@ import os
 
 import torch
 
+from ..errors import ConfigError
+
 __all__ = ["Group", "current", "rank_seed"]
 
 
@@ -59,6 +61,13 @@ class Group:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    def share(self, batch_size: int) -> int:
+        """Each rank's part of a total batch (ConfigError if it does not split evenly)."""
+        if batch_size % self.world_size:
+            raise ConfigError(f"train.batch_size: {batch_size} does not split evenly over "
+                              f"{self.world_size} ranks")
+        return batch_size // self.world_size
 
     def all_mean(self, tensor: torch.Tensor) -> torch.Tensor:
         """The mean over ranks of ``tensor`` (identity on one rank)."""
@@ -119,10 +128,6 @@ class Group:
         """Leave the process group (a process that exits inside one may abort)."""
         if self.active and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-
-    def barrier(self) -> None:
-        if self.active:
-            torch.distributed.barrier()
 
     def __repr__(self) -> str:
         return f"Group(rank={self.rank}, world_size={self.world_size}, backend={self.backend!r})"

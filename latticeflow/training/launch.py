@@ -3,10 +3,11 @@ every rank of a ``torchrun`` run (:mod:`~latticeflow.training.distributed`)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from ..config import Config, load_config
-from ..errors import ConfigError, LatticeflowError
+from ..errors import LatticeflowError
 from ..files import RunLock
 from .distributed import current
 from .run_files import INIT, METRICS, PLOT, init_weights, prepare_run_dir, write_configs
@@ -42,38 +43,29 @@ def train(config_or_path, out=None, steps: int | None = None, resume: bool = Fal
 
 
 def _train(cfg, out, steps, resume, progress, group):
-    if cfg.train.batch_size % group.world_size:  # every rank, before any collective
-        raise ConfigError(f"train.batch_size: {cfg.train.batch_size} does not split evenly over "
-                          f"{group.world_size} ranks")
+    group.share(cfg.train.batch_size)  # every rank refuses a batch that does not split, before any collective
     if not group.is_main:  # rank 0 prepares the run directory and holds its lock
         run_dir = group.broadcast_object(None)
         if run_dir is None:
             raise LatticeflowError("rank 0 could not prepare the run directory (see its message)")
         trainer = Trainer(cfg, Path(run_dir), steps, resume, group=group)
         return trainer.run(progress=False)
-    # every failure before the hand-over tells the other ranks (None), so they stop too; after
-    # it, a rank that fails exits with code 2 and torchrun stops the others
-    lock = None
-    try:
-        run_dir = prepare_run_dir(cfg, out, resume)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(run_dir / ".lock", f"training run {run_dir}").__enter__()
-        run_dir = prepare_run_dir(cfg, run_dir, resume)  # again, now that no one else is in it
-        if not resume:  # a run killed before its first checkpoint left only these behind
-            for stale in (METRICS, PLOT, INIT):
-                (run_dir / stale).unlink(missing_ok=True)
-        init = None if resume else init_weights(cfg, run_dir)
-    except BaseException as exc:
-        group.broadcast_object(None)
-        if lock is not None:
-            lock.__exit__(type(exc), exc, exc.__traceback__)
-        raise
-    group.broadcast_object(str(run_dir))
-    try:
+    with contextlib.ExitStack() as stack:
+        # every failure before the hand-over tells the other ranks (None), so they stop too;
+        # after it, a rank that fails exits with code 2 and torchrun stops the others
+        try:
+            run_dir = prepare_run_dir(cfg, out, resume)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(RunLock(run_dir / ".lock", f"training run {run_dir}"))
+            run_dir = prepare_run_dir(cfg, run_dir, resume)  # again, now that no one else is in it
+            if not resume:  # a run killed before its first checkpoint left only these behind
+                for stale in (METRICS, PLOT, INIT):
+                    (run_dir / stale).unlink(missing_ok=True)
+            init = None if resume else init_weights(cfg, run_dir)
+        except BaseException:
+            group.broadcast_object(None)
+            raise
+        group.broadcast_object(str(run_dir))
         trainer = Trainer(cfg, run_dir, steps, resume, init=init, group=group)
         write_configs(run_dir, cfg, trainer.step)
         return trainer.run(progress)
-    finally:
-        lock.__exit__(None, None, None)
-
-

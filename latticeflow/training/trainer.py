@@ -87,10 +87,7 @@ class Trainer:
             raise LatticeflowError(f"{where}: no [flow] table, so there is no flow to train")
         self.cfg, self.tc, self.run_dir = cfg, cfg.train, Path(run_dir)
         self.group = group or Group()
-        if self.tc.batch_size % self.group.world_size:
-            raise ConfigError(f"train.batch_size: {self.tc.batch_size} does not split evenly over "
-                              f"{self.group.world_size} ranks")
-        self.rank_batch = self.tc.batch_size // self.group.world_size
+        self.rank_batch = self.group.share(self.tc.batch_size)
         self.theory = cfg.theory.build()
         self.schedule = CouplingSchedule(cfg, self.theory)
         with torch.random.fork_rng():  # initial weights from the config's seed, user RNG untouched

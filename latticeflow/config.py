@@ -38,6 +38,7 @@ from .schema import (Check, at_least, between, check_value, convert, key, nonneg
                      render_table, render_value, seed_range, table_fields, validate)
 from .theories import THEORIES, coupling_names, theory_class
 from .theories.schwinger import FERMION_METHODS
+from .devices import DEVICE_CHECK, DEVICE_DOC
 
 __all__ = ["Config", "TheoryConfig", "FlowConfig", "TrainConfig", "HMCConfig", "SampleConfig",
            "load_config", "parse_config", "reference_markdown"]
@@ -180,6 +181,7 @@ class TrainConfig:
                                  "instead of fresh ones: the same architecture at another L or "
                                  "coupling (volume or β transfer); a relative path is looked up "
                                  "from the current directory, then beside the model file", a_path)
+    device: str = key("cpu", DEVICE_DOC + "; a checkpoint resumes on any device", DEVICE_CHECK)
 
 
 @dataclass(frozen=True)
@@ -205,6 +207,7 @@ class HMCConfig:
                               open_unit)
     cg_max_iterations: int = key(2000, "pseudofermions: a solve not converged by then rejects its "
                                        "trajectory", between(1, 10**6))
+    device: str = key("cpu", DEVICE_DOC, DEVICE_CHECK)
 
 
 #: the [hmc] keys that only theories with fermions (``has_fermions``) have
@@ -233,6 +236,8 @@ class SampleConfig:
     dtype: str = key("float32", "precision the flow runs in while sampling; the action, log w and "
                                 "accept/reject are always float64 (see below)",
                      one_of("float32", "float64"))
+    device: str = key("cpu", DEVICE_DOC + " (`mixed` and `flow-hmc` run their HMC there too)",
+                      DEVICE_CHECK)
 
 
 _SECTIONS = {"train": TrainConfig, "hmc": HMCConfig, "sample": SampleConfig}

@@ -19,13 +19,14 @@ from pathlib import Path
 
 from . import resources
 from .config import Config, load_config
+from .devices import resolve
 from .errors import LatticeflowError
 from .files import RUNS, check_writable
 from .schema import check_value, convert, table_fields
 from .training import MODEL, load_flow, run_config
 from .training import train as _train
 
-__all__ = ["resolve_model", "load_model", "flow_proposal", "override", "exact", "hmc", "sample",
+__all__ = ["resolve_model", "load_model", "flow_proposal", "override", "on_device", "exact", "hmc", "sample",
            "analyze", "compare", "train", "default_output"]
 
 
@@ -65,6 +66,13 @@ def override(cfg: Config, section: str, flag_names: dict[str, str] | None = None
     return dataclasses.replace(cfg, **{section: dataclasses.replace(table, **changes)})
 
 
+def on_device(cfg: Config, device: str | None, sections=("train", "sample", "hmc")) -> Config:
+    """``cfg`` with ``device`` (``--device``) in each of ``sections`` (None: unchanged)."""
+    for section in sections:
+        cfg = override(cfg, section, {"device": "--device"}, device=device)
+    return cfg
+
+
 def check_ensemble_fits(cfg: Config, n: int, out, chains: int, configs: bool, columns: int) -> None:
     """Refuse, before any work, an ensemble that cannot be written or would not fit on disk."""
     check_writable(out)
@@ -74,17 +82,16 @@ def check_ensemble_fits(cfg: Config, n: int, out, chains: int, configs: bool, co
 
 
 def train(config_or_path, out=None, steps: int | None = None, resume: bool = False,
-          progress: bool = True):
+          progress: bool = True, device: str | None = None):
     """Train the flow of a model file by reverse KL (:func:`latticeflow.training.train`),
-    after checking that the run directory can be written and a step fits in memory."""
-    cfg = _config(config_or_path)
+    after checking that the run directory can be written and a step fits in memory
+    (``device`` overrides ``[train] device``)."""
+    cfg = on_device(_config(config_or_path), device, ("train",))
+    resolve(cfg.train.device, "--device" if device else "train.device")  # refused before any file
     _require_flow(cfg, "train")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise LatticeflowError(f"--steps: must be an integer >= 1 (got {steps!r})")
-    if out is not None:
-        check_writable(out, directory=True)
-    else:
-        check_writable(RUNS, directory=True)
+    check_writable(out if out is not None else RUNS, directory=True)
     t = cfg.train
     need = resources.flow_bytes(cfg.theory, cfg.flow, t.batch_size, True)
     resources.check_memory(need, f"a training step at batch {t.batch_size}")
@@ -126,15 +133,16 @@ def load_model(source):
     return cfg, load_flow(weights, cfg)
 
 
-def flow_proposal(flow, dtype: str = "float32"):
-    """``propose(n, generator) -> (x, log_q)`` with the flow run in ``dtype``.
+def flow_proposal(flow, dtype: str = "float32", device="cpu"):
+    """``propose(n, generator) -> (x, log_q)`` with the flow run in ``dtype`` on ``device``
+    (the generator is a CPU one: :mod:`latticeflow.devices`).
 
     The samplers cast x and log q to the theory's precision before computing S and log w
     (``docs/config.md``, ``[sample] dtype``).
     """
     import torch
 
-    flow = flow.to(getattr(torch, dtype)).eval()
+    flow = flow.to(getattr(torch, dtype)).to(device).eval()
 
     def propose(n, generator):
         with torch.no_grad():
@@ -171,7 +179,7 @@ def exact(config) -> dict:
 
 
 def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = None,
-        configs: bool = True, progress: bool = True) -> dict:
+        configs: bool = True, progress: bool = True, device: str | None = None) -> dict:
     """Generate (or continue) an HMC ensemble file for a model/study; returns the run summary.
 
     Arguments:
@@ -180,20 +188,23 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
         out: HDF5 path (default ``runs/<name>-hmc.h5``).
         chains, seed: override ``[hmc] chains`` / ``seed`` (recorded in the file's config).
         configs: store the fields (observables are always stored).
+        device: override ``[hmc] device``.
     """
     from .mcmc.driver import run_ensemble
     from .mcmc.hmc import HMC
     from .mcmc.hmc_chains import HMCChains
 
     _check_n(n)
-    cfg = override(_config(config), "hmc", {"chains": "--chains", "seed": "--seed"},
-                   chains=chains, seed=seed)
+    cfg = override(on_device(_config(config), device, ("hmc",)), "hmc",
+                   {"chains": "--chains", "seed": "--seed"}, chains=chains, seed=seed)
+    where = resolve(cfg.hmc.device, "--device" if device else "hmc.device")
     theory, h = cfg.theory.build(), cfg.hmc
     out = _path(out, "--out") if out is not None else default_output(cfg, "hmc")
     resources.check_memory(resources.hmc_bytes(cfg.theory, h.chains), f"HMC with {h.chains} chains")
     check_ensemble_fits(cfg, n, out, h.chains, configs, len(theory.observable_names) + 2)
     sampler = HMCChains(theory, HMC.from_config(theory, h), h.chains, h.thermalization, h.tune,
-                        h.start, h.seed, store_configs=configs, progress=progress)
+                        h.start, h.seed, store_configs=configs, progress=progress,
+                        device=where)
     return run_ensemble(sampler, theory=theory, path=out, n=n,
                         config_text=cfg.toml, seed=h.seed, block=h.block, store_configs=configs,
                         progress=progress, desc="hmc")
@@ -201,7 +212,7 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
 
 def sample(source, n: int, out=None, iid: bool = False, chains: int | None = None,
            seed: int | None = None, configs: bool = True, progress: bool = True, *,
-           flow=None, sampler: str | None = None) -> dict:
+           flow=None, sampler: str | None = None, device: str | None = None) -> dict:
     """Exact ensemble from a trained flow with the sampler of ``[sample] sampler``:
     Metropolis independence chains (``flow-mcmc``), raw samples with log weights for
     reweighting (``flow-iid``, or ``iid=True``), HMC interleaved with flow proposals
@@ -216,6 +227,7 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
             (recorded in the file's config).
         configs: store the fields (observables are always stored).
         flow: an already loaded flow to sample.
+        device: override ``[sample] device``.
     """
     from .mcmc.driver import run_ensemble
 
@@ -225,8 +237,10 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
         _require_flow(cfg)
     else:
         cfg, weights = _config(source), None
-    cfg = override(cfg, "sample", {"chains": "--chains", "seed": "--seed", "sampler": "--sampler"},
+    cfg = override(on_device(cfg, device, ("sample",)), "sample",
+                   {"chains": "--chains", "seed": "--seed", "sampler": "--sampler"},
                    chains=chains, seed=seed, sampler="flow-iid" if iid else sampler)
+    resolve(cfg.sample.device, "--device" if device else "sample.device")  # before any file
     theory, s = cfg.theory.build(), cfg.sample
     if out is None:
         is_run = not isinstance(source, Config) and Path(source).is_dir()
@@ -255,26 +269,28 @@ def flow_sampler(cfg: Config, theory, flow, store_configs: bool = True, progress
     from .mcmc.mixed import MixedKernel
 
     s, h = cfg.sample, cfg.hmc
+    device = resolve(s.device, "sample.device")
     common = dict(n_chains=s.chains, seed=s.seed, store_configs=store_configs)
     if s.sampler == "flow-hmc":
-        return FlowHMCChains(theory, flow.to(getattr(torch, s.dtype)).eval(), h,
+        return FlowHMCChains(theory, flow.to(getattr(torch, s.dtype)).to(device).eval(), h,
                              thermalization=s.thermalization, tune=h.tune, progress=progress,
-                             batch_size=s.batch_size, **common)
-    propose = flow_proposal(flow, s.dtype)
+                             batch_size=s.batch_size, device=device, **common)
+    propose = flow_proposal(flow, s.dtype, device)
     if s.sampler == "mixed":
-        return MixedKernel(theory, HMC.from_config(theory, h), propose, flow_density(flow, s.dtype),
+        return MixedKernel(theory, HMC.from_config(theory, h), propose,
+                           flow_density(flow, s.dtype, device),
                            hmc_per_step=s.hmc_per_step, flow_per_step=s.flow_per_step,
                            thermalization=s.thermalization, tune=h.tune, batch_size=s.batch_size,
-                           progress=progress, **common)
+                           progress=progress, device=device, **common)
     kind = IIDWithWeights if s.sampler == "flow-iid" else IndependenceMetropolis
     return kind(theory, propose, batch_size=s.batch_size, **common)
 
 
-def flow_density(flow, dtype: str = "float32"):
-    """``density(x) -> log q(x)`` (float64) with the flow run in ``dtype``."""
+def flow_density(flow, dtype: str = "float32", device="cpu"):
+    """``density(x) -> log q(x)`` (float64) with the flow run in ``dtype`` on ``device``."""
     import torch
 
-    flow = flow.to(getattr(torch, dtype)).eval()
+    flow = flow.to(getattr(torch, dtype)).to(device).eval()
 
     def density(x):
         with torch.no_grad():

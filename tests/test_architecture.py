@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "latticeflow"
 
 #: component -> the components it may import (besides itself).  Components are the modules
 #: and subpackages directly under latticeflow/; see docs/architecture.md.
-FOUNDATION = {"errors", "schema", "lattice", "groups", "files", "interrupts", "resources", "__init__"}
+FOUNDATION = {"errors", "schema", "lattice", "groups", "files", "interrupts", "resources", "devices",
+              "__init__"}
 ALLOWED = {
     **{name: FOUNDATION for name in FOUNDATION},
     "theories": FOUNDATION,

@@ -34,6 +34,11 @@ def _ensemble_arguments(p, table: str, out_help: str) -> None:
     p.add_argument("--seed", type=int, help=f"override [{table}] seed")
     p.add_argument("--no-configs", action="store_true", help="store observables only")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _device_argument(p, f"[{table}] device")
+
+
+def _device_argument(p, what: str) -> None:
+    p.add_argument("--device", metavar="DEV", help=f"cpu, cuda, cuda:N or auto (overrides {what})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-minutes", type=float, metavar="M", help="train for at most M minutes")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _device_argument(p, "the device of [train], [sample] and [hmc]")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("train", help="train a model's flow by reverse KL")
@@ -66,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device_argument(p, "[train] device")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="exact ensemble from a trained flow (Metropolis or i.i.d.)")

@@ -91,7 +91,7 @@ def _announce(result: dict, what: str) -> None:
 
 def cmd_hmc(args) -> int:
     result = pipeline.hmc(args.config, args.n, args.out, args.chains, args.seed,
-                          configs=not args.no_configs, progress=not args.quiet)
+                          configs=not args.no_configs, progress=not args.quiet, device=args.device)
     _announce(result, "hmc")
     return 0
 
@@ -99,7 +99,7 @@ def cmd_hmc(args) -> int:
 def cmd_sample(args) -> int:
     result = pipeline.sample(args.source, args.n, args.out, args.iid, args.chains, args.seed,
                              configs=not args.no_configs, progress=not args.quiet,
-                             sampler=args.sampler)
+                             sampler=args.sampler, device=args.device)
     _announce(result, result["sampler"])
     return 0
 
@@ -130,7 +130,7 @@ def cmd_train(args) -> int:
     if args.resume and args.out is None:
         raise LatticeflowError("--resume: give the run directory to continue with --out DIR")
     result = pipeline.train(cfg, out=args.out, steps=args.steps, resume=args.resume,
-                            progress=not args.quiet)
+                            progress=not args.quiet, device=args.device)
     summary = {"run_dir": str(result.run_dir), "step": result.step, "stopped": result.stopped,
                "metrics": result.metrics}
     if args.json:

@@ -17,7 +17,10 @@ __all__ = ["cmd_run"]
 def cmd_run(args) -> int:
     n = study.DEFAULT_N if args.n is None else args.n
     study.pipeline._check_n(n, 10)
+    if args.device is not None:  # a missing GPU is refused before the run directory is made
+        study.pipeline.resolve(args.device, "--device")
     cfg, run_dir = study.prepare(args.model, args.out, args.resume)
+    cfg = study.pipeline.on_device(cfg, args.device)
 
     def stage(title: str) -> None:
         if not args.quiet:

@@ -69,12 +69,14 @@ class CheckerboardCoupling(nn.Module):
     def extra_repr(self) -> str:
         return f"bijection={self.bijection!r}, mask_parity={self.mask_parity}, z2={self.z2}"
 
-    def _frozen_mask(self, x: torch.Tensor) -> torch.Tensor:
-        """Frozen-site mask for the lattice of ``x`` (cached per shape and device)."""
+    def _frozen_mask(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen-site mask for the lattice of ``x`` and the flat indices of the active sites
+        (cached per shape and device: no host round trip per call on a GPU)."""
         key = (tuple(x.shape[1:]), x.device)
         if key not in self._masks:
             mask = checkerboard(key[0], self.mask_parity)
-            self._masks[key] = mask.to(device=x.device)
+            active = (~mask).flatten().nonzero().squeeze(-1)
+            self._masks[key] = (mask.to(device=x.device), active.to(device=x.device))
         return self._masks[key]
 
     def conditioner(self, frozen: torch.Tensor) -> torch.Tensor:
@@ -86,11 +88,10 @@ class CheckerboardCoupling(nn.Module):
         return self.net(frozen.unsqueeze(1)).movedim(1, -1)
 
     def _couple(self, x: torch.Tensor, inverse: bool):
-        mask = self._frozen_mask(x)
+        mask, active = self._frozen_mask(x)
         frozen = x * mask
         params = self.conditioner(frozen)
         # transform only the active sites: flatten the lattice and gather them
-        active = (~mask).flatten().nonzero().squeeze(-1)
         flat = x.flatten(1)
         x_active = flat.index_select(1, active)
         p_active = params.flatten(1, -2).index_select(1, active)

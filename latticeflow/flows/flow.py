@@ -81,7 +81,8 @@ class Flow(nn.Module):
 
     def sample(self, n: int, generator: torch.Generator | None = None):
         """``n`` fields and their exact log-density: ``(x, log_q)`` with shapes ``(n, *field), (n,)``."""
-        z = self.prior.sample(n, generator=generator).to(self.field_dtype)
+        # drawn on the CPU from a CPU generator, then moved: the same draws on every device
+        z = self.prior.sample(n, generator=generator).to(self.device, self.field_dtype)
         log_r = self.prior.log_prob(z)
         x, logdet = self(z)
         return x, log_r - logdet

@@ -31,6 +31,7 @@ import copy
 
 import torch
 
+from ..devices import to_numpy
 from .driver import Block
 from .hmc import HMC
 from .hmc_chains import HMCChains
@@ -86,24 +87,25 @@ class FlowHMCChains(HMCChains):
         n_chains, thermalization, tune, seed, store_configs, progress: as for
             :class:`~latticeflow.mcmc.hmc_chains.HMCChains` (``start`` is a prior sample).
         batch_size: fields pushed through the flow at once when measuring a block.
+        device: where the latent chains live (the flow's device).
     """
 
     sampler = "flow-hmc"
 
     def __init__(self, theory, flow, hmc_config, n_chains: int, thermalization: int = 100,
                  tune: bool = True, seed: int = 0, store_configs: bool = True,
-                 progress: bool = True, batch_size: int = 1024):
+                 progress: bool = True, batch_size: int = 1024, device="cpu"):
         flow = copy.deepcopy(flow).requires_grad_(False)  # the force needs ∂/∂z only
         latent = LatentTheory(theory, flow)
         hmc = HMC.from_config(latent, hmc_config, force="autograd")
         super().__init__(latent, hmc, n_chains, thermalization, tune, "hot", seed,
-                         store_configs, progress)
+                         store_configs, progress, device)
         self.physical, self.batch_size = theory, int(batch_size)
 
     def advance(self, rows: int) -> Block:
         self.x, history = self.hmc.sample(self.x, rows, self.generator, measure=False,
                                           keep_fields=True)
-        mcmc = {k: history[k].numpy() for k in self.mcmc_columns}
+        mcmc = {k: to_numpy(history[k]) for k in self.mcmc_columns}
         self._check_energies(mcmc, rows)
         z = history["fields"].flatten(0, 1)
         xs, obs = [], {}
@@ -114,8 +116,8 @@ class FlowHMCChains(HMCChains):
                     obs.setdefault(name, []).append(value)
                 if self.store_configs:
                     xs.append(x)
-        observables = {k: torch.cat(v).view(rows, self.n_chains).numpy() for k, v in obs.items()}
-        configs = torch.cat(xs).view(rows, self.n_chains, *z.shape[1:]).numpy() if xs else None
+        observables = {k: to_numpy(torch.cat(v).view(rows, self.n_chains)) for k, v in obs.items()}
+        configs = to_numpy(torch.cat(xs).view(rows, self.n_chains, *z.shape[1:])) if xs else None
         return Block(observables, mcmc, configs)
 
     def extra(self) -> dict:

@@ -34,16 +34,17 @@ class _FlowSampler:
         self.generator = torch.Generator().manual_seed(int(seed))
 
     def _draw(self, n: int):
-        """n proposals with their observables and log weights (float64)."""
+        """n proposals with their observables and log weights (float64), on the host: the
+        flow and the action run on the flow's device, the accept/reject scan on the CPU."""
         xs, obs, log_ws = [], [], []
         for start in range(0, n, self.batch_size):
             m = min(self.batch_size, n - start)
             with torch.no_grad():
-                x, log_q = self.propose(m, self.generator)
+                x, log_q = self.propose(m, self.generator)  # on the flow's device
                 x = x.to(self.theory.field_dtype)
-                log_w = chain_log_weight(self.theory.action(x), log_q)
-                obs.append(self.theory.observables(x))
-            xs.append(x if self.store_configs else None)
+                log_w = chain_log_weight(self.theory.action(x), log_q).cpu()
+                obs.append({k: v.cpu() for k, v in self.theory.observables(x).items()})
+            xs.append(x.cpu() if self.store_configs else None)
             log_ws.append(log_w)
         observables = {k: torch.cat([o[k] for o in obs]) for k in obs[0]}
         configs = torch.cat(xs) if self.store_configs else None

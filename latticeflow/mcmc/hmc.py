@@ -104,8 +104,10 @@ class HMC:
         reunitarize_every: project fields back onto their manifold every this many
             trajectories (default: the field space's; 0 never).
 
-    Fields are ``(batch, *theory.field_shape)`` tensors in float64 (complex128 for SU(N));
-    each batch entry is an independent chain with its own accept/reject.
+    Fields are ``(batch, *theory.field_shape)`` tensors in float64 (complex128 for SU(N)),
+    on any device; each batch entry is an independent chain with its own accept/reject.
+    Momenta and accept/reject draws come from a CPU generator and are moved to the fields'
+    device (:mod:`latticeflow.devices`).
 
     Example:
         >>> from latticeflow.theories import U1
@@ -233,13 +235,13 @@ class HMC:
             ``(batch,)`` float64 ΔH = H(end) − H(start) of the proposal.
         """
         with torch.no_grad():
-            p = self.sample_momenta(x.shape[0], generator)
+            p = self.sample_momenta(x.shape[0], generator).to(x.device)  # drawn on the CPU
             self.md.refresh(x, generator)
             h0 = self.hamiltonian(x, p)
             x1, p1 = self.integrate(x, p, step_size, steps)
             delta_h = self.hamiltonian(x1, p1) - h0
             self.last_stats = self.md.stats()
-            u = torch.rand(x.shape[0], dtype=torch.float64, generator=generator)
+            u = torch.rand(x.shape[0], dtype=torch.float64, generator=generator).to(x.device)
             accepted = torch.log(u) < -delta_h  # False for NaN
             mask = accepted.view(-1, *([1] * (x.dim() - 1)))
             x_new = torch.where(mask, x1, x)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..devices import to_numpy
 from ..errors import LatticeflowError
 from .driver import Block, generator_state, restore_generator
 from .hmc import HMC, initial_field
@@ -34,6 +35,8 @@ class HMCChains:
         seed: seeds the chains' generator.
         store_configs: keep the fields of every trajectory in the block.
         progress: show a bar during thermalisation.
+        device: where the fields and the molecular dynamics live (the generator stays on
+            the CPU, :mod:`latticeflow.devices`).
     """
 
     sampler = "hmc"
@@ -45,8 +48,9 @@ class HMCChains:
 
     def __init__(self, theory, hmc: HMC, n_chains: int, thermalization: int = 200,
                  tune: bool = True, start: str = "hot", seed: int = 0,
-                 store_configs: bool = True, progress: bool = True):
+                 store_configs: bool = True, progress: bool = True, device="cpu"):
         self.theory, self.hmc = theory, hmc
+        self.device = torch.device(device)
         self.n_chains = int(n_chains)
         self.thermalization, self.tune, self.start_kind = int(thermalization), tune, start
         self.store_configs, self.progress = store_configs, progress
@@ -55,7 +59,7 @@ class HMCChains:
     def start(self, state: dict | None) -> None:
         if state:
             restore_generator(self.generator, state["rng"])
-            self.x = torch.from_numpy(state["field"])
+            self.x = torch.from_numpy(state["field"]).to(self.device)
             self.hmc.load_state_dict(json.loads(bytes(state["hmc"]).decode()))
             self.hmc._count = int(state.get("reunitarize_count", np.array(0)))
             return
@@ -67,16 +71,16 @@ class HMCChains:
 
     def initial_field(self) -> torch.Tensor:
         """The fields a fresh start thermalises from (``start``: hot or cold)."""
-        return initial_field(self.theory, self.n_chains, self.start_kind, self.generator)
+        return initial_field(self.theory, self.n_chains, self.start_kind, self.generator).to(self.device)
 
     def advance(self, rows: int) -> Block:
         self.x, history = self.hmc.sample(self.x, rows, self.generator, measure=True,
                                           keep_fields=self.store_configs)
-        mcmc = {k: history.pop(k).numpy() for k in self.mcmc_columns}
+        mcmc = {k: to_numpy(history.pop(k)) for k in self.mcmc_columns}
         self._check_energies(mcmc, rows)
         fields = history.pop("fields", None)
-        return Block({k: v.numpy() for k, v in history.items()}, mcmc,
-                     fields.numpy() if fields is not None else None)
+        return Block({k: to_numpy(v) for k, v in history.items()}, mcmc,
+                     to_numpy(fields) if fields is not None else None)
 
     def _check_energies(self, mcmc: dict, rows: int) -> None:
         if not np.isfinite(mcmc["delta_h"]).any():
@@ -86,7 +90,7 @@ class HMCChains:
 
     def state(self) -> dict:
         hmc_state = json.dumps(self.hmc.state_dict()).encode()
-        return {"rng": generator_state(self.generator), "field": self.x.numpy(),
+        return {"rng": generator_state(self.generator), "field": to_numpy(self.x),
                 "hmc": np.frombuffer(hmc_state, dtype=np.uint8).copy(),
                 "reunitarize_count": np.array(self.hmc._count)}
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..devices import to_numpy
 from .driver import Block, generator_state, restore_generator
 from .hmc import HMC
 from .hmc_chains import HMCChains
@@ -59,6 +60,8 @@ class MixedKernel(HMCChains):
         seed: seeds the HMC momenta and accept/reject, and (derived from it) the proposals.
         store_configs: keep every step's fields in the block.
         progress: show a bar during thermalisation.
+        device: where the chains, the HMC and the flow's density run (the flow must be
+            there too; the generators stay on the CPU).
     """
 
     sampler = "mixed"
@@ -68,11 +71,11 @@ class MixedKernel(HMCChains):
     def __init__(self, theory, hmc: HMC, propose, density, n_chains: int, hmc_per_step: int = 1,
                  flow_per_step: int = 1, thermalization: int = 100, tune: bool = True,
                  batch_size: int = 1024, seed: int = 0, store_configs: bool = True,
-                 progress: bool = True):
+                 progress: bool = True, device="cpu"):
         if int(hmc_per_step) < 1 or int(flow_per_step) < 1:
             raise ValueError("need hmc_per_step >= 1 and flow_per_step >= 1")
         super().__init__(theory, hmc, n_chains, thermalization, tune, "hot", seed, store_configs,
-                         progress)  # self.generator: momenta, accept/reject
+                         progress, device)  # self.generator: momenta, accept/reject
         self.propose, self.density = propose, density
         self.k, self.m, self.batch_size = int(hmc_per_step), int(flow_per_step), int(batch_size)
         # the flow's proposals: a stream of their own (seeded from the same seed), so a block
@@ -86,8 +89,8 @@ class MixedKernel(HMCChains):
         self.chunk_start = generator_state(self.proposal_generator)
         with torch.no_grad():
             x, log_q = self.propose(self.batch_size, self.proposal_generator)
-            x = self.theory.field_space.to_action_dtype(x)
-            log_w = chain_log_weight(self.theory.action(x), log_q)
+            x = self.theory.field_space.to_action_dtype(x).to(self.device)
+            log_w = chain_log_weight(self.theory.action(x), log_q.to(self.device))
         self.buffer, self.offset = (x, log_w), 0
 
     def _take(self, n: int):
@@ -131,10 +134,10 @@ class MixedKernel(HMCChains):
             proposals, proposal_log_w = self._take(m * c)
             proposals = proposals.view(m, c, *proposals.shape[1:])
             proposal_log_w = proposal_log_w.view(m, c)
-            log_u = torch.log(torch.rand(m, c, dtype=torch.float64, generator=self.generator))
+            log_u = torch.log(torch.rand(m, c, dtype=torch.float64, generator=self.generator)).to(x.device)
             with torch.no_grad():
                 current = self._log_w(x)
-                n_accepted = torch.zeros(c, dtype=torch.float64)
+                n_accepted = torch.zeros(c, dtype=torch.float64, device=x.device)
                 for j in range(m):
                     accept = log_u[j] < proposal_log_w[j] - current
                     mask = accept.view(-1, *([1] * (x.dim() - 1)))
@@ -152,10 +155,10 @@ class MixedKernel(HMCChains):
             if self.store_configs:
                 fields.append(x.clone())
         self.x = x
-        mcmc = {name: torch.stack(v).numpy() for name, v in columns.items()}
+        mcmc = {name: to_numpy(torch.stack(v)) for name, v in columns.items()}
         require_some_weight(torch.from_numpy(mcmc["proposal_log_weight"]))
-        obs = {name: torch.stack(v).numpy() for name, v in observables.items()}
-        return Block(obs, mcmc, torch.stack(fields).numpy() if self.store_configs else None)
+        obs = {name: to_numpy(torch.stack(v)) for name, v in observables.items()}
+        return Block(obs, mcmc, to_numpy(torch.stack(fields)) if self.store_configs else None)
 
     def state(self) -> dict:
         return super().state() | {"proposal_rng": self.chunk_start,

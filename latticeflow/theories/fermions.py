@@ -50,14 +50,14 @@ def fermion_links(theta: torch.Tensor) -> torch.Tensor:
     antiperiodic time boundary folded in as ``b_0 = −1`` on the last time slice."""
     theta = theta.to(torch.float64)
     u = torch.polar(torch.ones_like(theta), theta)
-    sign = torch.ones(theta.shape[-2:], dtype=torch.float64)
+    sign = torch.ones(theta.shape[-2:], dtype=torch.float64, device=theta.device)
     sign[-1, :] = -1.0
     return torch.cat([u[:, :1] * sign, u[:, 1:]], dim=1)
 
 
 def _spin(m: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     """Apply the 2×2 spin matrix ``m`` to spinors ``(..., 2, L_0, L_1)``."""
-    return torch.einsum("st,...txy->...sxy", m, psi)
+    return torch.einsum("st,...txy->...sxy", m.to(psi.device), psi)
 
 
 def _hop(psi: torch.Tensor, mu: int, steps: int) -> torch.Tensor:
@@ -105,10 +105,10 @@ def dirac_matrix(u: torch.Tensor, kappa: float) -> torch.Tensor:
     diagonal); differentiable in ``u``."""
     batch, _, l0, l1 = u.shape
     n = 2 * l0 * l1
-    index, coef, link = _dirac_pattern(l0, l1)
+    index, coef, link = (t.to(u.device) for t in _dirac_pattern(l0, l1))
     links = torch.cat([u.flatten(1), u.conj().flatten(1)], dim=1)  # u_μ(x), then u_μ(x)*
     values = (-kappa * coef) * links[:, link]
-    eye = torch.eye(n, dtype=_C).flatten().expand(batch, n * n)
+    eye = torch.eye(n, dtype=_C, device=u.device).flatten().expand(batch, n * n)
     return torch.index_add(eye, 1, index, values).view(batch, n, n)
 
 
@@ -167,7 +167,7 @@ def conjugate_gradient(apply, b: torch.Tensor, tolerance: float, max_iterations:
     p = r.clone()
     rr = _dot(r, r).real
     stop = tolerance**2 * rr
-    iterations = torch.zeros(b.shape[0], dtype=torch.int64)
+    iterations = torch.zeros(b.shape[0], dtype=torch.int64, device=b.device)
     done = rr <= stop
     shape = (-1,) + (1,) * (b.dim() - 1)
     for _ in range(max_iterations):
@@ -210,8 +210,8 @@ def det_force(u: torch.Tensor, kappa: float) -> torch.Tensor:
         g_fwd = torch.diagonal(_hop_rows(g, mu).reshape(batch, 2, v, 2, v), dim1=2, dim2=4)
         g_bwd = torch.diagonal(_hop_cols(g, mu).reshape(batch, 2, v, 2, v), dim1=2, dim2=4)
         link = u[:, mu].flatten(1)
-        tr_fwd = torch.einsum("st,btsx->bx", _MINUS[mu], g_fwd)
-        tr_bwd = torch.einsum("st,btsx->bx", _PLUS[mu], g_bwd)
+        tr_fwd = torch.einsum("st,btsx->bx", _MINUS[mu].to(u.device), g_fwd)
+        tr_bwd = torch.einsum("st,btsx->bx", _PLUS[mu].to(u.device), g_bwd)
         term = -1j * kappa * link * tr_fwd + 1j * kappa * link.conj() * tr_bwd
         out.append(2 * term.real.view(batch, l0, l1))
     return torch.stack(out, dim=1)
@@ -261,12 +261,12 @@ class PseudofermionAction:
     def refresh(self, x: torch.Tensor, generator: torch.Generator | None = None) -> None:
         """New pseudofermions for the trajectory starting at ``x``."""
         shape = (x.shape[0], 2, *x.shape[2:])
-        re = torch.randn(shape, dtype=torch.float64, generator=generator)
+        re = torch.randn(shape, dtype=torch.float64, generator=generator)  # drawn on the CPU
         im = torch.randn(shape, dtype=torch.float64, generator=generator)
-        eta = torch.complex(re, im) / math.sqrt(2.0)  # density ∝ exp(−|η|²)
+        eta = (torch.complex(re, im) / math.sqrt(2.0)).to(x.device)  # density ∝ exp(−|η|²)
         self.phi = apply_dirac_dagger(fermion_links(x), eta, self.kappa)
         self._start = (x, (eta.abs() ** 2).flatten(1).sum(1))
-        self._iterations = torch.zeros(x.shape[0], dtype=torch.int64)
+        self._iterations = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
 
     def _solve(self, u):
         kappa = self.kappa

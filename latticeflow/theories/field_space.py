@@ -124,9 +124,10 @@ class SUNField(FieldSpace):
 
     def autograd_force(self, action, x):
         # derivative along (1 + iω_a T_a) U at ω = 0, which equals that along exp(iω_a T_a) U
-        t = self.generators
+        t = self.generators.to(x.device)
         with torch.enable_grad():
-            omega = torch.zeros((*x.shape[:-2], t.shape[0]), dtype=torch.float64, requires_grad=True)
+            omega = torch.zeros((*x.shape[:-2], t.shape[0]), dtype=torch.float64, device=x.device,
+                                requires_grad=True)
             h = torch.einsum("...a,aij->...ij", omega.to(t.dtype), t)
             u = x.detach()
             (grad,) = torch.autograd.grad(action(u + 1j * h @ u).sum(), omega)

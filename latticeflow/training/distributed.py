@@ -1,4 +1,4 @@
-"""Data-parallel training over several processes (``torchrun``, gloo backend).
+"""Data-parallel training over several processes (``torchrun``; gloo on CPUs, NCCL on GPUs).
 
 Under ``torchrun --nproc_per_node R -m latticeflow train MODEL.toml`` every process (rank)
 builds the same flow from the same seed, draws its own share ``batch_size / R`` of the
@@ -32,9 +32,10 @@ import os
 
 import torch
 
+from ..devices import resolve
 from ..errors import ConfigError
 
-__all__ = ["Group", "current", "rank_seed"]
+__all__ = ["Group", "current", "rank_seed", "rank_device"]
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
@@ -48,11 +49,25 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     return int.from_bytes(digest[:8], "little") % 2**63
 
 
-class Group:
-    """The ranks of one training run (``world_size == 1``: a single process, no collectives)."""
+def rank_device(name: str = "cpu", what: str = "train.device") -> torch.device:
+    """This process's device for a ``device`` setting: under ``torchrun`` a bare ``cuda``
+    (or ``auto`` on a GPU machine) means ``cuda:LOCAL_RANK``, one GPU per rank."""
+    device = resolve(name, what)
+    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = resolve(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}", what)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
-    def __init__(self, rank: int = 0, world_size: int = 1, backend: str | None = None):
+
+class Group:
+    """The ranks of one training run (``world_size == 1``: a single process, no collectives),
+    and the device this rank trains on (collectives run there: NCCL needs CUDA tensors)."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1, backend: str | None = None,
+                 device: torch.device | str = "cpu"):
         self.rank, self.world_size, self.backend = int(rank), int(world_size), backend
+        self.device = torch.device(device)
 
     @property
     def active(self) -> bool:
@@ -96,17 +111,19 @@ class Group:
         """True on every rank if ``flag`` is true on any."""
         if not self.active:
             return bool(flag)
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item() > 0)
 
     def gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's ``tensor`` (same shape and dtype on all ranks), in rank order."""
+        """Every rank's ``tensor`` (same shape and dtype on all ranks), in rank order, on the
+        device ``tensor`` is on (the collective itself runs on the group's device)."""
         if not self.active:
             return [tensor]
-        out = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        torch.distributed.all_gather(out, tensor.contiguous())
-        return out
+        local = tensor.to(self.device).contiguous()
+        out = [torch.empty_like(local) for _ in range(self.world_size)]
+        torch.distributed.all_gather(out, local)
+        return [t.to(tensor.device) for t in out]
 
     def broadcast_parameters(self, module) -> None:
         """Rank 0's parameters and buffers on every rank."""
@@ -133,19 +150,21 @@ class Group:
         return f"Group(rank={self.rank}, world_size={self.world_size}, backend={self.backend!r})"
 
 
-def current() -> Group:
+def current(device: torch.device | str = "cpu") -> Group:
     """The group this process belongs to: from ``torchrun``'s environment (``RANK``,
     ``WORLD_SIZE``, ``MASTER_ADDR``/``MASTER_PORT``), initialising the process group on
-    first use (backend gloo: training runs on the CPU; ``LATTICEFLOW_BACKEND`` overrides
-    it); a one-rank group otherwise."""
+    first use (backend NCCL when this rank trains on a GPU, gloo on the CPU;
+    ``LATTICEFLOW_BACKEND`` overrides it); a one-rank group otherwise."""
+    device = torch.device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Group()
+        return Group(device=device)
     if not torch.distributed.is_available():  # pragma: no cover - every supported build has it
         raise RuntimeError("this torch build has no torch.distributed; train in one process")
     if not torch.distributed.is_initialized():
         minutes = float(os.environ.get("LATTICEFLOW_TIMEOUT_MINUTES", "240"))
-        torch.distributed.init_process_group(backend=os.environ.get("LATTICEFLOW_BACKEND", "gloo"),
+        default = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=os.environ.get("LATTICEFLOW_BACKEND", default),
                                              timeout=datetime.timedelta(minutes=minutes))
     return Group(torch.distributed.get_rank(), torch.distributed.get_world_size(),
-                 torch.distributed.get_backend())
+                 torch.distributed.get_backend(), device)

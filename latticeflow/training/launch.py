@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import Config, load_config
 from ..errors import LatticeflowError
 from ..files import RunLock
-from .distributed import current
+from .distributed import current, rank_device
 from .run_files import INIT, METRICS, PLOT, init_weights, prepare_run_dir, write_configs
 from .trainer import Trainer, TrainResult
 
@@ -35,7 +35,7 @@ def train(config_or_path, out=None, steps: int | None = None, resume: bool = Fal
     cfg = config_or_path if isinstance(config_or_path, Config) else load_config(config_or_path)
     if cfg.flow is None:
         raise LatticeflowError(f"{cfg.path or 'the model file'}: no [flow] table, so there is no flow to train")
-    group = current()
+    group = current(rank_device(cfg.train.device))
     try:
         return _train(cfg, out, steps, resume, progress, group)
     finally:

@@ -59,7 +59,7 @@ def kl_loss(flow, theory, batch: int, generator=None, estimator: str = "reparam"
     elif estimator == "path":
         twin = twin if twin is not None else frozen_twin(flow)
         _refresh_twin(twin, flow)
-        z = flow.prior.sample(batch, generator=generator).to(flow.field_dtype)
+        z = flow.prior.sample(batch, generator=generator).to(flow.device, flow.field_dtype)
         x, _ = flow(z)
         log_q = twin.log_prob(x)  # parameters frozen: gradient flows through x only
     else:

@@ -62,7 +62,7 @@ def write_configs(run_dir: Path, cfg: Config, step: int = 0) -> None:
 def model_file(flow, cfg: Config) -> dict:
     return {"format": "latticeflow-model", "version": 1, "latticeflow_version": __version__,
             "theory": cfg.theory.build().params(), "flow": asdict(cfg.flow), "config": cfg.toml,
-            "state_dict": flow.state_dict()}
+            "state_dict": {k: v.detach().cpu() for k, v in flow.state_dict().items()}}
 
 
 def mismatch(old: Config, new: Config) -> list[str]:
@@ -166,7 +166,7 @@ def load_flow(source, config=None):
     if cfg.flow is None:
         raise LatticeflowError(f"{cfg.path or 'the model file'}: no [flow] table to build the flow from")
     try:
-        state = torch.load(weights, weights_only=True)
+        state = torch.load(weights, weights_only=True, map_location="cpu")  # written on any device
         state_dict = state["state_dict"] if "state_dict" in state else state["model"]
         saved_config = parse_config(state["config"], legacy=True) if "config" in state else None
     except LatticeflowError as exc:
@@ -220,6 +220,6 @@ def init_weights(cfg: Config, run_dir: Path) -> dict | None:
     weights = weights_file(found)  # load_flow has read it: it exists and loads
     record = {"init": str(name), "resolved": str(found.resolve()),
               "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-              "theory": torch.load(weights, weights_only=True).get("theory")}  # none in a checkpoint
+              "theory": torch.load(weights, weights_only=True, map_location="cpu").get("theory")}  # none in a checkpoint
     atomic_write_text(Path(run_dir) / INIT, json.dumps(record, indent=2) + "\n")
     return flow.state_dict()

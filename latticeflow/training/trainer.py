@@ -28,12 +28,13 @@ from .. import __version__
 from ..analysis.gamma import ess as batch_ess
 from ..analysis.plots import plot_training
 from ..config import Config, parse_config
+from ..devices import to_numpy
 from ..errors import ConfigError, LatticeflowError
 from ..files import atomic_save, write_failed
 from ..interrupts import check_stop
 from ..flows import build_flow
 from ..mcmc.independence import independence_acceptance, log_weight
-from .distributed import Group, rank_seed
+from .distributed import Group, rank_device, rank_seed
 from .loss import frozen_twin, kl_loss, learning_rate
 from .run_files import (CHECKPOINT, METRICS, MODEL, PLOT, last_metrics, mismatch, model_file, read_metrics,
                         truncate_metrics)
@@ -78,6 +79,9 @@ class Trainer:
             flow to another β or L).
         group: the ranks of a ``torchrun`` run (:mod:`~latticeflow.training.distributed`);
             default one process.  Each rank draws ``batch_size / world_size`` samples.
+
+    The flow trains on ``[train] device`` (the group's device under ``torchrun``); the
+    generators stay on the CPU, and the checkpoint loads on any device.
     """
 
     def __init__(self, cfg: Config, run_dir: Path, steps: int | None = None, resume: bool = False,
@@ -86,13 +90,14 @@ class Trainer:
             where = cfg.path or "the model file"
             raise LatticeflowError(f"{where}: no [flow] table, so there is no flow to train")
         self.cfg, self.tc, self.run_dir = cfg, cfg.train, Path(run_dir)
-        self.group = group or Group()
+        self.group = group or Group(device=rank_device(cfg.train.device))
+        self.device = self.group.device
         self.rank_batch = self.group.share(self.tc.batch_size)
         self.theory = cfg.theory.build()
         self.schedule = CouplingSchedule(cfg, self.theory)
         with torch.random.fork_rng():  # initial weights from the config's seed, user RNG untouched
             torch.manual_seed(self.tc.seed)
-            self.flow = build_flow(self.theory, cfg.flow).float()
+            self.flow = build_flow(self.theory, cfg.flow).float().to(self.device)
         if init is not None:
             self.flow.load_state_dict(init)
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=self.tc.lr)
@@ -150,7 +155,7 @@ class Trainer:
         if not path.is_file():
             raise LatticeflowError(f"{self.run_dir}: no {CHECKPOINT} to resume from")
         try:
-            state = torch.load(path, weights_only=True)
+            state = torch.load(path, weights_only=True, map_location="cpu")  # any device wrote it
         except Exception:
             state = None
         if not isinstance(state, dict) or state.get("format") != "latticeflow-checkpoint":
@@ -237,7 +242,7 @@ class Trainer:
         self.step += 1
         self._updating = False
         self.optimizer.zero_grad(set_to_none=True)
-        log_w = torch.cat(self.group.gather(log_weight(action, log_q))).numpy()  # the whole batch
+        log_w = to_numpy(torch.cat(self.group.gather(log_weight(action, log_q))))  # the whole batch
         finite = bool(np.all(np.isfinite(log_w)))
         record = {"step": self.step, "loss": _num(loss), "log_z_bound": _num(-loss),
                   "ess": batch_ess(log_w) if finite else None, "lr": lr, "grad_norm": _num(grad_norm),
@@ -260,7 +265,7 @@ class Trainer:
         for start in range(0, self.tc.eval_batch, self.tc.batch_size):
             x, log_q = self.flow.sample(min(self.tc.batch_size, self.tc.eval_batch - start), generator=gen)
             log_w.append(log_weight(self.theory.action(self.theory.field_space.to_action_dtype(x)), log_q))
-        log_w = torch.cat(log_w).numpy()
+        log_w = to_numpy(torch.cat(log_w))
         if not np.all(np.isfinite(log_w)) or log_w.size < 2:
             return {"acceptance": None, "eval_ess": None}
         return {"acceptance": independence_acceptance(log_w, rng=[self.tc.seed, self.step]),

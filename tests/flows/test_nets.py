@@ -42,3 +42,36 @@ def test_zero_init_outputs_zero():
 def test_even_kernel_rejected():
     with pytest.raises(ValueError):
         PeriodicConv(2, 1, 1, kernel_size=2)
+
+
+def _reference_pad(x, half, ndim):
+    for axis in range(x.dim() - ndim, x.dim()):
+        n = x.shape[axis]
+        x = torch.cat([x.narrow(axis, n - half, half), x, x.narrow(axis, 0, half)], dim=axis)
+    return x
+
+
+@pytest.mark.parametrize("shape,half,ndim", [((3, 2, 5, 6), 1, 2), ((2, 7), 2, 1),
+                                             ((2, 1, 4, 5, 6), 1, 3), ((2, 3, 6, 6), 2, 2)])
+def test_circular_pad_and_its_gradient(shape, half, ndim):
+    from latticeflow.flows.nets import circular_pad
+
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    y = circular_pad(x, half, ndim)
+    assert torch.equal(y, _reference_pad(x, half, ndim))
+    g = torch.randn_like(y)
+    (ours,) = torch.autograd.grad(y, x, g)
+    (reference,) = torch.autograd.grad(_reference_pad(x, half, ndim), x, g)
+    assert torch.allclose(ours, reference, atol=1e-12)
+    assert torch.autograd.gradgradcheck(lambda t: circular_pad(t, half, ndim), (x,))
+
+
+def test_circular_pad_keeps_channels_last():
+    from latticeflow.flows.nets import circular_pad
+
+    x = torch.randn(4, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    y = circular_pad(x, 1, 2)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(y, _reference_pad(x, 1, 2))
+    with pytest.raises(ValueError, match="smaller"):
+        circular_pad(torch.zeros(1, 1, 2, 2), 3, 2)

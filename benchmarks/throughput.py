@@ -1,0 +1,144 @@
+"""Training and sampling throughput: milliseconds per step of the settings of
+docs/performance.md, measured through the real code paths (``Trainer.train_step`` and the
+samplers' proposal call).
+
+Settings (batch 1024 unless ``--batch``; median of steps 5–25; one thread unless
+``--threads``):
+
+- ``phi4``: φ⁴ L = 8, 16 affine checkerboard layers, CNN [16, 16, 16];
+- ``phi4-z2``: the same with ``z2 = true`` (Z₂-symmetrised conditioner);
+- ``u1``: U(1) L = 8 β = 2, 16 circular-spline layers (8 bins), plaquette inputs, CNN [32, 32];
+- ``u1-sample``: that flow's proposals, time per 1024 (no gradients, float32, the action
+  and log w in float64 included);
+- ``u1-L16``, ``u1-L32``: the U(1) training step at L = 16 and 32 (steps per second).
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py                 # all settings
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py --settings u1 --steps 25 --json out.json
+    python benchmarks/throughput.py --device cuda --threads 16        # on a GPU machine
+
+Every ratio quoted in docs/performance.md compares numbers printed by one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from latticeflow.config import parse_config  # noqa: E402
+from latticeflow.devices import resolve  # noqa: E402
+from latticeflow.mcmc.independence import log_weight  # noqa: E402
+from latticeflow.training.trainer import Trainer  # noqa: E402
+
+PHI4 = """
+[theory]
+name = "phi4"
+L = 8
+m2 = -4.0
+lam = 8.0
+
+[flow]
+layers = 16
+bijection = "affine"
+hidden = [16, 16, 16]
+z2 = {z2}
+"""
+
+U1 = """
+[theory]
+name = "u1"
+L = {L}
+beta = 2.0
+
+[flow]
+layers = 16
+bijection = "spline"
+bins = 8
+hidden = [32, 32]
+loops = ["plaquette"]
+"""
+
+TRAIN = """
+[train]
+batch_size = {batch}
+steps = 100000
+estimator = "reparam"
+device = "{device}"
+"""
+
+SETTINGS = {
+    "phi4": PHI4.format(z2="false"),
+    "phi4-z2": PHI4.format(z2="true"),
+    "u1": U1.format(L=8),
+    "u1-sample": U1.format(L=8),
+    "u1-L16": U1.format(L=16),
+    "u1-L32": U1.format(L=32),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_setting(name: str, steps: int, batch: int, device: str) -> dict:
+    cfg = parse_config(SETTINGS[name] + TRAIN.format(batch=batch, device=device))
+    where = resolve(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, Path(tmp))
+        times = []
+        for _ in range(steps):
+            _sync(where)
+            t0 = time.perf_counter()
+            if name.endswith("-sample"):
+                with torch.no_grad():
+                    x, log_q = trainer.flow.sample(batch, generator=trainer.generator)
+                    x = trainer.theory.field_space.to_action_dtype(x)
+                    log_weight(trainer.theory.action(x), log_q).cpu()
+            else:
+                trainer.train_step()
+            _sync(where)
+            times.append(time.perf_counter() - t0)
+    kept = times[4:] if len(times) > 8 else times
+    return {"setting": name, "ms_per_step": 1e3 * statistics.median(kept),
+            "steps_per_second": 1 / statistics.median(kept), "steps_timed": len(kept),
+            "batch": batch, "device": str(where), "threads": torch.get_num_threads()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
+    p.add_argument("--steps", type=int, default=25, help="steps per setting (median of 5..N)")
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write the results here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.settings:
+        row = time_setting(name, args.steps, args.batch, args.device)
+        rows.append(row)
+        print(f"{name:<10} {row['ms_per_step']:9.1f} ms/step  ({row['steps_per_second']:.2f} steps/s, "
+              f"batch {row['batch']}, {row['device']}, {row['threads']} thread(s))", flush=True)
+    by = {r["setting"]: r["ms_per_step"] for r in rows}
+    if "phi4" in by and "phi4-z2" in by:
+        print(f"z2 / plain: {by['phi4-z2'] / by['phi4']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"torch": torch.__version__, "results": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

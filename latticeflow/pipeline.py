@@ -20,13 +20,16 @@ from pathlib import Path
 from . import resources
 from .config import Config, load_config
 from .devices import resolve
+from .parallel import split_over_ranks
+from .samplers import flow_density, flow_proposal, flow_sampler  # re-exported
+from .training.distributed import rank_device
 from .errors import LatticeflowError
 from .files import RUNS, check_writable
 from .schema import check_value, convert, table_fields
 from .training import MODEL, load_flow, run_config
 from .training import train as _train
 
-__all__ = ["resolve_model", "load_model", "flow_proposal", "override", "on_device", "exact", "hmc", "sample",
+__all__ = ["resolve_model", "load_model", "flow_proposal", "flow_density", "flow_sampler", "override", "on_device", "exact", "hmc", "sample",
            "analyze", "compare", "train", "default_output"]
 
 
@@ -133,24 +136,6 @@ def load_model(source):
     return cfg, load_flow(weights, cfg)
 
 
-def flow_proposal(flow, dtype: str = "float32", device="cpu"):
-    """``propose(n, generator) -> (x, log_q)`` with the flow run in ``dtype`` on ``device``
-    (the generator is a CPU one: :mod:`latticeflow.devices`).
-
-    The samplers cast x and log q to the theory's precision before computing S and log w
-    (``docs/config.md``, ``[sample] dtype``).
-    """
-    import torch
-
-    flow = flow.to(getattr(torch, dtype)).to(device).eval()
-
-    def propose(n, generator):
-        with torch.no_grad():
-            return flow.sample(n, generator=generator)
-
-    return propose
-
-
 # --- commands -----------------------------------------------------------------------------
 def reference_values(theory) -> tuple[dict, list[str]]:
     """The theory's exact values that are finite, and the names of those that overflowed
@@ -197,17 +182,18 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
     _check_n(n)
     cfg = override(on_device(_config(config), device, ("hmc",)), "hmc",
                    {"chains": "--chains", "seed": "--seed"}, chains=chains, seed=seed)
-    where = resolve(cfg.hmc.device, "--device" if device else "hmc.device")
-    theory, h = cfg.theory.build(), cfg.hmc
+    where = rank_device(cfg.hmc.device, "--device" if device else "hmc.device")
     out = _path(out, "--out") if out is not None else default_output(cfg, "hmc")
+    cfg, out, n, finish = split_over_ranks(cfg, "hmc", out, n)  # torchrun: this rank's part
+    theory, h = cfg.theory.build(), cfg.hmc
     resources.check_memory(resources.hmc_bytes(cfg.theory, h.chains), f"HMC with {h.chains} chains")
     check_ensemble_fits(cfg, n, out, h.chains, configs, len(theory.observable_names) + 2)
     sampler = HMCChains(theory, HMC.from_config(theory, h), h.chains, h.thermalization, h.tune,
                         h.start, h.seed, store_configs=configs, progress=progress,
                         device=where)
-    return run_ensemble(sampler, theory=theory, path=out, n=n,
-                        config_text=cfg.toml, seed=h.seed, block=h.block, store_configs=configs,
-                        progress=progress, desc="hmc")
+    return finish(run_ensemble(sampler, theory=theory, path=out, n=n,
+                               config_text=cfg.toml, seed=h.seed, block=h.block, store_configs=configs,
+                               progress=progress, desc="hmc"))
 
 
 def sample(source, n: int, out=None, iid: bool = False, chains: int | None = None,
@@ -246,6 +232,8 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
         is_run = not isinstance(source, Config) and Path(source).is_dir()
         out = Path(source) / f"{s.sampler}.h5" if is_run else default_output(cfg, s.sampler)
     out = _path(out, "--out")
+    cfg, out, n, finish = split_over_ranks(cfg, "sample", out, n)  # torchrun: this rank's part
+    s = cfg.sample
     store = s.configs and configs
     need = resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, s.sampler == "flow-hmc")
     need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if store else 0)
@@ -254,49 +242,9 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
     if flow is None:
         flow = load_flow(weights, cfg)
     chain_sampler = flow_sampler(cfg, theory, flow, store, progress)
-    return run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
-                        seed=s.seed, block=s.block, store_configs=store, progress=progress,
-                        desc=s.sampler)
-
-
-def flow_sampler(cfg: Config, theory, flow, store_configs: bool = True, progress: bool = True):
-    """The chain sampler of ``[sample] sampler`` for a loaded flow (DESIGN §7)."""
-    import torch
-
-    from .mcmc.flow_hmc import FlowHMCChains
-    from .mcmc.flow_samplers import IIDWithWeights, IndependenceMetropolis
-    from .mcmc.hmc import HMC
-    from .mcmc.mixed import MixedKernel
-
-    s, h = cfg.sample, cfg.hmc
-    device = resolve(s.device, "sample.device")
-    common = dict(n_chains=s.chains, seed=s.seed, store_configs=store_configs)
-    if s.sampler == "flow-hmc":
-        return FlowHMCChains(theory, flow.to(getattr(torch, s.dtype)).to(device).eval(), h,
-                             thermalization=s.thermalization, tune=h.tune, progress=progress,
-                             batch_size=s.batch_size, device=device, **common)
-    propose = flow_proposal(flow, s.dtype, device)
-    if s.sampler == "mixed":
-        return MixedKernel(theory, HMC.from_config(theory, h), propose,
-                           flow_density(flow, s.dtype, device),
-                           hmc_per_step=s.hmc_per_step, flow_per_step=s.flow_per_step,
-                           thermalization=s.thermalization, tune=h.tune, batch_size=s.batch_size,
-                           progress=progress, device=device, **common)
-    kind = IIDWithWeights if s.sampler == "flow-iid" else IndependenceMetropolis
-    return kind(theory, propose, batch_size=s.batch_size, **common)
-
-
-def flow_density(flow, dtype: str = "float32", device="cpu"):
-    """``density(x) -> log q(x)`` (float64) with the flow run in ``dtype`` on ``device``."""
-    import torch
-
-    flow = flow.to(getattr(torch, dtype)).to(device).eval()
-
-    def density(x):
-        with torch.no_grad():
-            return flow.log_prob(x).to(torch.float64)
-
-    return density
+    return finish(run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
+                               seed=s.seed, block=s.block, store_configs=store, progress=progress,
+                               desc=s.sampler))
 
 
 def analyze(path) -> dict:

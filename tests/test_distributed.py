@@ -135,3 +135,62 @@ def test_one_rank_group_is_inert():
     assert not g.active and g.is_main and g.all_mean(t) is t and g.gather(t) == [t]
     assert g.any(True) and not g.any(False) and g.broadcast_object(5) == 5
     assert rank_seed(7, 0) == 7 and len({rank_seed(7, r) for r in range(4)}) == 4
+
+
+HMC_STUDY = """
+[theory]
+name = "u1"
+L = 4
+beta = 1.0
+[hmc]
+chains = 4
+thermalization = 20
+steps = 4
+block = 25
+seed = 5
+"""
+
+
+def test_hmc_on_two_ranks_is_one_joined_ensemble(tmp_path):
+    """Each rank runs half the chains with its own seed into its own file; rank 0 joins them
+    (HDF5 virtual datasets) into the file --out names, which analyze reads as one ensemble,
+    the next torchrun run continues and a single process refuses to continue."""
+    import h5py
+    import numpy as np
+
+    from latticeflow import pipeline
+    from latticeflow.cli import main
+
+    (tmp_path / "m.toml").write_text(HMC_STUDY)
+    torchrun(tmp_path, "hmc", "m.toml", "-n", "200", "--out", "h.h5", "--quiet")
+    with h5py.File(tmp_path / "h.h5") as joined, h5py.File(tmp_path / "h.rank1.h5") as part:
+        assert joined["observables/plaquette"].is_virtual
+        assert joined.attrs["n_chains"] == 4 and joined.attrs["n_rows"] == 50
+        assert np.array_equal(joined["observables/plaquette"][:, 2:], part["observables/plaquette"][:50])
+        assert part.attrs["n_chains"] == 2 and f"seed = {rank_seed(5, 1)}" in part.attrs["config"]
+    # rank 1's part is exactly the one-process run with its seed and its share of the chains
+    alone = pipeline.hmc(tmp_path / "m.toml", 100, out=tmp_path / "alone.h5", chains=2,
+                         seed=rank_seed(5, 1), progress=False, configs=True)
+    with h5py.File(alone["path"]) as a, h5py.File(tmp_path / "h.rank1.h5") as b:
+        assert np.array_equal(a["observables/plaquette"][:], b["observables/plaquette"][:])
+    summary = pipeline.analyze(tmp_path / "h.h5")
+    plaq = summary["observables"]["plaquette"]
+    assert summary["n"] == 200 and abs(plaq["mean"] - summary["exact"]["plaquette"]) < 4 * plaq["error"]
+    # continued on two ranks: both parts grow and are joined again
+    torchrun(tmp_path, "hmc", "m.toml", "-n", "400", "--out", "h.h5", "--quiet")
+    assert pipeline.analyze(tmp_path / "h.h5")["n"] == 400
+    # one process cannot continue a joined file: one line, exit 2, the file untouched
+    before = (tmp_path / "h.h5").read_bytes()
+    assert main(["hmc", str(tmp_path / "m.toml"), "-n", "800", "--out", str(tmp_path / "h.h5"), "--quiet"]) == 2
+    assert (tmp_path / "h.h5").read_bytes() == before
+
+
+def test_chains_that_do_not_split_are_refused(tmp_path):
+    (tmp_path / "m.toml").write_text(HMC_STUDY)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "latticeflow", "hmc",
+                           "m.toml", "-n", "10", "--chains", "3", "--out", "h.h5"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "latticeflow: error: hmc.chains: 3 chains do not split evenly over 2 ranks" in done.stderr
+    assert not list(tmp_path.glob("h*.h5"))

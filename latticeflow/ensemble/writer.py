@@ -18,6 +18,7 @@ from .. import __version__
 from ..errors import EnsembleError
 from ..files import write_failed
 from ..interrupts import deferred_signals
+from .join import joined_parts
 from .format import (FORMAT, SAMPLERS, VERSION, ROW_CHUNK_BYTES, WEIGHT_COLUMN, check_column,
                      attr, committed_slot, describe_theory, numpy_field_dtype, H5Handle, json_attr, normalise_theory, open_h5,
                      row_datasets)
@@ -158,6 +159,11 @@ def read_resume_state(path, *, theory: dict, sampler: str, n_chains: int, **layo
 
 def _check_continuable(f, path: Path, theory: dict, sampler: str, n_chains: int,
                        observables=None, mcmc=None, field_shape=None) -> None:
+    parts = joined_parts(f, path)
+    if parts is not None:
+        raise EnsembleError(f"{path} joins the {len(parts)} per-rank files of a torchrun run "
+                            f"({', '.join(parts)}); continue it with the same command under "
+                            f"torchrun --nproc_per_node {len(parts)}")
     held = json_attr(f, "theory", path)
     asked = normalise_theory(theory)
     if held != asked:

@@ -33,10 +33,24 @@ def _broadcast(x: torch.Tensor, params: torch.Tensor):
     return x.expand(batch), params.expand(*batch, params.shape[-1])
 
 
+def softmax_last(raw: torch.Tensor) -> torch.Tensor:
+    """``softmax(raw, dim=-1)`` for a short last axis (bins, mixture components): written out,
+    because torch's kernel vectorises along that axis and is ~5x slower when it holds 6-16
+    entries (docs/performance.md)."""
+    e = torch.exp(raw - raw.detach().amax(dim=-1, keepdim=True))
+    return e / e.sum(dim=-1, keepdim=True)
+
+
+def log_softmax_last(raw: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(raw, dim=-1)`` for a short last axis (see :func:`softmax_last`)."""
+    shifted = raw - raw.detach().amax(dim=-1, keepdim=True)
+    return shifted - torch.log(torch.exp(shifted).sum(dim=-1, keepdim=True))
+
+
 def _knots(raw: torch.Tensor, low: float, high: float, min_size: float) -> torch.Tensor:
     """K raw logits -> K+1 increasing knots from low to high, each bin at least min_size·(high-low)."""
     bins = raw.shape[-1]
-    sizes = min_size + (1 - min_size * bins) * torch.softmax(raw, dim=-1)
+    sizes = min_size + (1 - min_size * bins) * softmax_last(raw)
     inner = low + (high - low) * torch.cumsum(sizes, dim=-1)[..., :-1]
     ends = torch.ones_like(raw[..., :1])
     # pin the ends exactly, so the spline meets its tails (or closes the circle) without rounding

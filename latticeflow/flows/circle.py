@@ -13,7 +13,7 @@ import math
 import torch
 
 from ..groups import wrap_angle
-from .bijections import ElementwiseBijection, _broadcast, _derivatives, _knots, rational_quadratic
+from .bijections import ElementwiseBijection, _broadcast, _derivatives, _knots, log_softmax_last, rational_quadratic
 
 __all__ = ["CircularSpline", "NCPMixture", "ncp"]
 
@@ -154,7 +154,7 @@ class NCPMixture(ElementwiseBijection):
 
     def _mixture(self, theta, params):
         K = self.components
-        log_w = torch.log_softmax(params[..., :K], dim=-1)
+        log_w = log_softmax_last(params[..., :K])
         g, log_dg = ncp(theta.unsqueeze(-1), params[..., K : 2 * K])
         return (log_w.exp() * g).sum(-1), torch.logsumexp(log_w + log_dg, dim=-1)
 

@@ -125,6 +125,11 @@ class Group:
         torch.distributed.all_gather(out, local)
         return [t.to(tensor.device) for t in out]
 
+    def barrier(self) -> None:
+        """Wait until every rank gets here."""
+        if self.active:
+            torch.distributed.barrier()
+
     def broadcast_parameters(self, module) -> None:
         """Rank 0's parameters and buffers on every rank."""
         if not self.active:

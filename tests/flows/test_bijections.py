@@ -218,8 +218,8 @@ def test_float32(f, scale):
     err = circ_dist(x2, x) if is_circle(f) else (x2 - x) / (1 + x.abs())
     # x is recovered to float32 resolution in y: the error in x is amplified by 1/(dy/dx)
     assert (err.abs() * ld.exp()).max() < 1e-5
-    if scale == 0.5:  # well-conditioned parameters, as at the start of training
-        assert err.abs().max() < 1e-5
+    if scale == 0.5:  # well-conditioned parameters, as at the start of training; the worst
+        assert err.abs().max() < 2e-5  # sample sits where dy/dx ≈ 0.02: half an ulp of y is 1.4e-5 in x
         assert (ld + ld_inv).abs().max() < 1e-4
 
 

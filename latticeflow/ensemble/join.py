@@ -1,0 +1,109 @@
+"""One ensemble from the per-rank files of a ``torchrun`` run, by HDF5 virtual datasets.
+
+Under ``torchrun --nproc_per_node R``, ``latticeflow sample`` and ``hmc`` write the chains
+of rank r to their own ensemble file, :func:`part_path` (``NAME.rank<r>.h5``), which
+resumes like any other.  Rank 0 then writes ``NAME.h5`` with :func:`join`: the same layout
+(format version 1), whose datasets are virtual datasets that concatenate the parts along
+the chain axis — chains ``r·C/R … (r+1)·C/R − 1`` are rank r's.  Nothing is copied, and
+every reader (``analyze``, ``compare``, :func:`latticeflow.ensemble.open`) sees one
+ensemble of C chains.
+
+- ``n_rows`` is the number of rows every part has committed (the minimum), and
+  ``generation_seconds`` the sum over the parts (the device time spent, not the wall time).
+- ``extra["joined"]`` lists the parts (names relative to the joined file, which HDF5
+  resolves from the joined file's directory, so the folder can be moved as a whole).
+- A joined file has no resume state of its own: the next ``torchrun`` run continues the
+  parts and joins them again; a single process refuses to continue it.
+- The joined file is written under a temporary name and renamed into place, so a reader
+  never sees half of one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+
+import h5py
+
+from .. import __version__
+from ..errors import EnsembleError
+from ..files import write_failed
+from .format import FORMAT, VERSION, json_attr, open_h5, row_datasets
+
+__all__ = ["part_path", "join", "joined_parts"]
+
+
+def part_path(path, rank: int) -> Path:
+    """The ensemble file of rank ``rank`` beside the joined ``path``: ``NAME.rank<r>.h5``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.rank{rank}{path.suffix}")
+
+
+def joined_parts(f: h5py.File, path: Path) -> list[str] | None:
+    """The part names of a joined file (None for an ordinary ensemble)."""
+    joined = json_attr(f, "extra", path, default={}).get("joined")
+    return None if joined is None else list(joined.get("parts", []))
+
+
+def join(path, parts, config_text: str, seed: int) -> dict:
+    """Write the joined ensemble ``path`` of the part files ``parts`` (rank order).
+
+    The parts must hold the same theory, sampler, observables, mcmc columns and field
+    layout.  Returns ``{"path", "n", "n_rows", "n_chains", "parts"}``.
+    """
+    path = Path(path)
+    parts = [Path(p) for p in parts]
+    files = [open_h5(p, "r") for p in parts]
+    try:
+        first = files[0]
+        layout = _layout(first)
+        for p, f in zip(parts[1:], files[1:]):
+            for key in ("theory", "sampler"):
+                if f.attrs[key] != first.attrs[key]:
+                    raise EnsembleError(f"{p}: its {key} differs from {parts[0]}'s; cannot join them")
+            if _layout(f) != layout:
+                raise EnsembleError(f"{p}: its datasets differ from {parts[0]}'s; cannot join them")
+        chains = [int(f.attrs["n_chains"]) for f in files]
+        n_rows = min(int(f.attrs["n_rows"]) for f in files)
+        n_chains = sum(chains)
+        tmp = path.with_name(f".{path.name}.joining{os.getpid()}")
+        try:
+            with h5py.File(tmp, "w") as out:
+                a = out.attrs
+                a["format"], a["version"] = FORMAT, VERSION
+                a["theory"], a["sampler"] = first.attrs["theory"], first.attrs["sampler"]
+                a["config"], a["seed"] = config_text, int(seed)
+                a["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                a["latticeflow_version"] = __version__
+                a["n_chains"], a["n_rows"] = n_chains, n_rows
+                a["generation_seconds"] = float(sum(float(f.attrs["generation_seconds"]) for f in files))
+                extra = json_attr(first, "extra", parts[0], default={})
+                names = [os.path.relpath(p, path.parent) for p in parts]
+                extra["joined"] = {"parts": names, "chains": chains}
+                a["extra"] = json.dumps(extra)
+                for group in ("observables", "mcmc", "state"):
+                    out.create_group(group)
+                for name, (dtype, tail) in layout.items():
+                    vds = h5py.VirtualLayout(shape=(n_rows, n_chains, *tail), dtype=dtype)
+                    start = 0
+                    for source, f, c in zip(names, files, chains):
+                        ds = f[name]
+                        vds[:, start:start + c] = h5py.VirtualSource(source, name, shape=ds.shape)[:n_rows]
+                        start += c
+                    out.create_virtual_dataset(name, vds)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise write_failed(path, exc) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    finally:
+        for f in files:
+            f.close()
+    return {"path": str(path), "n": n_rows * n_chains, "n_rows": n_rows, "n_chains": n_chains,
+            "parts": [str(p) for p in parts]}
+
+
+def _layout(f: h5py.File) -> dict:
+    return {name: (ds.dtype, tuple(ds.shape[2:])) for name, ds in row_datasets(f).items()}

@@ -1,0 +1,72 @@
+"""The chain samplers a config asks for, built around a loaded flow (DESIGN §7).
+
+:func:`flow_sampler` reads ``[sample] sampler`` (and ``[hmc]`` for the samplers that
+integrate): Metropolis independence chains, i.i.d. draws with weights, the mixed HMC +
+flow kernel, or flow HMC.  :func:`flow_proposal` and :func:`flow_density` wrap a flow as
+the ``propose`` / ``density`` functions the samplers take (:mod:`latticeflow.mcmc` never
+imports the flows), run in ``[sample] dtype`` on ``[sample] device``.
+"""
+
+from __future__ import annotations
+
+from .training.distributed import rank_device
+
+__all__ = ["flow_sampler", "flow_proposal", "flow_density"]
+
+
+def flow_sampler(cfg, theory, flow, store_configs: bool = True, progress: bool = True):
+    """The chain sampler of ``[sample] sampler`` for a loaded flow (DESIGN §7)."""
+    import torch
+
+    from .mcmc.flow_hmc import FlowHMCChains
+    from .mcmc.flow_samplers import IIDWithWeights, IndependenceMetropolis
+    from .mcmc.hmc import HMC
+    from .mcmc.mixed import MixedKernel
+
+    s, h = cfg.sample, cfg.hmc
+    device = rank_device(s.device, "sample.device")
+    common = dict(n_chains=s.chains, seed=s.seed, store_configs=store_configs)
+    if s.sampler == "flow-hmc":
+        return FlowHMCChains(theory, flow.to(getattr(torch, s.dtype)).to(device).eval(), h,
+                             thermalization=s.thermalization, tune=h.tune, progress=progress,
+                             batch_size=s.batch_size, device=device, **common)
+    propose = flow_proposal(flow, s.dtype, device)
+    if s.sampler == "mixed":
+        return MixedKernel(theory, HMC.from_config(theory, h), propose,
+                           flow_density(flow, s.dtype, device),
+                           hmc_per_step=s.hmc_per_step, flow_per_step=s.flow_per_step,
+                           thermalization=s.thermalization, tune=h.tune, batch_size=s.batch_size,
+                           progress=progress, device=device, **common)
+    kind = IIDWithWeights if s.sampler == "flow-iid" else IndependenceMetropolis
+    return kind(theory, propose, batch_size=s.batch_size, **common)
+
+
+def flow_density(flow, dtype: str = "float32", device="cpu"):
+    """``density(x) -> log q(x)`` (float64) with the flow run in ``dtype`` on ``device``."""
+    import torch
+
+    flow = flow.to(getattr(torch, dtype)).to(device).eval()
+
+    def density(x):
+        with torch.no_grad():
+            return flow.log_prob(x).to(torch.float64)
+
+    return density
+
+
+def flow_proposal(flow, dtype: str = "float32", device="cpu"):
+    """``propose(n, generator) -> (x, log_q)`` with the flow run in ``dtype`` on ``device``
+    (the generator is a CPU one: :mod:`latticeflow.devices`).
+
+    The samplers cast x and log q to the theory's precision before computing S and log w
+    (``docs/config.md``, ``[sample] dtype``).
+    """
+    import torch
+
+    flow = flow.to(getattr(torch, dtype)).to(device).eval()
+
+    def propose(n, generator):
+        with torch.no_grad():
+            return flow.sample(n, generator=generator)
+
+    return propose

@@ -10,52 +10,59 @@ When every rank has committed its part, rank 0 joins the parts into the file tha
 ``ceil(n / C)`` rows, like the chains of a one-process run.  Running the same command
 again continues every part and joins them again.
 
-Without ``torchrun`` (``WORLD_SIZE`` unset or 1) nothing here changes a run.
+An existing ``--out`` that is not the join of as many ranks (say a one-process ensemble)
+is refused on every rank before anything is written.  Without ``torchrun`` (``WORLD_SIZE``
+unset or 1) nothing here changes a run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from pathlib import Path
 
 from .errors import ConfigError
 from .ensemble import rows_needed
-from .ensemble.join import join, part_path
+from .ensemble.join import check_join_target, join, part_path
 from .training.distributed import current, rank_device, rank_seed
 
 __all__ = ["split_over_ranks"]
 
 
+@contextlib.contextmanager
 def split_over_ranks(cfg, section: str, out, n: int):
-    """``(cfg, out, n, finish)`` for this rank: the config with its share of the chains and
-    its seed, its part file, the configurations that part must hold, and ``finish(result)``,
-    which waits for every rank, joins the parts on rank 0 and returns the run summary (the
-    joined file's on rank 0, the part's on the others).  On one process: the inputs and the
-    identity."""
+    """A context giving ``(cfg, out, n, finish)`` for this rank: the config with its share of
+    the chains and its seed, its part file, the configurations that part must hold, and
+    ``finish(result)``, which waits for every rank, joins the parts on rank 0 and returns the
+    run summary (the joined file's on rank 0, the part's on the others).  The process group
+    is closed when the context ends, whatever happens inside.  On one process: the inputs
+    and the identity."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return cfg, out, n, lambda result: result
+        yield cfg, out, n, lambda result: result
+        return
     table = getattr(cfg, section)
     if table.chains % world:
         raise ConfigError(f"{section}.chains: {table.chains} chains do not split evenly over {world} "
                           "ranks (each rank runs chains / ranks of them)")
+    out = Path(out)
+    check_join_target(out, world)  # every rank refuses, before any file or process group
     group = current(rank_device(table.device, f"{section}.device"))
     share = table.chains // world
     mine = dataclasses.replace(table, chains=share, seed=rank_seed(table.seed, group.rank))
     rank_cfg = dataclasses.replace(cfg, **{section: mine})
-    out = Path(out)
     rank_n = rows_needed(n, table.chains) * share
 
     def finish(result: dict) -> dict:
-        try:
-            group.barrier()  # every part committed
-            if not group.is_main:
-                return result
-            joined = join(out, [part_path(out, r) for r in range(world)], cfg.toml, table.seed)
-            return result | {"path": joined["path"], "n": joined["n"], "parts": joined["parts"],
-                             "rows_added": result["rows_added"], "ranks": world}
-        finally:
-            group.close()
+        group.barrier()  # every part committed
+        if not group.is_main:
+            return result
+        joined = join(out, [part_path(out, r) for r in range(world)], cfg.toml, table.seed)
+        return result | {"path": joined["path"], "n": joined["n"], "parts": joined["parts"],
+                         "rows_added": result["rows_added"], "ranks": world}
 
-    return rank_cfg, part_path(out, group.rank), rank_n, finish
+    try:
+        yield rank_cfg, part_path(out, group.rank), rank_n, finish
+    finally:
+        group.close()

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from . import resources
 from .config import Config, load_config
-from .devices import resolve
 from .parallel import split_over_ranks
 from .samplers import flow_density, flow_proposal, flow_sampler  # re-exported
 from .training.distributed import rank_device
@@ -90,7 +89,7 @@ def train(config_or_path, out=None, steps: int | None = None, resume: bool = Fal
     after checking that the run directory can be written and a step fits in memory
     (``device`` overrides ``[train] device``)."""
     cfg = on_device(_config(config_or_path), device, ("train",))
-    resolve(cfg.train.device, "--device" if device else "train.device")  # refused before any file
+    rank_device(cfg.train.device, "--device" if device else "train.device")  # refused before any file
     _require_flow(cfg, "train")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise LatticeflowError(f"--steps: must be an integer >= 1 (got {steps!r})")
@@ -184,16 +183,16 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
                    {"chains": "--chains", "seed": "--seed"}, chains=chains, seed=seed)
     where = rank_device(cfg.hmc.device, "--device" if device else "hmc.device")
     out = _path(out, "--out") if out is not None else default_output(cfg, "hmc")
-    cfg, out, n, finish = split_over_ranks(cfg, "hmc", out, n)  # torchrun: this rank's part
-    theory, h = cfg.theory.build(), cfg.hmc
-    resources.check_memory(resources.hmc_bytes(cfg.theory, h.chains), f"HMC with {h.chains} chains")
-    check_ensemble_fits(cfg, n, out, h.chains, configs, len(theory.observable_names) + 2)
-    sampler = HMCChains(theory, HMC.from_config(theory, h), h.chains, h.thermalization, h.tune,
-                        h.start, h.seed, store_configs=configs, progress=progress,
-                        device=where)
-    return finish(run_ensemble(sampler, theory=theory, path=out, n=n,
-                               config_text=cfg.toml, seed=h.seed, block=h.block, store_configs=configs,
-                               progress=progress, desc="hmc"))
+    with split_over_ranks(cfg, "hmc", out, n) as (cfg, out, n, finish):  # torchrun: this rank's part
+        theory, h = cfg.theory.build(), cfg.hmc
+        resources.check_memory(resources.hmc_bytes(cfg.theory, h.chains), f"HMC with {h.chains} chains")
+        check_ensemble_fits(cfg, n, out, h.chains, configs, len(theory.observable_names) + 2)
+        sampler = HMCChains(theory, HMC.from_config(theory, h), h.chains, h.thermalization, h.tune,
+                            h.start, h.seed, store_configs=configs, progress=progress,
+                            device=where)
+        return finish(run_ensemble(sampler, theory=theory, path=out, n=n,
+                                   config_text=cfg.toml, seed=h.seed, block=h.block,
+                                   store_configs=configs, progress=progress, desc="hmc"))
 
 
 def sample(source, n: int, out=None, iid: bool = False, chains: int | None = None,
@@ -226,25 +225,25 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
     cfg = override(on_device(cfg, device, ("sample",)), "sample",
                    {"chains": "--chains", "seed": "--seed", "sampler": "--sampler"},
                    chains=chains, seed=seed, sampler="flow-iid" if iid else sampler)
-    resolve(cfg.sample.device, "--device" if device else "sample.device")  # before any file
+    rank_device(cfg.sample.device, "--device" if device else "sample.device")  # before any file
     theory, s = cfg.theory.build(), cfg.sample
     if out is None:
         is_run = not isinstance(source, Config) and Path(source).is_dir()
         out = Path(source) / f"{s.sampler}.h5" if is_run else default_output(cfg, s.sampler)
     out = _path(out, "--out")
-    cfg, out, n, finish = split_over_ranks(cfg, "sample", out, n)  # torchrun: this rank's part
-    s = cfg.sample
-    store = s.configs and configs
-    need = resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, s.sampler == "flow-hmc")
-    need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if store else 0)
-    resources.check_memory(need, f"flow sampling at batch {s.batch_size}")
-    check_ensemble_fits(cfg, n, out, s.chains, store, len(theory.observable_names) + 6)
-    if flow is None:
-        flow = load_flow(weights, cfg)
-    chain_sampler = flow_sampler(cfg, theory, flow, store, progress)
-    return finish(run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
-                               seed=s.seed, block=s.block, store_configs=store, progress=progress,
-                               desc=s.sampler))
+    with split_over_ranks(cfg, "sample", out, n) as (cfg, out, n, finish):  # torchrun: this rank's part
+        s = cfg.sample
+        store = s.configs and configs
+        need = resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, s.sampler == "flow-hmc")
+        need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if store else 0)
+        resources.check_memory(need, f"flow sampling at batch {s.batch_size}")
+        check_ensemble_fits(cfg, n, out, s.chains, store, len(theory.observable_names) + 6)
+        if flow is None:
+            flow = load_flow(weights, cfg)
+        chain_sampler = flow_sampler(cfg, theory, flow, store, progress)
+        return finish(run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
+                                   seed=s.seed, block=s.block, store_configs=store, progress=progress,
+                                   desc=s.sampler))
 
 
 def analyze(path) -> dict:

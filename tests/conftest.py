@@ -9,6 +9,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: the smallest φ⁴ theory the CLI tests use (L = 4, broken phase)
+PHI4_THEORY = """
+[theory]
+name = "phi4"
+L = 4
+m2 = -4.0
+lam = 8.0
+"""
+
+#: that theory with a two-layer flow; add a [train] / [sample] table as a test needs
+TINY_PHI4 = PHI4_THEORY + """
+[flow]
+layers = 2
+hidden = [4]
+"""
+
 
 def run_cli(*args, cwd=None, timeout=600, env_extra=None):
     """Run ``python -m latticeflow ARGS`` as a user would, with this checkout importable."""

@@ -22,22 +22,14 @@ from latticeflow.flows import build_flow
 from latticeflow.mcmc.hmc import HMC
 from latticeflow.theories import U1, Phi4, Schwinger, SUN
 
+from conftest import TINY_PHI4
+
 ROOT = Path(__file__).resolve().parents[1]
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device on this machine")
 no_cuda = pytest.mark.skipif(CUDA, reason="this machine has CUDA")
 
-TINY_PHI4 = """
-[theory]
-name = "phi4"
-L = 4
-m2 = -4.0
-lam = 8.0
-
-[flow]
-layers = 2
-hidden = [4]
-
+TINY_PHI4 = TINY_PHI4 + """
 [train]
 steps = 3
 batch_size = 16

@@ -15,15 +15,9 @@ from latticeflow.flows import build_flow
 from latticeflow.training import kl_loss, load_flow, train
 from latticeflow.training.distributed import Group, rank_seed
 
-MODEL = """
-[theory]
-name = "phi4"
-L = 4
-m2 = -4.0
-lam = 8.0
-[flow]
-layers = 2
-hidden = [4]
+from conftest import TINY_PHI4
+
+MODEL = TINY_PHI4 + """
 [train]
 steps = 4
 batch_size = 16
@@ -194,3 +188,103 @@ def test_chains_that_do_not_split_are_refused(tmp_path):
     assert done.returncode != 0
     assert "latticeflow: error: hmc.chains: 3 chains do not split evenly over 2 ranks" in done.stderr
     assert not list(tmp_path.glob("h*.h5"))
+
+
+@pytest.fixture
+def two_parts(tmp_path):
+    """Two one-process HMC ensembles laid out as the parts of ``j.h5`` (2 chains each)."""
+    from latticeflow import pipeline
+    from latticeflow.ensemble.join import part_path
+
+    (tmp_path / "m.toml").write_text(HMC_STUDY)
+    for r in range(2):
+        pipeline.hmc(tmp_path / "m.toml", 40, out=part_path(tmp_path / "j.h5", r), chains=2,
+                     seed=rank_seed(5, r), progress=False, configs=False)
+    return tmp_path, [part_path(tmp_path / "j.h5", r) for r in range(2)]
+
+
+def test_joined_file_refuses_missing_or_short_parts(two_parts):
+    """A joined file whose part is gone, replaced or shorter is refused on opening (one
+    line, exit 2 from analyze) instead of reading as zeros; the float datasets' fill value
+    is NaN besides, and a stale temporary file of a killed join is cleaned up."""
+    import h5py
+    import numpy as np
+
+    from latticeflow import ensemble
+    from latticeflow.cli import main
+    from latticeflow.ensemble.join import join
+    from latticeflow.errors import EnsembleError
+
+    tmp, parts = two_parts
+    (tmp / ".j.h5.joining999").write_bytes(b"half a join")
+    join(tmp / "j.h5", parts, HMC_STUDY, 5)
+    assert not (tmp / ".j.h5.joining999").exists()
+    with ensemble.open(tmp / "j.h5") as ens:
+        assert ens.n_chains == 4 and ens.n_rows == 20
+    parts[1].rename(tmp / "away.h5")
+    with h5py.File(tmp / "j.h5") as f:  # what a reader without the check would see
+        assert np.isnan(f["observables/plaquette"][:, 2:]).all()
+    with pytest.raises(EnsembleError, match="joins the per-rank file j.rank1.h5, which cannot be read"):
+        ensemble.open(tmp / "j.h5")
+    assert main(["analyze", str(tmp / "j.h5")]) == 2
+    # a shorter file in its place (10 rows, not 20)
+    from latticeflow import pipeline
+    pipeline.hmc(tmp / "m.toml", 20, out=parts[1], chains=2, progress=False, configs=False)
+    with pytest.raises(EnsembleError, match="joins 20 rows of 2 chains from j.rank1.h5, which holds 10 rows"):
+        ensemble.open(tmp / "j.h5")
+
+
+def test_a_run_on_ranks_never_replaces_another_ensemble(two_parts, monkeypatch):
+    """An existing one-process --out, or the join of another number of ranks, is refused
+    by every rank before it writes anything or joins a process group; join() refuses it too."""
+    from latticeflow import parallel, pipeline
+    from latticeflow.config import load_config
+    from latticeflow.ensemble.join import join
+    from latticeflow.errors import EnsembleError
+
+    tmp, parts = two_parts
+    single = pipeline.hmc(tmp / "m.toml", 40, out=tmp / "single.h5", progress=False)["path"]
+    before = (tmp / "single.h5").read_bytes()
+    with pytest.raises(EnsembleError, match="single.h5 is a one-process ensemble, which a run on 2 ranks"):
+        join(tmp / "single.h5", parts, HMC_STUDY, 5)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(parallel, "current", lambda device: pytest.fail("joined a process group"))
+    cfg = load_config(tmp / "m.toml")
+    with pytest.raises(EnsembleError, match="a run on 2 ranks would replace"):
+        with parallel.split_over_ranks(cfg, "hmc", single, 40):
+            pass
+    assert (tmp / "single.h5").read_bytes() == before and not list(tmp.glob("single.rank*"))
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    join(tmp / "j.h5", parts, HMC_STUDY, 5)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    with pytest.raises(EnsembleError, match="joins the files of 2 ranks, this run has 4"):
+        with parallel.split_over_ranks(cfg, "hmc", tmp / "j.h5", 40):
+            pass
+
+
+def test_process_group_is_closed_when_a_rank_fails(tmp_path, monkeypatch):
+    from latticeflow import parallel, pipeline
+
+    class Recorder(Group):
+        closed = False
+
+        def close(self):
+            Recorder.closed = True
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(parallel, "current", lambda device: Recorder(0, 2))
+    monkeypatch.setattr(pipeline, "check_ensemble_fits", lambda *a: (_ for _ in ()).throw(RuntimeError("disk")))
+    (tmp_path / "m.toml").write_text(HMC_STUDY)
+    with pytest.raises(RuntimeError, match="disk"):
+        pipeline.hmc(tmp_path / "m.toml", 40, out=tmp_path / "h.h5", progress=False)
+    assert Recorder.closed
+
+
+def test_explicit_gpu_index_is_refused_under_torchrun(monkeypatch):
+    from latticeflow.errors import ConfigError
+    from latticeflow.training.distributed import rank_device
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="'cuda:1' under torchrun would put all 2 ranks on one GPU"):
+        rank_device("cuda:1", "hmc.device")
+    assert rank_device("cpu") == torch.device("cpu")

@@ -5,15 +5,9 @@ import shutil
 
 import pytest
 
-from conftest import run_cli
+from conftest import PHI4_THEORY, run_cli
 
-MODEL = """
-[theory]
-name = "phi4"
-L = 4
-m2 = -4.0
-lam = 8.0
-
+MODEL = PHI4_THEORY + """
 [flow]
 layers = 4
 bijection = "affine"

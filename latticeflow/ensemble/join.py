@@ -15,24 +15,30 @@ ensemble of C chains.
 - A joined file has no resume state of its own: the next ``torchrun`` run continues the
   parts and joins them again; a single process refuses to continue it.
 - The joined file is written under a temporary name and renamed into place, so a reader
-  never sees half of one.
+  never sees half of one.  It never replaces an ordinary (one-process) ensemble.
+- Opening a joined file checks its parts (:func:`check_parts`): each must exist, be an
+  ensemble with its recorded chain count and hold the joined rows, else
+  :class:`~latticeflow.errors.EnsembleError` — a missing part never reads as zeros (the
+  float datasets' fill value is NaN besides).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from .. import __version__
 from ..errors import EnsembleError
 from ..files import write_failed
 from .format import FORMAT, VERSION, json_attr, open_h5, row_datasets
 
-__all__ = ["part_path", "join", "joined_parts"]
+__all__ = ["part_path", "join", "joined_parts", "check_parts", "check_join_target"]
 
 
 def part_path(path, rank: int) -> Path:
@@ -47,6 +53,49 @@ def joined_parts(f: h5py.File, path: Path) -> list[str] | None:
     return None if joined is None else list(joined.get("parts", []))
 
 
+def check_parts(f: h5py.File, path: Path) -> None:
+    """Refuse a joined file whose parts are missing, foreign, or shorter than its ``n_rows``
+    (an ordinary ensemble passes)."""
+    joined = json_attr(f, "extra", path, default={}).get("joined")
+    if joined is None:
+        return
+    names, chains = joined.get("parts"), joined.get("chains")
+    if (not isinstance(names, list) or not isinstance(chains, list) or len(names) != len(chains)
+            or not all(isinstance(n, str) for n in names) or not all(isinstance(c, int) for c in chains)):
+        raise EnsembleError(f"{path} is corrupt: its list of joined parts is malformed")
+    n_rows = int(f.attrs["n_rows"])
+    for name, c in zip(names, chains):
+        part = path.parent / name
+        try:
+            with open_h5(part, "r") as p:
+                if joined_parts(p, part) is not None:
+                    raise EnsembleError(f"{part} is itself a joined file")
+                held_chains, held_rows = int(p.attrs["n_chains"]), int(p.attrs["n_rows"])
+        except EnsembleError as err:
+            raise EnsembleError(f"{path} joins the per-rank file {name}, which cannot be read: {err}") from None
+        if held_chains != c or held_rows < n_rows:
+            raise EnsembleError(f"{path} joins {n_rows} rows of {c} chains from {name}, which holds "
+                                f"{held_rows} rows of {held_chains} chains; rerun the torchrun command "
+                                "that made it to join its parts again")
+
+
+def check_join_target(path, ranks: int) -> None:
+    """Refuse to make ``path`` the joined file of ``ranks`` parts when it exists as
+    something else: an ordinary ensemble (which the join would replace) or the join of
+    another number of ranks."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open_h5(path, "r") as f:
+        parts = joined_parts(f, path)
+    if parts is None:
+        raise EnsembleError(f"{path} is a one-process ensemble, which a run on {ranks} ranks would "
+                            "replace by the join of its per-rank files; give another --out")
+    if len(parts) != ranks:
+        raise EnsembleError(f"{path} joins the files of {len(parts)} ranks, this run has {ranks}; "
+                            f"continue it under torchrun --nproc_per_node {len(parts)}")
+
+
 def join(path, parts, config_text: str, seed: int) -> dict:
     """Write the joined ensemble ``path`` of the part files ``parts`` (rank order).
 
@@ -55,8 +104,9 @@ def join(path, parts, config_text: str, seed: int) -> dict:
     """
     path = Path(path)
     parts = [Path(p) for p in parts]
-    files = [open_h5(p, "r") for p in parts]
-    try:
+    check_join_target(path, len(parts))
+    with contextlib.ExitStack() as opened:
+        files = [opened.enter_context(open_h5(p, "r")) for p in parts]
         first = files[0]
         layout = _layout(first)
         for p, f in zip(parts[1:], files[1:]):
@@ -68,6 +118,8 @@ def join(path, parts, config_text: str, seed: int) -> dict:
         chains = [int(f.attrs["n_chains"]) for f in files]
         n_rows = min(int(f.attrs["n_rows"]) for f in files)
         n_chains = sum(chains)
+        for stale in path.parent.glob(f".{path.name}.joining*"):  # left by a killed join
+            stale.unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.joining{os.getpid()}")
         try:
             with h5py.File(tmp, "w") as out:
@@ -92,15 +144,13 @@ def join(path, parts, config_text: str, seed: int) -> dict:
                         ds = f[name]
                         vds[:, start:start + c] = h5py.VirtualSource(source, name, shape=ds.shape)[:n_rows]
                         start += c
-                    out.create_virtual_dataset(name, vds)
+                    fill = np.nan if np.dtype(dtype).kind in "fc" else 0
+                    out.create_virtual_dataset(name, vds, fillvalue=fill)
             os.replace(tmp, path)
         except OSError as exc:
             raise write_failed(path, exc) from None
         finally:
             tmp.unlink(missing_ok=True)
-    finally:
-        for f in files:
-            f.close()
     return {"path": str(path), "n": n_rows * n_chains, "n_rows": n_rows, "n_chains": n_chains,
             "parts": [str(p) for p in parts]}
 

@@ -11,14 +11,22 @@ import h5py
 import numpy as np
 
 from .format import H5Handle, open_h5
+from .join import check_parts
 
 __all__ = ["open", "Ensemble", "LazyConfigs"]
 
 
 def open(path) -> "Ensemble":  # noqa: A001 — the module's reader, as DESIGN.md names it
-    """Open an ensemble read-only (EnsembleError if it is missing, foreign or damaged)."""
+    """Open an ensemble read-only (EnsembleError if it is missing, foreign or damaged, or a
+    joined file whose per-rank parts are)."""
     path = Path(path)
-    return Ensemble(open_h5(path, "r"), path)
+    f = open_h5(path, "r")
+    try:
+        check_parts(f, path)
+    except BaseException:
+        f.close()
+        raise
+    return Ensemble(f, path)
 
 
 class Ensemble(H5Handle):

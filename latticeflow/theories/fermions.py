@@ -60,6 +60,17 @@ def _spin(m: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
     return torch.einsum("st,...txy->...sxy", m.to(psi.device), psi)
 
 
+@functools.lru_cache(maxsize=8)
+def _projectors(device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(1 − γ_μ)`` and ``(1 + γ_μ)`` on ``device``, copied there once (not per CG step)."""
+    return _MINUS.to(device), _PLUS.to(device)
+
+
+def _gamma5(psi: torch.Tensor) -> torch.Tensor:
+    """``γ₅ ψ = diag(1, −1) ψ`` for spinors ``(..., 2, L_0, L_1)``, without a matrix."""
+    return torch.cat([psi[..., :1, :, :], -psi[..., 1:, :, :]], dim=-3)
+
+
 def _hop(psi: torch.Tensor, mu: int, steps: int) -> torch.Tensor:
     """ψ at ``x + steps·μ`` (periodic; lattice axes are the last two)."""
     return torch.roll(psi, shifts=-steps, dims=psi.dim() - 2 + mu)
@@ -96,7 +107,7 @@ def _conj(z):
 
 def apply_dirac_dagger(u: torch.Tensor, psi: torch.Tensor, kappa: float) -> torch.Tensor:
     """``D† ψ = γ₅ D γ₅ ψ``."""
-    return _spin(GAMMA5, apply_dirac(u, _spin(GAMMA5, psi), kappa))
+    return _gamma5(apply_dirac(u, _gamma5(psi), kappa))
 
 
 def dirac_matrix(u: torch.Tensor, kappa: float) -> torch.Tensor:
@@ -105,7 +116,7 @@ def dirac_matrix(u: torch.Tensor, kappa: float) -> torch.Tensor:
     diagonal); differentiable in ``u``."""
     batch, _, l0, l1 = u.shape
     n = 2 * l0 * l1
-    index, coef, link = (t.to(u.device) for t in _dirac_pattern(l0, l1))
+    index, coef, link = _dirac_pattern(l0, l1, str(u.device))
     links = torch.cat([u.flatten(1), u.conj().flatten(1)], dim=1)  # u_μ(x), then u_μ(x)*
     values = (-kappa * coef) * links[:, link]
     eye = torch.eye(n, dtype=_C, device=u.device).flatten().expand(batch, n * n)
@@ -113,9 +124,9 @@ def dirac_matrix(u: torch.Tensor, kappa: float) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=16)
-def _dirac_pattern(l0: int, l1: int):
+def _dirac_pattern(l0: int, l1: int, device: str = "cpu"):
     """Where D's hopping entries sit: flat matrix index, spin coefficient and which link
-    (index into ``[u.flatten(), u.conj().flatten()]``) each one carries."""
+    (index into ``[u.flatten(), u.conj().flatten()]``) each one carries, on ``device``."""
     v = l0 * l1
     sites = torch.arange(v).view(l0, l1)
     here = sites.flatten()
@@ -132,7 +143,7 @@ def _dirac_pattern(l0: int, l1: int):
                 index.append((s * v + nbr) * 2 * v + t * v + here)
                 coef.append(_PLUS[mu, s, t].expand(v))
                 link.append(2 * v + mu * v + here)
-    return torch.cat(index), torch.cat(coef), torch.cat(link)
+    return tuple(torch.cat(t).to(device) for t in (index, coef, link))
 
 
 def free_dirac_eigenvalues(shape: tuple[int, int], kappa: float) -> torch.Tensor:
@@ -190,11 +201,12 @@ def _link_derivative_terms(u, left, right, kappa):
     """``(left† ∂D/∂θ_μ(x) right)`` for every link, ``(batch, 2, L_0, L_1)`` complex, where
     ``left``/``right`` are spinors: the hops through link (x, μ) are
     ``−κ(1−γ_μ) i u_μ(x)`` from x+μ to x and ``+κ(1+γ_μ) i u_μ(x)*`` from x to x+μ."""
+    minus, plus = _projectors(str(u.device))
     out = []
     for mu in range(2):
         link = u[:, mu]
-        fwd = (left.conj() * _spin(_MINUS[mu], _hop(right, mu, 1))).sum(1)
-        bwd = (_hop(left, mu, 1).conj() * _spin(_PLUS[mu], right)).sum(1)
+        fwd = (left.conj() * _spin(minus[mu], _hop(right, mu, 1))).sum(1)
+        bwd = (_hop(left, mu, 1).conj() * _spin(plus[mu], right)).sum(1)
         out.append(-1j * kappa * link * fwd + 1j * kappa * link.conj() * bwd)
     return torch.stack(out, dim=1)
 
@@ -204,14 +216,15 @@ def det_force(u: torch.Tensor, kappa: float) -> torch.Tensor:
     batch, _, l0, l1 = u.shape
     v = l0 * l1
     g = torch.linalg.inv(dirac_matrix(u, kappa)).view(batch, 2, l0, l1, 2, l0, l1)
+    minus, plus = _projectors(str(u.device))
     out = []
     for mu in range(2):
         # G(x+μ, x)[t, s] and G(x, x+μ)[t, s] for every x: the blocks that meet the link (x, μ)
         g_fwd = torch.diagonal(_hop_rows(g, mu).reshape(batch, 2, v, 2, v), dim1=2, dim2=4)
         g_bwd = torch.diagonal(_hop_cols(g, mu).reshape(batch, 2, v, 2, v), dim1=2, dim2=4)
         link = u[:, mu].flatten(1)
-        tr_fwd = torch.einsum("st,btsx->bx", _MINUS[mu].to(u.device), g_fwd)
-        tr_bwd = torch.einsum("st,btsx->bx", _PLUS[mu].to(u.device), g_bwd)
+        tr_fwd = torch.einsum("st,btsx->bx", minus[mu], g_fwd)
+        tr_bwd = torch.einsum("st,btsx->bx", plus[mu], g_bwd)
         term = -1j * kappa * link * tr_fwd + 1j * kappa * link.conj() * tr_bwd
         out.append(2 * term.real.view(batch, l0, l1))
     return torch.stack(out, dim=1)

@@ -52,8 +52,12 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
 def rank_device(name: str = "cpu", what: str = "train.device") -> torch.device:
     """This process's device for a ``device`` setting: under ``torchrun`` a bare ``cuda``
     (or ``auto`` on a GPU machine) means ``cuda:LOCAL_RANK``, one GPU per rank."""
+    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    if ranks > 1 and str(name).startswith("cuda:"):  # every rank on one GPU: refuse, don't crowd it
+        raise ConfigError(f"{what}: {str(name)!r} under torchrun would put all {ranks} ranks on one GPU; "
+                          "use \"cuda\" (rank r then runs on cuda:LOCAL_RANK)")
     device = resolve(name, what)
-    if device.type == "cuda" and device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if device.type == "cuda" and ranks > 1:
         device = resolve(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}", what)
     if device.type == "cuda":
         torch.cuda.set_device(device)

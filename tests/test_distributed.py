@@ -221,17 +221,40 @@ def test_joined_file_refuses_missing_or_short_parts(two_parts):
     assert not (tmp / ".j.h5.joining999").exists()
     with ensemble.open(tmp / "j.h5") as ens:
         assert ens.n_chains == 4 and ens.n_rows == 20
-    parts[1].rename(tmp / "away.h5")
-    with h5py.File(tmp / "j.h5") as f:  # what a reader without the check would see
-        assert np.isnan(f["observables/plaquette"][:, 2:]).all()
+        parts[1].rename(tmp / "away.h5")  # gone while open: NaN, which analyze refuses
+        assert np.isnan(ens.observable("plaquette")[:, 2:]).all()
     with pytest.raises(EnsembleError, match="joins the per-rank file j.rank1.h5, which cannot be read"):
         ensemble.open(tmp / "j.h5")
     assert main(["analyze", str(tmp / "j.h5")]) == 2
-    # a shorter file in its place (10 rows, not 20)
+    # another ensemble in its place, as long or shorter: refused, not read as this one
     from latticeflow import pipeline
-    pipeline.hmc(tmp / "m.toml", 20, out=parts[1], chains=2, progress=False, configs=False)
+    pipeline.hmc(tmp / "m.toml", 40, out=parts[1], chains=2, progress=False, configs=False)
+    with pytest.raises(EnsembleError, match="j.rank1.h5, which has been replaced by another ensemble"):
+        ensemble.open(tmp / "j.h5")
+    (tmp / "away.h5").rename(parts[1])
+    ensemble.open(tmp / "j.h5").close()
+    with h5py.File(parts[1], "r+") as f:  # as if a part lost rows (the stamp still matches)
+        f.attrs["n_rows"] = 10
     with pytest.raises(EnsembleError, match="joins 20 rows of 2 chains from j.rank1.h5, which holds 10 rows"):
         ensemble.open(tmp / "j.h5")
+
+
+def test_complex_configurations_join(tmp_path):
+    """SU(2) fields are complex: their virtual dataset (fill value NaN + NaN i) joins too."""
+    import numpy as np
+
+    from latticeflow import ensemble, pipeline
+    from latticeflow.ensemble.join import join, part_path
+
+    (tmp_path / "m.toml").write_text('[theory]\nname = "sun"\nN = 2\nL = 4\nbeta = 2.0\n'
+                                     '[hmc]\nchains = 2\nthermalization = 2\nsteps = 4\nblock = 5\n')
+    parts = [part_path(tmp_path / "j.h5", r) for r in range(2)]
+    for r, part in enumerate(parts):
+        pipeline.hmc(tmp_path / "m.toml", 10, out=part, seed=r, progress=False, configs=True)
+    join(tmp_path / "j.h5", parts, "", 0)
+    with ensemble.open(tmp_path / "j.h5") as ens, ensemble.open(parts[1]) as one:
+        assert ens.configs.dtype.kind == "c" and ens.n_chains == 4
+        assert np.array_equal(ens.configs[:, 2:], one.configs[:])
 
 
 def test_a_run_on_ranks_never_replaces_another_ensemble(two_parts, monkeypatch):

@@ -16,16 +16,19 @@ ensemble of C chains.
   parts and joins them again; a single process refuses to continue it.
 - The joined file is written under a temporary name and renamed into place, so a reader
   never sees half of one.  It never replaces an ordinary (one-process) ensemble.
-- Opening a joined file checks its parts (:func:`check_parts`): each must exist, be an
-  ensemble with its recorded chain count and hold the joined rows, else
-  :class:`~latticeflow.errors.EnsembleError` — a missing part never reads as zeros (the
-  float datasets' fill value is NaN besides).
+- Opening a joined file checks its parts (:func:`check_parts`): each must exist, be the
+  ensemble that was joined (its theory, sampler, chain count, creation time and seed) and hold
+  the joined rows, else :class:`~latticeflow.errors.EnsembleError` — a missing or swapped
+  part never reads as zeros or as other data.  HDF5 reopens the parts by name on every
+  read, so a part deleted while the joined file is open reads as the fill value, NaN for
+  the float datasets, which ``analyze`` refuses.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import glob
 import json
 import os
 from pathlib import Path
@@ -35,7 +38,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import EnsembleError
-from ..files import write_failed
+from ..files import RunLock, write_failed
 from .format import FORMAT, VERSION, json_attr, open_h5, row_datasets
 
 __all__ = ["part_path", "join", "joined_parts", "check_parts", "check_join_target"]
@@ -54,29 +57,39 @@ def joined_parts(f: h5py.File, path: Path) -> list[str] | None:
 
 
 def check_parts(f: h5py.File, path: Path) -> None:
-    """Refuse a joined file whose parts are missing, foreign, or shorter than its ``n_rows``
-    (an ordinary ensemble passes)."""
+    """Refuse a joined file whose parts are missing, foreign, swapped for another ensemble,
+    or shorter than its ``n_rows`` (EnsembleError); an ordinary ensemble passes."""
     joined = json_attr(f, "extra", path, default={}).get("joined")
     if joined is None:
         return
     names, chains = joined.get("parts"), joined.get("chains")
-    if (not isinstance(names, list) or not isinstance(chains, list) or len(names) != len(chains)
+    stamps = joined.get("stamps", [None] * len(names or []))
+    if (not isinstance(names, list) or not isinstance(chains, list) or not isinstance(stamps, list)
+            or not len(names) == len(chains) == len(stamps)
             or not all(isinstance(n, str) for n in names) or not all(isinstance(c, int) for c in chains)):
         raise EnsembleError(f"{path} is corrupt: its list of joined parts is malformed")
     n_rows = int(f.attrs["n_rows"])
-    for name, c in zip(names, chains):
-        part = path.parent / name
-        try:
-            with open_h5(part, "r") as p:
-                if joined_parts(p, part) is not None:
-                    raise EnsembleError(f"{part} is itself a joined file")
-                held_chains, held_rows = int(p.attrs["n_chains"]), int(p.attrs["n_rows"])
-        except EnsembleError as err:
-            raise EnsembleError(f"{path} joins the per-rank file {name}, which cannot be read: {err}") from None
-        if held_chains != c or held_rows < n_rows:
-            raise EnsembleError(f"{path} joins {n_rows} rows of {c} chains from {name}, which holds "
-                                f"{held_rows} rows of {held_chains} chains; rerun the torchrun command "
-                                "that made it to join its parts again")
+    rerun = "rerun the torchrun command that made it to join its parts again"
+    files: list[h5py.File] = []
+    try:
+        for name, c, stamp in zip(names, chains, stamps):
+            part = path.parent / name
+            try:
+                files.append(open_h5(part, "r"))
+            except EnsembleError as err:
+                raise EnsembleError(f"{path} joins the per-rank file {name}, which cannot be read: {err}") from None
+            p = files[-1]
+            same = all(p.attrs[k] == f.attrs[k] for k in ("theory", "sampler"))
+            if not same or (stamp is not None and _stamp(p) != stamp) or joined_parts(p, part):
+                raise EnsembleError(f"{path} joins the per-rank file {name}, which has been replaced by "
+                                    f"another ensemble; {rerun}")
+            held_chains, held_rows = int(p.attrs["n_chains"]), int(p.attrs["n_rows"])
+            if held_chains != c or held_rows < n_rows:
+                raise EnsembleError(f"{path} joins {n_rows} rows of {c} chains from {name}, which holds "
+                                    f"{held_rows} rows of {held_chains} chains; {rerun}")
+    finally:
+        for part in files:
+            part.close()
 
 
 def check_join_target(path, ranks: int) -> None:
@@ -104,8 +117,10 @@ def join(path, parts, config_text: str, seed: int) -> dict:
     """
     path = Path(path)
     parts = [Path(p) for p in parts]
-    check_join_target(path, len(parts))
     with contextlib.ExitStack() as opened:
+        # the lock a one-process writer of ``path`` takes: none can start between the check and the rename
+        opened.enter_context(RunLock(path.with_name(f".{path.name}.lock"), str(path)))
+        check_join_target(path, len(parts))
         files = [opened.enter_context(open_h5(p, "r")) for p in parts]
         first = files[0]
         layout = _layout(first)
@@ -118,7 +133,7 @@ def join(path, parts, config_text: str, seed: int) -> dict:
         chains = [int(f.attrs["n_chains"]) for f in files]
         n_rows = min(int(f.attrs["n_rows"]) for f in files)
         n_chains = sum(chains)
-        for stale in path.parent.glob(f".{path.name}.joining*"):  # left by a killed join
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.joining*"):  # left by a killed join
             stale.unlink(missing_ok=True)
         tmp = path.with_name(f".{path.name}.joining{os.getpid()}")
         try:
@@ -133,7 +148,7 @@ def join(path, parts, config_text: str, seed: int) -> dict:
                 a["generation_seconds"] = float(sum(float(f.attrs["generation_seconds"]) for f in files))
                 extra = json_attr(first, "extra", parts[0], default={})
                 names = [os.path.relpath(p, path.parent) for p in parts]
-                extra["joined"] = {"parts": names, "chains": chains}
+                extra["joined"] = {"parts": names, "chains": chains, "stamps": [_stamp(f) for f in files]}
                 a["extra"] = json.dumps(extra)
                 for group in ("observables", "mcmc", "state"):
                     out.create_group(group)
@@ -144,7 +159,8 @@ def join(path, parts, config_text: str, seed: int) -> dict:
                         ds = f[name]
                         vds[:, start:start + c] = h5py.VirtualSource(source, name, shape=ds.shape)[:n_rows]
                         start += c
-                    fill = np.nan if np.dtype(dtype).kind in "fc" else 0
+                    kind = np.dtype(dtype).kind
+                    fill = np.array(np.nan if kind in "fc" else 0, dtype=dtype)[()]  # HDF5 wants the dtype's own scalar
                     out.create_virtual_dataset(name, vds, fillvalue=fill)
             os.replace(tmp, path)
         except OSError as exc:
@@ -153,6 +169,11 @@ def join(path, parts, config_text: str, seed: int) -> dict:
             tmp.unlink(missing_ok=True)
     return {"path": str(path), "n": n_rows * n_chains, "n_rows": n_rows, "n_chains": n_chains,
             "parts": [str(p) for p in parts]}
+
+
+def _stamp(f: h5py.File) -> str:
+    """What identifies one part: its creation time and seed (a resume keeps both)."""
+    return f"{f.attrs['created']} seed {int(f.attrs['seed'])}"
 
 
 def _layout(f: h5py.File) -> dict:

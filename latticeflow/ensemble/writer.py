@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import datetime
+import glob
 import json
 import math
 import os
@@ -55,7 +56,7 @@ def create(path, *, theory: dict, sampler: str, config_text: str, seed: int, n_c
     if path.exists():
         raise EnsembleError(f"{path} already exists (resume it, or choose another output file)")
     path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.partial*"):  # left by a killed creation
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.partial*"):  # left by a killed creation
         stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.partial{os.getpid()}")
     f = h5py.File(tmp, "w-")

@@ -14,6 +14,7 @@ per independent Q (trajectory length × target acceptance scanned at one β).  W
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -109,10 +110,14 @@ def tune_hmc(scan: dict, out: Path, seed: int) -> dict:
     return {"beta": t["beta"], "scan": rows, "best": best}
 
 
-def training_seconds(scan: dict) -> dict[int, float]:
+def training_seconds(scan: dict, chain_key: str = "chain", base_key: str = "base_seconds") -> dict[int, float]:
+    """Seconds of training behind each β's flow: the base model's plus every fine-tune
+    along the β chain up to it (``[training] chain``; ``ncp_chain`` for flow HMC's flows)."""
     tr = scan["training"]
-    chain = json.loads(Path(tr["chain"]).read_text()) if Path(tr["chain"]).is_file() else []
-    total = float(tr["base_seconds"])
+    if chain_key not in tr:
+        return {}
+    chain = json.loads(Path(tr[chain_key]).read_text()) if Path(tr[chain_key]).is_file() else []
+    total = float(tr.get(base_key, 0.0))
     out = {int(tr["base_beta"]): total} if "base_beta" in tr else {}  # the base model itself
     for row in chain:
         total += row["seconds"]
@@ -120,13 +125,28 @@ def training_seconds(scan: dict) -> dict[int, float]:
     return out
 
 
+def smooth_flow(scan: dict, beta: int, cfg):
+    """``(config, flow)`` for flow HMC at this β: the model ``[flow_hmc] model`` names (a
+    smooth NCP flow; ``{beta}`` is filled in) on this scan's lattice — its convolutions
+    run unchanged at another L — or the scan's own model and flow without that key."""
+    name = scan["flow_hmc"].get("model")
+    if name is None:
+        return None
+    model = Path(name.format(beta=beta))
+    if not model.with_suffix(".pt").is_file():
+        return None
+    fcfg = dataclasses.replace(load_config(model), theory=cfg.theory, hmc=cfg.hmc)
+    return fcfg, load_flow(model.with_suffix(".pt"), fcfg)
+
+
 def run_beta(beta: int, scan: dict, hmc_best: dict, out: Path, trained: dict,
-             samplers: list[str] | None = None) -> dict:
+             samplers: list[str] | None = None, trained_smooth: dict | None = None) -> dict:
     seed = scan["scan"]["seed"]
     model = Path(f"models/u1_L{scan['scan']['L']}_b{beta}.toml")
     cfg = load_config(model)
     theory = cfg.theory.build()
     flow = load_flow(model.with_suffix(".pt"), cfg) if model.with_suffix(".pt").is_file() else None
+    smooth = smooth_flow(scan, beta, cfg) if "flow_hmc" in scan else None
     results = {}
     for kind in samplers or scan["scan"]["samplers"]:
         chains, seconds = scan["chains"][kind], scan["scan"]["seconds"][kind]
@@ -139,9 +159,12 @@ def run_beta(beta: int, scan: dict, hmc_best: dict, out: Path, trained: dict,
             chunk = 500 * chains
             cost_training = 0.0
         else:
-            if flow is None:
+            base, use, cost_training = cfg, flow, trained.get(beta, math.nan)
+            if kind == "flow-hmc" and smooth is not None:
+                (base, use), cost_training = smooth, (trained_smooth or {}).get(beta, math.nan)
+            if use is None:
                 continue
-            c = pipeline.override(cfg, "sample", sampler=kind, chains=chains, seed=seed,
+            c = pipeline.override(base, "sample", sampler=kind, chains=chains, seed=seed,
                                   block={"flow-mcmc": 256, "mixed": 50, "flow-hmc": 5}[kind])
             if kind == "mixed":  # its HMC trajectories: the tuned HMC's
                 c = pipeline.override(c, "hmc", trajectory_length=hmc_best["trajectory_length"],
@@ -151,10 +174,9 @@ def run_beta(beta: int, scan: dict, hmc_best: dict, out: Path, trained: dict,
                 c = pipeline.override(c, "sample", thermalization=fh["thermalization"])
                 c = pipeline.override(c, "hmc", integrator=fh["integrator"], tune=False,
                                       trajectory_length=fh["trajectory_length"], steps=fh["steps"])
-            step = lambda n, c=c, path=path: pipeline.sample(c, n, out=path, flow=flow, configs=False,
-                                                             progress=False)
+            step = lambda n, c=c, path=path, use=use: pipeline.sample(c, n, out=path, flow=use,
+                                                                      configs=False, progress=False)
             chunk = {"flow-mcmc": 512, "mixed": 100, "flow-hmc": 5}[kind] * chains
-            cost_training = trained.get(beta, math.nan)
         t0 = time.perf_counter()
         run_for(seconds, step, chunk)
         results[kind] = measure(path, theory, cost_training, scan["scan"]["independent_q"])
@@ -248,8 +270,10 @@ def main() -> None:
             data["hmc_tuning"] = tune_hmc(scan, out, scan["scan"]["seed"])
             store.write_text(json.dumps(data, indent=2))
         trained = training_seconds(scan)
+        trained_smooth = training_seconds(scan, "ncp_chain", "ncp_base_seconds")
         for beta in args.betas or scan["scan"]["betas"]:
-            new = run_beta(beta, scan, data["hmc_tuning"]["best"], out, trained, args.samplers)
+            new = run_beta(beta, scan, data["hmc_tuning"]["best"], out, trained, args.samplers,
+                           trained_smooth)
             data["results"][str(beta)] = data["results"].get(str(beta), {}) | new
             data["latticeflow_version"] = latticeflow.__version__
             store.write_text(json.dumps(data, indent=2))

@@ -7,6 +7,10 @@ beside its TOML, where the next model's ``init`` and ``latticeflow run`` find it
 
     OMP_NUM_THREADS=1 python benchmarks/transfer_chain.py --L 16 --betas 2 3 4 5 6 --out runs/chain
     OMP_NUM_THREADS=1 python benchmarks/transfer_chain.py --L 8 --betas 4 6 --out runs/chain_L8
+    OMP_NUM_THREADS=1 python benchmarks/transfer_chain.py --suffix _ncp --out runs/chain_ncp
+
+``--suffix _ncp`` trains the chain ``u1_L<L>_b<β>_ncp.toml`` instead: the smooth flows of
+flow HMC.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ def main() -> None:
     p.add_argument("--betas", type=int, nargs="+", default=[2, 3, 4, 5, 6])
     p.add_argument("--out", default="runs/chain", help="folder for the training runs")
     p.add_argument("--models", default="models")
+    p.add_argument("--suffix", default="", help="model stem suffix, e.g. _ncp: u1_L16_b2_ncp.toml")
     args = p.parse_args()
     torch.set_num_threads(1)
     summary = []
     for beta in args.betas:
-        model = Path(args.models) / f"u1_L{args.L}_b{beta}.toml"
+        model = Path(args.models) / f"u1_L{args.L}_b{beta}{args.suffix}.toml"
         run_dir = Path(args.out) / model.stem
         t0 = time.perf_counter()
         result = latticeflow.train(model, out=run_dir, resume=(run_dir / "checkpoint.pt").is_file())

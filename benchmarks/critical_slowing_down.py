@@ -203,7 +203,10 @@ def table(results: dict, iq: int) -> str:
         for kind, r in per.items():
             dev = r["deviation_sigma"]
             bound = "> " if r["tau_Q"]["lower_bound"] else ""
-            d = lambda v: "—" if v is None else f"{v:+.1f}σ"
+            # chains shorter than 20 τ_int: their errors are not trustworthy, the deviation is
+            # shown in parentheses (not converged: no test of exactness either way)
+            converged = not (r["tau_Q"]["lower_bound"] or r["tau_plaquette"]["lower_bound"])
+            d = lambda v: "—" if v is None else (f"{v:+.1f}σ" if converged else f"({v:+.1f}σ)")
             lines.append(
                 f"| {beta} | {kind} | {r['n']} | {r['acceptance']:.3g} | {fmt_tau(r['tau_Q'])} | "
                 f"{fmt_tau(r['tau_plaquette'])} | {1e3 * r['seconds_per_step']:.3g} | "

@@ -65,8 +65,13 @@ class MixedKernel(HMCChains):
     """
 
     sampler = "mixed"
-    mcmc_columns = ["accepted", "flow_acceptance", "hmc_acceptance", "delta_h", "log_weight",
-                    "proposal_log_weight"]
+
+    @property
+    def mcmc_columns(self) -> list[str]:
+        """The kernel's columns, then the HMC integrator's diagnostics (``cg_iterations``,
+        summed over the step's trajectories)."""
+        return ["accepted", "flow_acceptance", "hmc_acceptance", "delta_h", "log_weight",
+                "proposal_log_weight", *self.hmc.md.stat_names]
 
     def __init__(self, theory, hmc: HMC, propose, density, n_chains: int, hmc_per_step: int = 1,
                  flow_per_step: int = 1, thermalization: int = 100, tune: bool = True,
@@ -152,6 +157,8 @@ class MixedKernel(HMCChains):
             columns["delta_h"].append(history["delta_h"][-1])
             columns["log_weight"].append(current)
             columns["proposal_log_weight"].append(proposal_log_w[-1])
+            for name in self.hmc.md.stat_names:
+                columns[name].append(history[name].to(torch.float64).sum(0))
             if self.store_configs:
                 fields.append(x.clone())
         self.x = x

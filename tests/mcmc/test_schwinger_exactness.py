@@ -128,6 +128,19 @@ def test_mixed_kernel_is_exact(tmp_path, trained):
         assert 0.05 < ens.mcmc["flow_acceptance"].mean() < 0.95
 
 
+def test_mixed_kernel_stores_the_cg_iterations_of_its_trajectories(tmp_path, trained):
+    _, theory, flow = trained
+    hmc = HMC(theory, steps=3, fermions="pseudofermion")
+    sampler = MixedKernel(theory, hmc, flow_proposal(flow, "float32"), flow_density(flow, "float32"),
+                          n_chains=2, hmc_per_step=2, thermalization=2, seed=3, progress=False)
+    run_ensemble(sampler, theory=theory, path=tmp_path / "m.h5", n=8, config_text="", seed=3,
+                 block=4, progress=False)
+    with ensemble.open(tmp_path / "m.h5") as ens:
+        its = ens.mcmc["cg_iterations"]
+    # two trajectories per step, each at least one CG solve of a few iterations
+    assert its.shape == (4, 2) and np.all(its >= 2 * 3)
+
+
 def test_flow_hmc_is_exact(tmp_path, trained):
     cfg, theory, flow = trained
     sampler = FlowHMCChains(theory, copy.deepcopy(flow).double(), cfg.hmc, n_chains=8, thermalization=12, seed=5,

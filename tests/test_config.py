@@ -115,3 +115,11 @@ def test_files_written_by_latticeflow_0_1_drop_keys_of_other_bijections():
     text = U1 + "[flow]\nbijection = \"spline\"\ncomponents = 6\nbins = 4\n"
     cfg = parse_config(text, legacy=True)
     assert cfg.flow.bins == 4 and not hasattr(cfg.flow, "components")
+
+
+def test_the_sample_samplers_are_the_ensemble_format_ones_but_hmc():
+    """``[sample] sampler`` and the file format name the same samplers (``hmc`` is its own
+    command), so every ensemble a config can ask for is one the format accepts."""
+    from latticeflow import config, ensemble
+
+    assert set(config.SAMPLERS) == set(ensemble.SAMPLERS) - {"hmc"}

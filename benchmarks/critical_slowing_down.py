@@ -172,7 +172,8 @@ def run_beta(beta: int, scan: dict, hmc_best: dict, out: Path, trained: dict,
             if kind == "flow-hmc":
                 fh = scan["flow_hmc"]
                 c = pipeline.override(c, "sample", thermalization=fh["thermalization"])
-                c = pipeline.override(c, "hmc", integrator=fh["integrator"], tune=False,
+                c = pipeline.override(c, "hmc", integrator=fh["integrator"], tune=fh.get("tune", False),
+                                      target_acceptance=fh.get("target_acceptance"),
                                       trajectory_length=fh["trajectory_length"], steps=fh["steps"])
             step = lambda n, c=c, path=path, use=use: pipeline.sample(c, n, out=path, flow=use,
                                                                       configs=False, progress=False)

@@ -25,18 +25,20 @@ from pathlib import Path
 from .errors import ConfigError
 from .ensemble import rows_needed
 from .ensemble.join import check_join_target, join, part_path
-from .training.distributed import current, rank_device, rank_seed
+from .training.distributed import current, rank_seed
 
 __all__ = ["split_over_ranks"]
 
 
 @contextlib.contextmanager
-def split_over_ranks(cfg, section: str, out, n: int):
+def split_over_ranks(cfg, section: str, out, n: int, device):
     """A context giving ``(cfg, out, n, finish)`` for this rank: the config with its share of
     the chains and its seed, its part file, the configurations that part must hold, and
     ``finish(result)``, which waits for every rank, joins the parts on rank 0 and returns the
-    run summary (the joined file's on rank 0, the part's on the others).  The process group
-    is closed when the context ends, whatever happens inside.  On one process: the inputs
+    run summary (the joined file's on rank 0, the part's on the others).  ``device`` is this
+    rank's (:func:`~latticeflow.training.distributed.rank_device` of the section's setting);
+    the process group runs its collectives there and is closed when the context ends,
+    whatever happens inside.  On one process: the inputs
     and the identity."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -48,7 +50,7 @@ def split_over_ranks(cfg, section: str, out, n: int):
                           "ranks (each rank runs chains / ranks of them)")
     out = Path(out)
     check_join_target(out, world)  # every rank refuses, before any file or process group
-    group = current(rank_device(table.device, f"{section}.device"))
+    group = current(device)
     share = table.chains // world
     mine = dataclasses.replace(table, chains=share, seed=rank_seed(table.seed, group.rank))
     rank_cfg = dataclasses.replace(cfg, **{section: mine})

@@ -183,7 +183,7 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
                    {"chains": "--chains", "seed": "--seed"}, chains=chains, seed=seed)
     where = rank_device(cfg.hmc.device, "--device" if device else "hmc.device")
     out = _path(out, "--out") if out is not None else default_output(cfg, "hmc")
-    with split_over_ranks(cfg, "hmc", out, n) as (cfg, out, n, finish):  # torchrun: this rank's part
+    with split_over_ranks(cfg, "hmc", out, n, where) as (cfg, out, n, finish):  # torchrun: this rank's part
         theory, h = cfg.theory.build(), cfg.hmc
         resources.check_memory(resources.hmc_bytes(cfg.theory, h.chains), f"HMC with {h.chains} chains")
         check_ensemble_fits(cfg, n, out, h.chains, configs, len(theory.observable_names) + 2)
@@ -225,13 +225,13 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
     cfg = override(on_device(cfg, device, ("sample",)), "sample",
                    {"chains": "--chains", "seed": "--seed", "sampler": "--sampler"},
                    chains=chains, seed=seed, sampler="flow-iid" if iid else sampler)
-    rank_device(cfg.sample.device, "--device" if device else "sample.device")  # before any file
+    where = rank_device(cfg.sample.device, "--device" if device else "sample.device")  # before any file
     theory, s = cfg.theory.build(), cfg.sample
     if out is None:
         is_run = not isinstance(source, Config) and Path(source).is_dir()
         out = Path(source) / f"{s.sampler}.h5" if is_run else default_output(cfg, s.sampler)
     out = _path(out, "--out")
-    with split_over_ranks(cfg, "sample", out, n) as (cfg, out, n, finish):  # torchrun: this rank's part
+    with split_over_ranks(cfg, "sample", out, n, where) as (cfg, out, n, finish):  # torchrun: this rank's part
         s = cfg.sample
         store = s.configs and configs
         need = resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, s.sampler == "flow-hmc")
@@ -240,7 +240,7 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
         check_ensemble_fits(cfg, n, out, s.chains, store, len(theory.observable_names) + 6)
         if flow is None:
             flow = load_flow(weights, cfg)
-        chain_sampler = flow_sampler(cfg, theory, flow, store, progress)
+        chain_sampler = flow_sampler(cfg, theory, flow, store, progress, device=where)
         return finish(run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
                                    seed=s.seed, block=s.block, store_configs=store, progress=progress,
                                    desc=s.sampler))

@@ -14,8 +14,9 @@ from .training.distributed import rank_device
 __all__ = ["flow_sampler", "flow_proposal", "flow_density"]
 
 
-def flow_sampler(cfg, theory, flow, store_configs: bool = True, progress: bool = True):
-    """The chain sampler of ``[sample] sampler`` for a loaded flow (DESIGN §7)."""
+def flow_sampler(cfg, theory, flow, store_configs: bool = True, progress: bool = True, device=None):
+    """The chain sampler of ``[sample] sampler`` for a loaded flow (DESIGN §7), on ``device``
+    (default: this rank's device for ``[sample] device``)."""
     import torch
 
     from .mcmc.flow_hmc import FlowHMCChains
@@ -24,7 +25,7 @@ def flow_sampler(cfg, theory, flow, store_configs: bool = True, progress: bool =
     from .mcmc.mixed import MixedKernel
 
     s, h = cfg.sample, cfg.hmc
-    device = rank_device(s.device, "sample.device")
+    device = rank_device(s.device, "sample.device") if device is None else device
     common = dict(n_chains=s.chains, seed=s.seed, store_configs=store_configs)
     if s.sampler == "flow-hmc":
         return FlowHMCChains(theory, flow.to(getattr(torch, s.dtype)).to(device).eval(), h,

@@ -29,7 +29,7 @@ CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device on this machine")
 no_cuda = pytest.mark.skipif(CUDA, reason="this machine has CUDA")
 
-TINY_PHI4 = TINY_PHI4 + """
+TINY_MODEL = TINY_PHI4 + """
 [train]
 steps = 3
 batch_size = 16
@@ -55,13 +55,13 @@ def test_missing_cuda_is_one_clear_error(name):
 
 
 def _with(section: str, line: str) -> str:
-    if f"[{section}]" in TINY_PHI4:
-        return TINY_PHI4.replace(f"[{section}]", f"[{section}]\n{line}")
-    return TINY_PHI4 + f"\n[{section}]\n{line}\n"
+    if f"[{section}]" in TINY_MODEL:
+        return TINY_MODEL.replace(f"[{section}]", f"[{section}]\n{line}")
+    return TINY_MODEL + f"\n[{section}]\n{line}\n"
 
 
 def test_config_key_in_every_section():
-    cfg = parse_config(TINY_PHI4)
+    cfg = parse_config(TINY_MODEL)
     assert (cfg.train.device, cfg.sample.device, cfg.hmc.device) == ("cpu", "cpu", "cpu")
     assert cfg.toml.count('device = "cpu"') == 3
     for section in ("train", "sample", "hmc"):
@@ -89,7 +89,7 @@ def test_cli_refuses_cuda_here_before_writing(tmp_path, monkeypatch, capsys, com
 
 def test_cli_device_cpu_is_recorded(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "m.toml").write_text(TINY_PHI4)
+    (tmp_path / "m.toml").write_text(TINY_MODEL)
     assert main(["hmc", "m.toml", "-n", "16", "--out", "h.h5", "--quiet", "--device", "cpu",
                  "--chains", "2"]) == 0
     import h5py
@@ -114,7 +114,7 @@ def test_theories_compute_on_the_fields_device(theory):
 
 
 def test_phi4_flow_samples_on_its_device_with_cpu_generators():
-    cfg = parse_config(TINY_PHI4)
+    cfg = parse_config(TINY_MODEL)
     flow = build_flow(cfg.theory.build(), cfg.flow).to("meta")
     x, log_q = flow.sample(3, generator=torch.Generator().manual_seed(0))
     assert x.device.type == log_q.device.type == "meta"
@@ -126,7 +126,7 @@ def test_phi4_flow_samples_on_its_device_with_cpu_generators():
 def test_cuda_training_resumes_and_loads_on_the_cpu(tmp_path):
     from latticeflow.training import load_flow
 
-    cfg = parse_config(TINY_PHI4.replace("[train]", '[train]\ndevice = "cuda"'))
+    cfg = parse_config(TINY_MODEL.replace("[train]", '[train]\ndevice = "cuda"'))
     result = pipeline.train(cfg, out=tmp_path / "run", progress=False)
     assert next(result.flow.parameters()).device.type == "cuda"
     assert result.metrics["loss"] is not None and math.isfinite(result.metrics["loss"])

@@ -274,14 +274,14 @@ def test_a_run_on_ranks_never_replaces_another_ensemble(two_parts, monkeypatch):
     monkeypatch.setattr(parallel, "current", lambda device: pytest.fail("joined a process group"))
     cfg = load_config(tmp / "m.toml")
     with pytest.raises(EnsembleError, match="a run on 2 ranks would replace"):
-        with parallel.split_over_ranks(cfg, "hmc", single, 40):
+        with parallel.split_over_ranks(cfg, "hmc", single, 40, torch.device("cpu")):
             pass
     assert (tmp / "single.h5").read_bytes() == before and not list(tmp.glob("single.rank*"))
     monkeypatch.setenv("WORLD_SIZE", "1")
     join(tmp / "j.h5", parts, HMC_STUDY, 5)
     monkeypatch.setenv("WORLD_SIZE", "4")
     with pytest.raises(EnsembleError, match="joins the files of 2 ranks, this run has 4"):
-        with parallel.split_over_ranks(cfg, "hmc", tmp / "j.h5", 40):
+        with parallel.split_over_ranks(cfg, "hmc", tmp / "j.h5", 40, torch.device("cpu")):
             pass
 
 

@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+# One intra-op thread per process (subprocesses inherit it): the suite runs small tensors and
+# many subprocesses on two cores, where torch's second thread costs more than it gives (the
+# whole suite: 596 s with torch's default of two threads, 417 s with one).  Read by torch
+# when it is first imported, which is after this file.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: the smallest φ⁴ theory the CLI tests use (L = 4, broken phase)

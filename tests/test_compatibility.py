@@ -47,7 +47,11 @@ def test_old_ensembles_analyse_to_the_same_numbers(name):
             assert new[key] == old[key] or new[key] == pytest.approx(old[key], rel=1e-12), key
 
 
-def _same_rows(path: Path, prefix: str) -> None:
+def _same_rows(path: Path, prefix: str, float32_flow: bool = False) -> None:
+    """The rows of ``path`` equal the recorded continuation.  Bit for bit, except the float
+    columns of a float32 flow's ensemble: its convolutions take different vector kernels on
+    different CPUs (AVX2, AVX-512), so those agree to float32 rounding (1e-6, relative or absolute), while
+    the random streams, and hence every accept/reject decision, are still exact."""
     expected = np.load(FIXTURES / "continued_40.npz")
     with ensemble.open(path) as ens:
         assert ens.n == 40
@@ -56,7 +60,10 @@ def _same_rows(path: Path, prefix: str) -> None:
     want = {k: expected[k] for k in expected.files if k.startswith(prefix + "/")}
     assert got.keys() == want.keys()
     for key, value in want.items():
-        np.testing.assert_array_equal(got[key], value, err_msg=key)
+        if float32_flow and np.issubdtype(value.dtype, np.floating):
+            np.testing.assert_allclose(got[key], value, rtol=1e-6, atol=1e-6, err_msg=key)
+        else:
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
 
 
 def test_old_hmc_ensemble_continues_bit_for_bit(tmp_path):
@@ -74,7 +81,7 @@ def test_old_flow_ensembles_continue_bit_for_bit_from_old_run_directories(tmp_pa
     shutil.copy(FIXTURES / f"{name}.h5", path)
     result = latticeflow.sample(FIXTURES / run, 40, out=path, iid=iid, progress=False)
     assert result["resumed"]
-    _same_rows(path, f"{name}_40")
+    _same_rows(path, f"{name}_40", float32_flow=True)
 
 
 def test_old_training_checkpoint_resumes_exactly(tmp_path):

@@ -37,6 +37,10 @@ the path (the numbers in docs/performance.md used commit 77506b5)::
     OMP_NUM_THREADS=1 PYTHONPATH=/tmp/neumc_src/neumc/src python benchmarks/peer_neumc.py \
         --settings phi4 u1 u1-sample --steps 12 [--compare-latticeflow .]
 
+``--interleave-latticeflow ROOT`` takes latticeflow's steps of each setting (ROOT's
+``benchmarks/throughput.py``) in turn with neumc's, in one process, and prints the ratio:
+the form in which the machine's drifts cancel.
+
 ``--compare-latticeflow ROOT`` also builds latticeflow's flows of the same settings (from
 ROOT/benchmarks/throughput.py's SETTINGS) and prints their parameter counts, and checks
 that the neumc and latticeflow actions agree on random fields and that every layer has
@@ -143,34 +147,78 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_setting(name, steps, batch, device, action_dtype, u1_builder):
+def neumc_step(name, batch, device, action_dtype, u1_builder):
+    """One step of the setting with neumc's API: ``(step() -> last, n_parameters)``."""
     prior, layers, action = build(name, device, u1_builder)
     act = ActionIn(action, action_dtype)
     estimator = RTEstimator(prior, layers, act)
     optimizer = torch.optim.Adam(layers.parameters(), lr=LR)
-    times, last = [], {}
-    for _ in range(steps):
-        _sync(device)
-        t0 = time.perf_counter()
+
+    def step():
         if name.endswith("-sample"):
             with torch.no_grad():
                 x, log_q = layers.sample(prior, batch)
                 log_w = (-act(x)).to(torch.float64) - log_q.to(torch.float64)
                 log_w = log_w.cpu()
-            last = {"mean_log_w": float(log_w.mean())}
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            loss, log_q, log_p = estimator.step(batch)
-            torch.nn.utils.clip_grad_norm_(layers.parameters(), GRAD_CLIP)
-            optimizer.step()
-            last = {"loss": float(loss)}
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    kept = times[4:] if len(times) > 8 else times
-    med = statistics.median(kept)
+            return {"mean_log_w": float(log_w.mean())}
+        optimizer.zero_grad(set_to_none=True)
+        loss, log_q, log_p = estimator.step(batch)
+        torch.nn.utils.clip_grad_norm_(layers.parameters(), GRAD_CLIP)
+        optimizer.step()
+        return {"loss": float(loss)}
+
+    return step, n_params(layers)
+
+
+def _timed(step, device):
+    _sync(device)
+    t0 = time.perf_counter()
+    last = step()
+    _sync(device)
+    return time.perf_counter() - t0, last
+
+
+def _median(times):
+    return statistics.median(times[4:] if len(times) > 8 else times)
+
+
+def time_setting(name, steps, batch, device, action_dtype, u1_builder):
+    step, params = neumc_step(name, batch, device, action_dtype, u1_builder)
+    times, last = [], {}
+    for _ in range(steps):
+        t, last = _timed(step, device)
+        times.append(t)
+    med = _median(times)
     return {"setting": name, "ms_per_step": 1e3 * med, "steps_per_second": 1 / med,
-            "steps_timed": len(kept), "batch": batch, "device": str(device),
-            "threads": torch.get_num_threads(), "params": n_params(layers), **last}
+            "steps_timed": len(times) - 4 if len(times) > 8 else len(times),
+            "batch": batch, "device": str(device), "threads": torch.get_num_threads(),
+            "params": params, **last}
+
+
+def interleave_latticeflow(root, name, steps, batch, device, action_dtype, u1_builder):
+    """neumc's and latticeflow's steps of one setting taken in turn in this process (so the
+    machine's drifts hit both alike): their medians and the ratio latticeflow / neumc."""
+    import tempfile
+    from pathlib import Path
+
+    sys.path.insert(0, str(root))
+    sys.path.insert(0, str(root) + "/benchmarks")
+    import throughput  # ROOT/benchmarks/throughput.py
+    from latticeflow.config import parse_config
+    from latticeflow.devices import resolve
+    from latticeflow.training.trainer import Trainer
+
+    theirs, _ = neumc_step(name, batch, device, action_dtype, u1_builder)
+    where = resolve(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = parse_config(throughput.SETTINGS[name] + throughput.TRAIN.format(batch=batch, device=device))
+        trainer = Trainer(cfg, Path(tmp))
+        t_neumc, t_ours = [], []
+        for _ in range(steps):
+            t_neumc.append(_timed(theirs, device)[0])
+            t_ours.append(throughput._step(name, trainer, batch, where))
+    a, b = _median(t_neumc), _median(t_ours)
+    return {"setting": name, "neumc_ms": 1e3 * a, "latticeflow_ms": 1e3 * b, "ratio": b / a}
 
 
 def compare_latticeflow(root, names, u1_builder):
@@ -221,12 +269,23 @@ def main(argv=None):
                    help="script: as scripts/u1.py; asm: nf.u1_model_asm.assemble_model_from_dict")
     p.add_argument("--compare-latticeflow", metavar="ROOT",
                    help="also print latticeflow's parameter counts (repository root ROOT)")
+    p.add_argument("--interleave-latticeflow", metavar="ROOT",
+                   help="time latticeflow's steps of each setting in turn with neumc's, in this "
+                        "process, and print the ratio (repository root ROOT)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     action_dtype = getattr(torch, args.action_dtype)
     rows = []
+    if args.interleave_latticeflow:
+        for name in args.settings:
+            row = interleave_latticeflow(args.interleave_latticeflow, name, args.steps, args.batch,
+                                         args.device, action_dtype, args.u1_builder)
+            rows.append(row)
+            print(f"{name:<10} neumc {row['neumc_ms']:8.1f} ms  latticeflow {row['latticeflow_ms']:8.1f} ms  "
+                  f"latticeflow / neumc {row['ratio']:.2f}", flush=True)
+        args.settings = []
     for name in args.settings:
         row = time_setting(name, args.steps, args.batch, args.device, action_dtype, args.u1_builder)
         rows.append(row)

@@ -78,14 +78,14 @@ def step_time(cfg, batch: int, repeats: int = 5, estimator: str | None = None) -
     import torch
 
     from latticeflow.flows import build_flow
-    from latticeflow.training import _frozen_twin, kl_loss
+    from latticeflow.training.loss import frozen_twin, kl_loss
 
     theory = cfg.theory.build()
     torch.manual_seed(0)
     flow = build_flow(theory, cfg.flow).float()
     opt = torch.optim.Adam(flow.parameters(), lr=1e-4)
     estimator = estimator or cfg.train.estimator
-    twin = _frozen_twin(flow) if estimator == "path" else None
+    twin = frozen_twin(flow) if estimator == "path" else None
     gen = torch.Generator().manual_seed(0)
 
     def one():

@@ -6,7 +6,9 @@ Settings (batch 1024 unless ``--batch``; median of steps 5–25; one thread unle
 ``--threads``):
 
 - ``phi4``: φ⁴ L = 8, 16 affine checkerboard layers, CNN [16, 16, 16];
-- ``phi4-z2``: the same with ``z2 = true`` (Z₂-symmetrised conditioner);
+- ``phi4-z2``: the same with ``z2 = true`` (Z₂-symmetrised conditioner, two passes);
+- ``phi4-z2-odd``: the same with ``z2_conditioner = "odd"`` (one pass of an odd tanh trunk);
+- ``phi4-tanh``: the plain flow with tanh activations (the baseline of the odd conditioner);
 - ``u1``: U(1) L = 8 β = 2, 16 circular-spline layers (8 bins), plaquette inputs, CNN [32, 32];
 - ``u1-sample``: that flow's proposals, time per 1024 (no gradients, float32, the action
   and log w in float64 included);
@@ -16,6 +18,7 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/throughput.py                 # all settings
     OMP_NUM_THREADS=1 python benchmarks/throughput.py --settings u1 --steps 25 --json out.json
+    OMP_NUM_THREADS=1 python benchmarks/throughput.py --settings phi4 phi4-z2 phi4-z2-odd --interleave
     python benchmarks/throughput.py --device cuda --threads 16        # on a GPU machine
 
 Every ratio quoted in docs/performance.md compares numbers printed by one run.
@@ -55,6 +58,10 @@ hidden = [16, 16, 16]
 z2 = {z2}
 """
 
+ODD = """z2_conditioner = "odd"
+activation = "tanh"
+"""
+
 U1 = """
 [theory]
 name = "u1"
@@ -80,6 +87,8 @@ device = "{device}"
 SETTINGS = {
     "phi4": PHI4.format(z2="false"),
     "phi4-z2": PHI4.format(z2="true"),
+    "phi4-z2-odd": PHI4.format(z2="true") + ODD,
+    "phi4-tanh": PHI4.format(z2="false") + 'activation = "tanh"\n',
     "u1": U1.format(L=8),
     "u1-sample": U1.format(L=8),
     "u1-L16": U1.format(L=16),
@@ -92,28 +101,49 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _step(name: str, trainer: Trainer, batch: int, where: torch.device) -> float:
+    """Seconds of one training step (or one batch of proposals) of ``trainer``."""
+    _sync(where)
+    t0 = time.perf_counter()
+    if name.endswith("-sample"):
+        with torch.no_grad():
+            x, log_q = trainer.flow.sample(batch, generator=trainer.generator)
+            x = trainer.theory.field_space.to_action_dtype(x)
+            log_weight(trainer.theory.action(x), log_q).cpu()
+    else:
+        trainer.train_step()
+    _sync(where)
+    return time.perf_counter() - t0
+
+
+def _row(name: str, times: list[float], batch: int, where: torch.device) -> dict:
+    kept = times[4:] if len(times) > 8 else times
+    return {"setting": name, "ms_per_step": 1e3 * statistics.median(kept),
+            "steps_per_second": 1 / statistics.median(kept), "steps_timed": len(kept),
+            "batch": batch, "device": str(where), "threads": torch.get_num_threads()}
+
+
 def time_setting(name: str, steps: int, batch: int, device: str) -> dict:
     cfg = parse_config(SETTINGS[name] + TRAIN.format(batch=batch, device=device))
     where = resolve(device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(cfg, Path(tmp))
-        times = []
+        times = [_step(name, trainer, batch, where) for _ in range(steps)]
+    return _row(name, times, batch, where)
+
+
+def time_interleaved(names: list[str], steps: int, batch: int, device: str) -> list[dict]:
+    """The settings' steps taken in turn (one of each, then again), so that the machine's
+    drifts hit all of them alike: the form for ratios."""
+    where = resolve(device)
+    times = {name: [] for name in names}
+    with tempfile.TemporaryDirectory() as tmp:
+        trainers = {name: Trainer(parse_config(SETTINGS[name] + TRAIN.format(batch=batch, device=device)),
+                                  Path(tmp) / name) for name in names}
         for _ in range(steps):
-            _sync(where)
-            t0 = time.perf_counter()
-            if name.endswith("-sample"):
-                with torch.no_grad():
-                    x, log_q = trainer.flow.sample(batch, generator=trainer.generator)
-                    x = trainer.theory.field_space.to_action_dtype(x)
-                    log_weight(trainer.theory.action(x), log_q).cpu()
-            else:
-                trainer.train_step()
-            _sync(where)
-            times.append(time.perf_counter() - t0)
-    kept = times[4:] if len(times) > 8 else times
-    return {"setting": name, "ms_per_step": 1e3 * statistics.median(kept),
-            "steps_per_second": 1 / statistics.median(kept), "steps_timed": len(kept),
-            "batch": batch, "device": str(where), "threads": torch.get_num_threads()}
+            for name in names:
+                times[name].append(_step(name, trainers[name], batch, where))
+    return [_row(name, times[name], batch, where) for name in names]
 
 
 def main(argv=None) -> int:
@@ -123,18 +153,26 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--interleave", action="store_true",
+                   help="take the settings' steps in turn in one process (for ratios)")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = []
-    for name in args.settings:
-        row = time_setting(name, args.steps, args.batch, args.device)
+    if args.interleave:
+        timed = time_interleaved(args.settings, args.steps, args.batch, args.device)
+    else:
+        timed = (time_setting(name, args.steps, args.batch, args.device) for name in args.settings)
+    for row in timed:
+        name = row["setting"]
         rows.append(row)
         print(f"{name:<10} {row['ms_per_step']:9.1f} ms/step  ({row['steps_per_second']:.2f} steps/s, "
               f"batch {row['batch']}, {row['device']}, {row['threads']} thread(s))", flush=True)
     by = {r["setting"]: r["ms_per_step"] for r in rows}
     if "phi4" in by and "phi4-z2" in by:
         print(f"z2 / plain: {by['phi4-z2'] / by['phi4']:.2f}")
+    if "phi4" in by and "phi4-z2-odd" in by:
+        print(f"odd z2 / plain: {by['phi4-z2-odd'] / by['phi4']:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"torch": torch.__version__, "results": rows}, indent=2) + "\n")
     return 0

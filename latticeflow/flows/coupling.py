@@ -13,7 +13,15 @@ Z₂ symmetry φ → −φ.  With ``z2=True`` the conditioner output is symmetri
 
 with R the bijection's ``reflect_params`` (−f(−x | θ) = f(x | Rθ)).  Then the layer maps
 −x to −(layer x) with the same log-det, for any network n and any bijection that has a
-reflection: the equivariance is exact and needs no special (odd) network.
+reflection: the equivariance is exact and needs no special (odd) network, at the price of
+two network passes.
+
+A :class:`~latticeflow.flows.nets.ParityConvNet` conditioner, whose outputs are an odd
+function O and an even function E of its input, needs one pass: R is a linear involution, so
+
+    θ(c) = ½ [ (E + O)(c) + R (E − O)(c) ]      satisfies     θ(−c) = R θ(c)
+
+as well (the even part of θ is the R = +1 projection of E, the odd part the R = −1 one of O).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from torch import nn
 
 from ..lattice import checkerboard
 from .bijections import ElementwiseBijection
+from .nets import ParityConvNet
 
 __all__ = ["CheckerboardCoupling"]
 
@@ -40,7 +49,8 @@ class CheckerboardCoupling(nn.Module):
             periodic :class:`~latticeflow.flows.nets.ConvNet` (then the layer works on any
             even lattice, whatever it was built for).
         mask_parity: the *frozen* sites are those with ``sum(coords) % 2 == mask_parity``.
-        z2: symmetrise the conditioner so the layer commutes with φ → −φ.
+        z2: make the layer commute with φ → −φ: one pass of a :class:`ParityConvNet`
+            ``net``, or two passes of any other (symmetrised).
 
     ``forward(x) -> (y, logdet)`` and ``inverse(y) -> (x, logdet)`` with fields
     ``(batch, *lattice)`` and ``logdet`` of shape ``(batch,)``.
@@ -62,6 +72,8 @@ class CheckerboardCoupling(nn.Module):
             raise ValueError(f"mask_parity must be 0 or 1, got {mask_parity}")
         if z2:
             bijection.reflect_params(torch.zeros(bijection.n_params))  # fails early if it has none
+        elif isinstance(net, ParityConvNet):
+            raise ValueError("a ParityConvNet conditioner is for Z2-equivariant layers (z2=True)")
         self.bijection, self.net = bijection, net
         self.mask_parity, self.z2 = mask_parity, z2
         self._masks: dict = {}
@@ -81,6 +93,9 @@ class CheckerboardCoupling(nn.Module):
 
     def conditioner(self, frozen: torch.Tensor) -> torch.Tensor:
         """Raw bijection parameters ``(B, *lattice, n_params)`` from the masked field ``(B, *lattice)``."""
+        if isinstance(self.net, ParityConvNet):
+            odd, even = (t.movedim(1, -1) for t in self.net(frozen.unsqueeze(1)))
+            return 0.5 * ((even + odd) + self.bijection.reflect_params(even - odd))
         if self.z2:
             both = self.net(torch.cat([frozen, -frozen]).unsqueeze(1))
             n_plus, n_minus = both.movedim(1, -1).chunk(2)

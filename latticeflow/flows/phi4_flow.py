@@ -3,7 +3,8 @@
 :class:`NormalPrior` + ``layers`` checkerboard couplings (:class:`CheckerboardCoupling`)
 with alternating parity, each with its own periodic :class:`ConvNet` conditioner
 (``hidden``, ``kernel_size``, ``activation``) and an ``affine`` or ``spline`` bijection,
-Z₂-symmetrised when ``z2`` is on; with ``momentum_scaling`` a :class:`MomentumScaling`
+Z₂-equivariant when ``z2`` is on (``z2_conditioner``: a symmetrised network, two passes, or
+an odd-trunk :class:`ParityConvNet`, one pass); with ``momentum_scaling`` a :class:`MomentumScaling`
 layer (a learnable correlated Gaussian prior, ``flows/momentum_scaling.py``) comes first.
 The checkerboard needs even extents.
 """
@@ -12,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..schema import between, key, positive
+from ..schema import between, key, one_of, positive
 from .bijections import Affine, RationalQuadraticSpline
 from .coupling import CheckerboardCoupling
 from .flow import Flow
 from .momentum_scaling import MomentumScaling
-from .nets import ConvNet
+from .nets import ConvNet, ParityConvNet
 from .priors import NormalPrior
 from .registry import FlowArchitecture, FlowConfig, register_architecture
 
@@ -29,7 +30,12 @@ AFFINE_SCALE_BOUND = 5.0
 
 @dataclass(frozen=True)
 class Phi4Options:
-    z2: bool = key(True, "make the flow commute with φ → −φ (doubles the conditioner passes)")
+    z2: bool = key(True, "make the flow commute with φ → −φ")
+    z2_conditioner: str = key("symmetrised", "how, with z2: `symmetrised`, ½[n(c) + R n(−c)] of any "
+                                             "network (two passes), or `odd`, one pass of an odd tanh "
+                                             "trunk whose features, half kept and half squared, give "
+                                             "the odd and the even parameters (needs activation = "
+                                             "\"tanh\"; docs/performance.md)", one_of("symmetrised", "odd"))
     momentum_scaling: bool = key(False, "first layer y = F⁻¹[s(p̂²) F x], a learnable "
                                         "translation-invariant Gaussian correlation of the prior "
                                         "(`flows/momentum_scaling.py`)")
@@ -63,6 +69,18 @@ def _checkerboard_fits(shape):
     return None
 
 
+def _keys_fit(spec):
+    if spec.z2_conditioner == "odd" and not spec.z2:
+        return "z2_conditioner", '"odd" is a Z2-equivariant conditioner: it needs z2 = true'
+    if spec.z2_conditioner == "odd" and (not spec.hidden or spec.hidden[-1] < 2):
+        return ("hidden", f'the odd conditioner (z2_conditioner = "odd") needs a last hidden layer '
+                          f"of at least 2 channels (half odd features, half squared), got {list(spec.hidden)}")
+    if spec.z2_conditioner == "odd" and spec.activation != "tanh":
+        return ("activation", f'the odd conditioner (z2_conditioner = "odd") needs an odd activation: '
+                              f'"tanh" (got "{spec.activation}")')
+    return None
+
+
 def build_phi4_flow(theory, spec) -> Flow:
     """Checkerboard-coupling flow for a real scalar field on ``theory.shape``, with the
     architecture ``spec`` (a :class:`FlowConfig`, or one already resolved)."""
@@ -71,8 +89,12 @@ def build_phi4_flow(theory, spec) -> Flow:
     layers = [MomentumScaling(theory.dim)] if spec.momentum_scaling else []
     for i in range(spec.layers):
         bijection = spec.kernel.make()
-        net = ConvNet(theory.dim, 1, bijection.n_params, hidden=spec.hidden,
-                      kernel_size=spec.kernel_size, activation=spec.activation)
+        if spec.z2 and spec.z2_conditioner == "odd":
+            net = ParityConvNet(theory.dim, 1, bijection.n_params, hidden=spec.hidden,
+                                kernel_size=spec.kernel_size)
+        else:
+            net = ConvNet(theory.dim, 1, bijection.n_params, hidden=spec.hidden,
+                          kernel_size=spec.kernel_size, activation=spec.activation)
         layers.append(CheckerboardCoupling(bijection, net, mask_parity=i % 2, z2=spec.z2))
     return Flow(NormalPrior(theory.shape), layers)
 
@@ -80,5 +102,5 @@ def build_phi4_flow(theory, spec) -> Flow:
 PHI4_ARCHITECTURE = register_architecture(FlowArchitecture(
     theory="phi4", build=build_phi4_flow, options=Phi4Options,
     bijections={"affine": AffineKernel, "spline": SplineKernel},
-    check_lattice=_checkerboard_fits, bijection_kind="maps of the real line",
+    check_lattice=_checkerboard_fits, check_keys=_keys_fit, bijection_kind="maps of the real line",
     doc="checkerboard couplings (`flows/phi4_flow.py`)"))

@@ -8,6 +8,7 @@ with everything the rest of the package needs to know about it:
 - ``bijections``: name → dataclass of that bijection's own keys (``bins``, ``bound``,
   ``components``), whose ``make()`` builds the elementwise map;
 - ``check_lattice(shape)``: why the masks cannot tile a lattice (or None);
+- ``check_keys(spec)``: why keys that are valid one by one do not go together (or None);
 - ``build(theory, spec)``: the :class:`~latticeflow.flows.flow.Flow`.
 
 :class:`FlowConfig` holds the keys every architecture has plus the others by name; the
@@ -106,6 +107,7 @@ class FlowArchitecture:
     check_lattice: Callable[[tuple[int, ...]], tuple[str, str] | None]
     bijection_kind: str = "elementwise maps"
     doc: str = ""
+    check_keys: Callable[[FlowSpec], tuple[str, str] | None] = lambda spec: None
 
     def resolve(self, flow: FlowConfig, shape=None) -> FlowSpec:
         """Validate ``flow`` (and the lattice ``shape``) for this architecture."""
@@ -127,6 +129,10 @@ class FlowArchitecture:
                                           self.options))
         kernel = kernel_cls(**validate("flow", {k: params[k] for k in params.keys() & kernel_keys},
                                        kernel_cls))
+        spec = FlowSpec(flow, name, options, kernel)
+        problem = self.check_keys(spec)
+        if problem:
+            raise ConfigError(f"flow.{problem[0]}: {problem[1]}")
         if shape is not None:
             if flow.kernel_size > min(shape):
                 raise ConfigError(f"flow.kernel_size: must be at most the smallest lattice extent "
@@ -135,7 +141,7 @@ class FlowArchitecture:
             if problem:
                 shown = list(shape) if len(shape) <= 8 else f"{len(shape)} extents"
                 raise ConfigError(f"theory.{problem[0]}: {problem[1]} (got {shown})")
-        return FlowSpec(flow, name, options, kernel)
+        return spec
 
 
 def _keys(table_cls) -> set[str]:

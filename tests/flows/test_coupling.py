@@ -10,18 +10,22 @@ import torch
 from latticeflow.flows import coupling
 from latticeflow.flows.bijections import Affine, RationalQuadraticSpline
 from latticeflow.flows.coupling import CheckerboardCoupling
-from latticeflow.flows.nets import ConvNet
+from latticeflow.flows.nets import ConvNet, ParityConvNet
 
 F64 = torch.float64
-CASES = [(b, z2) for b in ("affine", "spline") for z2 in (False, True)]
+#: z2: False, True (a symmetrised ConvNet, two passes) or "odd" (a ParityConvNet, one pass)
+CASES = [(b, z2) for b in ("affine", "spline") for z2 in (False, True, "odd")]
 
 
 
 def make_layer(bijection, z2, parity=0, dim=2, seed=0):
     torch.manual_seed(seed)
     bij = Affine() if bijection == "affine" else RationalQuadraticSpline(bins=4, bound=3.0)
-    net = ConvNet(dim, 1, bij.n_params, hidden=(4, 4), kernel_size=3)
-    layer = CheckerboardCoupling(bij, net, mask_parity=parity, z2=z2).double()
+    if z2 == "odd":
+        net = ParityConvNet(dim, 1, bij.n_params, hidden=(4, 4), kernel_size=3)
+    else:
+        net = ConvNet(dim, 1, bij.n_params, hidden=(4, 4), kernel_size=3)
+    layer = CheckerboardCoupling(bij, net, mask_parity=parity, z2=bool(z2)).double()
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(0.5 * torch.randn_like(p))
@@ -69,8 +73,9 @@ def test_equivariant_under_checkerboard_preserving_translations(bijection, z2, s
 
 
 @pytest.mark.parametrize("bijection", ["affine", "spline"])
-def test_z2_layer_commutes_with_reflection(bijection):
-    layer = make_layer(bijection, z2=True)
+@pytest.mark.parametrize("z2", [True, "odd"])
+def test_z2_layer_commutes_with_reflection(bijection, z2):
+    layer = make_layer(bijection, z2=z2)
     x = field(4, 6, 6, seed=4)
     y, ld = layer(x)
     y_neg, ld_neg = layer(-x)
@@ -88,9 +93,10 @@ def test_without_z2_the_random_layer_is_not_equivariant(bijection):
     assert not torch.allclose(layer(-x)[0], -layer(x)[0], atol=1e-3)
 
 
-@pytest.mark.parametrize("dim,shape", [(1, (6,)), (3, (4, 4, 2))])
-def test_other_dimensions(dim, shape):
-    layer = make_layer("affine", z2=True, dim=dim)
+@pytest.mark.parametrize("dim,shape", [(1, (6,)), (3, (4, 4, 2)), (4, (2, 2, 2, 4))])
+@pytest.mark.parametrize("z2", [True, "odd"])
+def test_other_dimensions(dim, shape, z2):
+    layer = make_layer("affine", z2=z2, dim=dim)
     x = field(2, *shape, seed=5)
     y, ld = layer(x)
     assert torch.allclose(layer.inverse(y)[0], x, atol=1e-10)
@@ -104,6 +110,21 @@ def test_z2_needs_a_reflectable_bijection():
         CheckerboardCoupling(CircularSpline(), ConvNet(2, 1, 25), mask_parity=0, z2=True)
     with pytest.raises(ValueError):
         CheckerboardCoupling(Affine(), ConvNet(2, 1, 2), mask_parity=2)
+    with pytest.raises(ValueError, match="z2=True"):
+        CheckerboardCoupling(Affine(), ParityConvNet(2, 1, 2), mask_parity=0)
+
+
+def test_odd_conditioner_uses_both_of_its_outputs():
+    # the projection ½[(E + O) + R(E − O)]: for the affine map, s = E_s and t = O_t, so a
+    # layer whose odd head alone is zeroed keeps its scale and loses its shift
+    layer = make_layer("affine", z2="odd")
+    frozen = field(2, 6, 6, seed=6)
+    full = layer.conditioner(frozen)
+    with torch.no_grad():
+        layer.net.head.weight[:2].zero_()  # the odd outputs
+    cut = layer.conditioner(frozen)
+    assert torch.allclose(cut[..., 0], full[..., 0], atol=1e-14) and torch.count_nonzero(cut[..., 1]) == 0
+    assert torch.count_nonzero(full[..., 1]) > 0
 
 
 def test_docstring_examples():

@@ -50,17 +50,23 @@ def test_fresh_flow_is_the_identity():
     assert torch.equal(x, z) and torch.equal(logdet, torch.zeros(3, dtype=F64))
 
 
+ODD = dict(z2_conditioner="odd", activation="tanh")
+
+
 @pytest.mark.parametrize("bijection", ["affine", "spline"])
-@pytest.mark.parametrize("z2", [False, True])
+@pytest.mark.parametrize("z2", [False, True, "odd"])
 def test_log_prob_equals_sampling_density(bijection, z2):
-    flow = random_flow((6, 6), bijection=bijection, z2=z2)
+    options = ODD | dict(z2=True) if z2 == "odd" else dict(z2=z2)
+    flow = random_flow((6, 6), bijection=bijection, **options)
     x, log_q = flow.sample(16, generator=gen(1))
     assert torch.allclose(flow.log_prob(x), log_q, atol=1e-8)
 
 
 @pytest.mark.parametrize("bijection", ["affine", "spline"])
-def test_z2_flow_is_equivariant_and_its_density_even(bijection):
-    flow = random_flow((6, 6), bijection=bijection, z2=True)
+@pytest.mark.parametrize("conditioner", ["symmetrised", "odd"])
+def test_z2_flow_is_equivariant_and_its_density_even(bijection, conditioner):
+    options = ODD if conditioner == "odd" else {}
+    flow = random_flow((6, 6), bijection=bijection, z2=True, **options)
     z = flow.prior.sample(8, generator=gen(2)).double()
     x, logdet = flow(z)
     x_neg, logdet_neg = flow(-z)
@@ -70,6 +76,21 @@ def test_z2_flow_is_equivariant_and_its_density_even(bijection):
     plain = random_flow((6, 6), bijection=bijection, z2=False)
     xp, _ = plain.sample(8, generator=gen(2))
     assert not torch.allclose(plain.log_prob(-xp), plain.log_prob(xp), atol=1e-3)
+
+
+def test_odd_conditioner_from_the_config():
+    from latticeflow.flows.nets import ParityConvNet
+
+    theory = Phi4((8, 8), m2=-4.0, lam=8.0)
+    flow = build_flow(theory, FlowConfig(layers=2, hidden=(8, 8), **ODD))
+    assert all(isinstance(layer.net, ParityConvNet) and layer.z2 for layer in flow.layers)
+    for bad, key in ((dict(ODD, activation="leaky_relu"), "flow.activation"),
+                     (dict(ODD, z2=False), "flow.z2_conditioner"),
+                     (dict(ODD, hidden=(8, 1)), "flow.hidden"), (dict(ODD, hidden=()), "flow.hidden"),
+                     (dict(z2_conditioner="even"), "flow.z2_conditioner")):
+        with pytest.raises(registry.ConfigError) as info:
+            build_flow(theory, FlowConfig(layers=2, **bad))
+        assert str(info.value).startswith(key), info.value
 
 
 def test_flow_built_for_L8_runs_on_L12():

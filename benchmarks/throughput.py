@@ -136,6 +136,7 @@ def time_interleaved(names: list[str], steps: int, batch: int, device: str) -> l
     """The settings' steps taken in turn (one of each, then again), so that the machine's
     drifts hit all of them alike: the form for ratios."""
     where = resolve(device)
+    names = list(dict.fromkeys(names))  # each setting once
     times = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {name: Trainer(parse_config(SETTINGS[name] + TRAIN.format(batch=batch, device=device)),
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     for row in timed:
         name = row["setting"]
         rows.append(row)
-        print(f"{name:<10} {row['ms_per_step']:9.1f} ms/step  ({row['steps_per_second']:.2f} steps/s, "
+        print(f"{name:<12} {row['ms_per_step']:9.1f} ms/step  ({row['steps_per_second']:.2f} steps/s, "
               f"batch {row['batch']}, {row['device']}, {row['threads']} thread(s))", flush=True)
     by = {r["setting"]: r["ms_per_step"] for r in rows}
     if "phi4" in by and "phi4-z2" in by:

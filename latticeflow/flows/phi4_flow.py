@@ -76,8 +76,8 @@ def _keys_fit(spec):
         return ("hidden", f'the odd conditioner (z2_conditioner = "odd") needs a last hidden layer '
                           f"of at least 2 channels (half odd features, half squared), got {list(spec.hidden)}")
     if spec.z2_conditioner == "odd" and spec.activation != "tanh":
-        return ("activation", f'the odd conditioner (z2_conditioner = "odd") needs an odd activation: '
-                              f'"tanh" (got "{spec.activation}")')
+        return ("activation", f'the odd conditioner (z2_conditioner = "odd") runs tanh, the one odd '
+                              f'activation: set activation = "tanh" (got "{spec.activation}")')
     return None
 
 

@@ -116,7 +116,14 @@ def training_seconds(scan: dict, chain_key: str = "chain", base_key: str = "base
     tr = scan["training"]
     if chain_key not in tr:
         return {}
-    chain = json.loads(Path(tr[chain_key]).read_text()) if Path(tr[chain_key]).is_file() else []
+    # the chain as trained here, or else the record of the training behind the shipped weights
+    record = tr.get(f"{chain_key}_record")
+    found = [Path(f) for f in (tr[chain_key], record) if f and Path(f).is_file()]
+    if not found:
+        raise SystemExit(f"[training] {chain_key}: neither {tr[chain_key]} nor a {chain_key}_record "
+                         f"exists: the training time behind the flows is unknown")
+    print(f"training seconds ({chain_key}) from {found[0]}", flush=True)
+    chain = json.loads(found[0].read_text())
     total = float(tr.get(base_key, 0.0))
     out = {int(tr["base_beta"]): total} if "base_beta" in tr else {}  # the base model itself
     for row in chain:

@@ -178,8 +178,9 @@ def _timed(step, device):
     return time.perf_counter() - t0, last
 
 
-def _median(times):
-    return statistics.median(times[4:] if len(times) > 8 else times)
+def _kept(times):
+    """The steps a median is taken of: from the fifth on, when there are more than 8."""
+    return times[4:] if len(times) > 8 else times
 
 
 def time_setting(name, steps, batch, device, action_dtype, u1_builder):
@@ -188,9 +189,9 @@ def time_setting(name, steps, batch, device, action_dtype, u1_builder):
     for _ in range(steps):
         t, last = _timed(step, device)
         times.append(t)
-    med = _median(times)
+    med = statistics.median(_kept(times))
     return {"setting": name, "ms_per_step": 1e3 * med, "steps_per_second": 1 / med,
-            "steps_timed": len(times) - 4 if len(times) > 8 else len(times),
+            "steps_timed": len(_kept(times)),
             "batch": batch, "device": str(device), "threads": torch.get_num_threads(),
             "params": params, **last}
 
@@ -204,20 +205,17 @@ def interleave_latticeflow(root, name, steps, batch, device, action_dtype, u1_bu
     sys.path.insert(0, str(root))
     sys.path.insert(0, str(root) + "/benchmarks")
     import throughput  # ROOT/benchmarks/throughput.py
-    from latticeflow.config import parse_config
     from latticeflow.devices import resolve
-    from latticeflow.training.trainer import Trainer
 
     theirs, _ = neumc_step(name, batch, device, action_dtype, u1_builder)
     where = resolve(device)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = parse_config(throughput.SETTINGS[name] + throughput.TRAIN.format(batch=batch, device=device))
-        trainer = Trainer(cfg, Path(tmp))
+        trainer = throughput.make_trainer(name, batch, device, Path(tmp))
         t_neumc, t_ours = [], []
         for _ in range(steps):
             t_neumc.append(_timed(theirs, device)[0])
             t_ours.append(throughput._step(name, trainer, batch, where))
-    a, b = _median(t_neumc), _median(t_ours)
+    a, b = statistics.median(_kept(t_neumc)), statistics.median(_kept(t_ours))
     return {"setting": name, "neumc_ms": 1e3 * a, "latticeflow_ms": 1e3 * b, "ratio": b / a}
 
 

@@ -101,6 +101,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def make_trainer(name: str, batch: int, device: str, run_dir: Path) -> Trainer:
+    """A :class:`Trainer` of the setting ``name`` at ``batch`` on ``device``, writing to ``run_dir``."""
+    return Trainer(parse_config(SETTINGS[name] + TRAIN.format(batch=batch, device=device)), run_dir)
+
+
+def _kept(times: list[float]) -> list[float]:
+    """The steps a median is taken of: from the fifth on, when there are more than 8."""
+    return times[4:] if len(times) > 8 else times
+
+
 def _step(name: str, trainer: Trainer, batch: int, where: torch.device) -> float:
     """Seconds of one training step (or one batch of proposals) of ``trainer``."""
     _sync(where)
@@ -117,17 +127,16 @@ def _step(name: str, trainer: Trainer, batch: int, where: torch.device) -> float
 
 
 def _row(name: str, times: list[float], batch: int, where: torch.device) -> dict:
-    kept = times[4:] if len(times) > 8 else times
+    kept = _kept(times)
     return {"setting": name, "ms_per_step": 1e3 * statistics.median(kept),
             "steps_per_second": 1 / statistics.median(kept), "steps_timed": len(kept),
             "batch": batch, "device": str(where), "threads": torch.get_num_threads()}
 
 
 def time_setting(name: str, steps: int, batch: int, device: str) -> dict:
-    cfg = parse_config(SETTINGS[name] + TRAIN.format(batch=batch, device=device))
     where = resolve(device)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, Path(tmp))
+        trainer = make_trainer(name, batch, device, Path(tmp))
         times = [_step(name, trainer, batch, where) for _ in range(steps)]
     return _row(name, times, batch, where)
 
@@ -139,8 +148,7 @@ def time_interleaved(names: list[str], steps: int, batch: int, device: str) -> l
     names = list(dict.fromkeys(names))  # each setting once
     times = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
-        trainers = {name: Trainer(parse_config(SETTINGS[name] + TRAIN.format(batch=batch, device=device)),
-                                  Path(tmp) / name) for name in names}
+        trainers = {name: make_trainer(name, batch, device, Path(tmp) / name) for name in names}
         for _ in range(steps):
             for name in names:
                 times[name].append(_step(name, trainers[name], batch, where))

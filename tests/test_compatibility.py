@@ -50,8 +50,8 @@ def test_old_ensembles_analyse_to_the_same_numbers(name):
 def _same_rows(path: Path, prefix: str, float32_flow: bool = False) -> None:
     """The rows of ``path`` equal the recorded continuation.  Bit for bit, except the float
     columns of a float32 flow's ensemble: its convolutions take different vector kernels on
-    different CPUs (AVX2, AVX-512), so those agree to float32 rounding (1e-6, relative or absolute), while
-    the random streams, and hence every accept/reject decision, are still exact."""
+    different CPUs (AVX2, AVX-512), so those agree to float32 rounding (1e-6, relative or
+    absolute), while the random streams, and hence every accept/reject decision, are exact."""
     expected = np.load(FIXTURES / "continued_40.npz")
     with ensemble.open(path) as ens:
         assert ens.n == 40

@@ -70,12 +70,14 @@ def _checkerboard_fits(shape):
 
 
 def _keys_fit(spec):
-    if spec.z2_conditioner == "odd" and not spec.z2:
+    if spec.z2_conditioner != "odd":
+        return None
+    if not spec.z2:
         return "z2_conditioner", '"odd" is a Z2-equivariant conditioner: it needs z2 = true'
-    if spec.z2_conditioner == "odd" and (not spec.hidden or spec.hidden[-1] < 2):
+    if not spec.hidden or spec.hidden[-1] < 2:
         return ("hidden", f'the odd conditioner (z2_conditioner = "odd") needs a last hidden layer '
                           f"of at least 2 channels (half odd features, half squared), got {list(spec.hidden)}")
-    if spec.z2_conditioner == "odd" and spec.activation != "tanh":
+    if spec.activation != "tanh":
         return ("activation", f'the odd conditioner (z2_conditioner = "odd") runs tanh, the one odd '
                               f'activation: set activation = "tanh" (got "{spec.activation}")')
     return None
@@ -89,7 +91,7 @@ def build_phi4_flow(theory, spec) -> Flow:
     layers = [MomentumScaling(theory.dim)] if spec.momentum_scaling else []
     for i in range(spec.layers):
         bijection = spec.kernel.make()
-        if spec.z2 and spec.z2_conditioner == "odd":
+        if spec.z2_conditioner == "odd":  # resolve() made sure z2 is on
             net = ParityConvNet(theory.dim, 1, bijection.n_params, hidden=spec.hidden,
                                 kernel_size=spec.kernel_size)
         else:

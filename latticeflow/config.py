@@ -229,6 +229,13 @@ class SampleConfig:
                                    "before the first stored step; the step size is tuned there",
                               nonnegative)
     chains: int = key(4, "independent chains", at_least(1))
+    start: str = key("flow", "where a new file's chains start: `flow` (a flow sample; `mixed` and "
+                             "`flow-hmc` thermalise from it) or an ensemble file holding "
+                             "configurations of this lattice (e.g. an HMC run, so the chains start "
+                             "in equilibrium): chain c starts from its chain c's last stored "
+                             "configuration (β may differ); a relative path is looked up from the "
+                             "current directory, then beside the model file; not for `flow-iid`",
+                      a_path)
     batch_size: int = key(1024, "flow proposals drawn per batch", at_least(1))
     seed: int = key(0, "RNG seed", seed_range)
     block: int = key(1000, "rows written per HDF5 block", at_least(1))

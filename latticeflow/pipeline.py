@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from .config import Config, load_config
 from .parallel import split_over_ranks
 from .samplers import flow_density, flow_proposal, flow_sampler  # re-exported
 from .training.distributed import rank_device
-from .errors import LatticeflowError
+from .errors import ConfigError, LatticeflowError
 from .files import RUNS, check_writable
 from .schema import check_value, convert, table_fields
 from .training import MODEL, load_flow, run_config
@@ -197,7 +198,8 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
 
 def sample(source, n: int, out=None, iid: bool = False, chains: int | None = None,
            seed: int | None = None, configs: bool = True, progress: bool = True, *,
-           flow=None, sampler: str | None = None, device: str | None = None) -> dict:
+           flow=None, sampler: str | None = None, device: str | None = None,
+           start: str | None = None) -> dict:
     """Exact ensemble from a trained flow with the sampler of ``[sample] sampler``:
     Metropolis independence chains (``flow-mcmc``), raw samples with log weights for
     reweighting (``flow-iid``, or ``iid=True``), HMC interleaved with flow proposals
@@ -213,6 +215,8 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
         configs: store the fields (observables are always stored).
         flow: an already loaded flow to sample.
         device: override ``[sample] device``.
+        start: override ``[sample] start`` (``"flow"``, or an ensemble file whose last
+            configurations start a new file's chains; a resumed file ignores it).
     """
     from .mcmc.driver import run_ensemble
 
@@ -223,10 +227,14 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
     else:
         cfg, weights = _config(source), None
     cfg = override(on_device(cfg, device, ("sample",)), "sample",
-                   {"chains": "--chains", "seed": "--seed", "sampler": "--sampler"},
-                   chains=chains, seed=seed, sampler="flow-iid" if iid else sampler)
+                   {"chains": "--chains", "seed": "--seed", "sampler": "--sampler", "start": "--start"},
+                   chains=chains, seed=seed, sampler="flow-iid" if iid else sampler,
+                   start=None if start is None else str(start))
     where = rank_device(cfg.sample.device, "--device" if device else "sample.device")  # before any file
     theory, s = cfg.theory.build(), cfg.sample
+    if s.start != "flow" and s.sampler == "flow-iid":
+        raise ConfigError(f"{'--start' if start else 'sample.start'}: flow-iid draws independent "
+                          "samples, it has no chains to start; use flow-mcmc, mixed or flow-hmc")
     if out is None:
         is_run = not isinstance(source, Config) and Path(source).is_dir()
         out = Path(source) / f"{s.sampler}.h5" if is_run else default_output(cfg, s.sampler)
@@ -238,12 +246,29 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
         need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if store else 0)
         resources.check_memory(need, f"flow sampling at batch {s.batch_size}")
         check_ensemble_fits(cfg, n, out, s.chains, store, len(theory.observable_names) + 6)
+        given = None if s.start == "flow" or out.exists() else _start_fields(cfg, theory, start)
         if flow is None:
             flow = load_flow(weights, cfg)
-        chain_sampler = flow_sampler(cfg, theory, flow, store, progress, device=where)
+        chain_sampler = flow_sampler(cfg, theory, flow, store, progress, device=where,
+                                     start_fields=given)
         return finish(run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
                                    seed=s.seed, block=s.block, store_configs=store, progress=progress,
                                    desc=s.sampler))
+
+
+def _start_fields(cfg: Config, theory, flag):
+    """The :class:`~latticeflow.ensemble.start.StartFields` of ``[sample] start`` for this
+    rank's chains (under torchrun rank r starts from chains r·C … (r+1)·C − 1 of the file)."""
+    from .ensemble.start import start_fields
+
+    what, name = ("--start" if flag else "sample.start"), cfg.sample.start
+    candidates = [Path(name)]
+    if not Path(name).is_absolute() and cfg.path is not None:
+        candidates.append(Path(cfg.path).parent / name)
+    found = next((c for c in candidates if c.exists()), Path(name))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    first = int(os.environ.get("RANK", "0")) * cfg.sample.chains if world > 1 else 0
+    return start_fields(found, theory.name, theory.field_shape, cfg.sample.chains, first, what)
 
 
 def analyze(path) -> dict:

@@ -14,9 +14,12 @@ from .training.distributed import rank_device
 __all__ = ["flow_sampler", "flow_proposal", "flow_density"]
 
 
-def flow_sampler(cfg, theory, flow, store_configs: bool = True, progress: bool = True, device=None):
+def flow_sampler(cfg, theory, flow, store_configs: bool = True, progress: bool = True, device=None,
+                 start_fields=None):
     """The chain sampler of ``[sample] sampler`` for a loaded flow (DESIGN §7), on ``device``
-    (default: this rank's device for ``[sample] device``)."""
+    (default: this rank's device for ``[sample] device``); ``start_fields``
+    (:class:`~latticeflow.ensemble.start.StartFields`, ``[sample] start``) start fresh chains
+    instead of flow samples."""
     import torch
 
     from .mcmc.flow_hmc import FlowHMCChains
@@ -27,6 +30,10 @@ def flow_sampler(cfg, theory, flow, store_configs: bool = True, progress: bool =
     s, h = cfg.sample, cfg.hmc
     device = rank_device(s.device, "sample.device") if device is None else device
     common = dict(n_chains=s.chains, seed=s.seed, store_configs=store_configs)
+    if start_fields is not None:
+        if s.sampler == "flow-iid":
+            raise ValueError("flow-iid draws independent samples: it has no chains to start")
+        common["start_fields"] = start_fields
     if s.sampler == "flow-hmc":
         return FlowHMCChains(theory, flow.to(getattr(torch, s.dtype)).to(device).eval(), h,
                              thermalization=s.thermalization, tune=h.tune, progress=progress,
@@ -38,8 +45,10 @@ def flow_sampler(cfg, theory, flow, store_configs: bool = True, progress: bool =
                            hmc_per_step=s.hmc_per_step, flow_per_step=s.flow_per_step,
                            thermalization=s.thermalization, tune=h.tune, batch_size=s.batch_size,
                            progress=progress, device=device, **common)
-    kind = IIDWithWeights if s.sampler == "flow-iid" else IndependenceMetropolis
-    return kind(theory, propose, batch_size=s.batch_size, **common)
+    if s.sampler == "flow-iid":
+        return IIDWithWeights(theory, propose, batch_size=s.batch_size, **common)
+    return IndependenceMetropolis(theory, propose, batch_size=s.batch_size,
+                                  density=flow_density(flow, s.dtype, device), **common)
 
 
 def flow_density(flow, dtype: str = "float32", device="cpu"):
@@ -50,7 +59,7 @@ def flow_density(flow, dtype: str = "float32", device="cpu"):
 
     def density(x):
         with torch.no_grad():
-            return flow.log_prob(x).to(torch.float64)
+            return flow.log_prob(x.to(device)).to(torch.float64)
 
     return density
 

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="raw flow samples with log weights (for reweighting): --sampler flow-iid")
     p.add_argument("--sampler", metavar="KIND",
                    help="flow-mcmc, flow-iid, mixed or flow-hmc (overrides [sample] sampler)")
+    p.add_argument("--start", metavar="ENSEMBLE",
+                   help="start a new file's chains from the last configurations of this ensemble "
+                        "(e.g. an HMC run; overrides [sample] start)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("hmc", help="HMC ensemble for a model or study file (resumable)")

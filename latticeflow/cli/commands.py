@@ -99,7 +99,7 @@ def cmd_hmc(args) -> int:
 def cmd_sample(args) -> int:
     result = pipeline.sample(args.source, args.n, args.out, args.iid, args.chains, args.seed,
                              configs=not args.no_configs, progress=not args.quiet,
-                             sampler=args.sampler, device=args.device)
+                             sampler=args.sampler, device=args.device, start=args.start)
     _announce(result, result["sampler"])
     return 0
 

@@ -88,19 +88,31 @@ class FlowHMCChains(HMCChains):
             :class:`~latticeflow.mcmc.hmc_chains.HMCChains` (``start`` is a prior sample).
         batch_size: fields pushed through the flow at once when measuring a block.
         device: where the latent chains live (the flow's device).
+        start_fields: physical fields x that start a fresh run (``[sample] start``); the
+            chains start from z = f⁻¹(x).
     """
 
     sampler = "flow-hmc"
 
     def __init__(self, theory, flow, hmc_config, n_chains: int, thermalization: int = 100,
                  tune: bool = True, seed: int = 0, store_configs: bool = True,
-                 progress: bool = True, batch_size: int = 1024, device="cpu"):
+                 progress: bool = True, batch_size: int = 1024, device="cpu", start_fields=None):
         flow = copy.deepcopy(flow).requires_grad_(False)  # the force needs ∂/∂z only
         latent = LatentTheory(theory, flow)
         hmc = HMC.from_config(latent, hmc_config, force="autograd")
         super().__init__(latent, hmc, n_chains, thermalization, tune, "hot", seed,
-                         store_configs, progress, device)
+                         store_configs, progress, device, start_fields)
         self.physical, self.batch_size = theory, int(batch_size)
+
+    def initial_field(self) -> torch.Tensor:
+        """A prior sample, or the latent fields z = f⁻¹(x) of ``start_fields``."""
+        if self.start_fields is None:
+            return super().initial_field()
+        x = self.given_fields()
+        with torch.no_grad():
+            z = torch.cat([self.theory.flow.inverse(x[i : i + self.batch_size].to(self.theory.flow.field_dtype))[0]
+                           for i in range(0, x.shape[0], self.batch_size)])
+        return self.theory.field_space.to_action_dtype(z)
 
     def advance(self, rows: int) -> Block:
         self.x, history = self.hmc.sample(self.x, rows, self.generator, measure=False,

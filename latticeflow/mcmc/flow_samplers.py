@@ -27,8 +27,11 @@ __all__ = ["IndependenceMetropolis", "IIDWithWeights"]
 
 class _FlowSampler:
     def __init__(self, theory, propose, n_chains: int, batch_size: int = 1024, seed: int = 0,
-                 store_configs: bool = True):
-        self.theory, self.propose = theory, propose
+                 store_configs: bool = True, density=None, start_fields=None):
+        if start_fields is not None and density is None:
+            raise ValueError("chains started from given fields need the flow's density")
+        self.theory, self.propose, self.density = theory, propose, density
+        self.start_fields = start_fields
         self.n_chains, self.batch_size = int(n_chains), int(batch_size)
         self.store_configs = store_configs
         self.generator = torch.Generator().manual_seed(int(seed))
@@ -51,7 +54,8 @@ class _FlowSampler:
         return configs, observables, torch.cat(log_ws)
 
     def extra(self) -> dict:
-        return {"batch_size": self.batch_size}
+        start = {"start": self.start_fields.record} if self.start_fields is not None else {}
+        return {"batch_size": self.batch_size} | start
 
 
 class IndependenceMetropolis(_FlowSampler):
@@ -66,6 +70,10 @@ class IndependenceMetropolis(_FlowSampler):
         n_chains: independent chains C.
         batch_size: proposals per flow call.
         seed: seeds the generator used for proposals and accept/reject.
+        store_configs: keep every row's fields in the block.
+        density: ``density(x) -> log q(x)``, needed only with ``start_fields``.
+        start_fields: fields that start a fresh run instead of a flow sample (``[sample]
+            start``; their log w comes from ``density``).
     """
 
     sampler = "flow-mcmc"
@@ -78,9 +86,20 @@ class IndependenceMetropolis(_FlowSampler):
             self.log_w = torch.from_numpy(state["log_weight"])
             self.obs = {k[5:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("obs__")}
             return
-        x, obs, log_w = self._draw(self.n_chains)
+        if self.start_fields is not None:
+            x, obs, log_w = self._given()
+        else:
+            x, obs, log_w = self._draw(self.n_chains)
         self.x = x if x is not None else torch.zeros(0)
         self.obs, self.log_w = obs, log_w
+
+    def _given(self):
+        """The ``start_fields`` with their observables and log weights, like :meth:`_draw`."""
+        x = torch.from_numpy(self.start_fields.fields).to(self.theory.field_dtype)
+        with torch.no_grad():
+            log_w = chain_log_weight(self.theory.action(x), self.density(x).cpu())
+            obs = {k: v.cpu() for k, v in self.theory.observables(x).items()}
+        return (x if self.store_configs else None), obs, log_w
 
     def advance(self, rows: int) -> Block:
         c = self.n_chains

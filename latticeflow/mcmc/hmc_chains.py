@@ -37,6 +37,9 @@ class HMCChains:
         progress: show a bar during thermalisation.
         device: where the fields and the molecular dynamics live (the generator stays on
             the CPU, :mod:`latticeflow.devices`).
+        start_fields: a :class:`~latticeflow.ensemble.start.StartFields` whose fields start
+            a fresh run instead of ``start`` (``[sample] start``; its record goes into
+            ``extra``).
     """
 
     sampler = "hmc"
@@ -48,8 +51,10 @@ class HMCChains:
 
     def __init__(self, theory, hmc: HMC, n_chains: int, thermalization: int = 200,
                  tune: bool = True, start: str = "hot", seed: int = 0,
-                 store_configs: bool = True, progress: bool = True, device="cpu"):
+                 store_configs: bool = True, progress: bool = True, device="cpu",
+                 start_fields=None):
         self.theory, self.hmc = theory, hmc
+        self.start_fields = start_fields
         self.device = torch.device(device)
         self.n_chains = int(n_chains)
         self.thermalization, self.tune, self.start_kind = int(thermalization), tune, start
@@ -70,7 +75,10 @@ class HMCChains:
                                          tune=self.tune, callback=lambda: bar.update(1))
 
     def initial_field(self) -> torch.Tensor:
-        """The fields a fresh start thermalises from (``start``: hot or cold)."""
+        """The fields a fresh start thermalises from (``start_fields``, else ``start``: hot
+        or cold)."""
+        if self.start_fields is not None:
+            return self.given_fields()
         return initial_field(self.theory, self.n_chains, self.start_kind, self.generator).to(self.device)
 
     def advance(self, rows: int) -> Block:
@@ -81,6 +89,11 @@ class HMCChains:
         fields = history.pop("fields", None)
         return Block({k: to_numpy(v) for k, v in history.items()}, mcmc,
                      to_numpy(fields) if fields is not None else None)
+
+    def given_fields(self) -> torch.Tensor:
+        """``start_fields`` as a tensor of the theory's field dtype on the chains' device."""
+        x = torch.from_numpy(np.ascontiguousarray(self.start_fields.fields))
+        return x.to(device=self.device, dtype=self.theory.field_dtype)
 
     def _check_energies(self, mcmc: dict, rows: int) -> None:
         if not np.isfinite(mcmc["delta_h"]).any():
@@ -95,4 +108,5 @@ class HMCChains:
                 "reunitarize_count": np.array(self.hmc._count)}
 
     def extra(self) -> dict:
-        return {"hmc": self.hmc.state_dict(), "thermalization": self.thermalization}
+        extra = {"hmc": self.hmc.state_dict(), "thermalization": self.thermalization}
+        return extra | ({"start": self.start_fields.record} if self.start_fields is not None else {})

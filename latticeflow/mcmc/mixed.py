@@ -62,6 +62,8 @@ class MixedKernel(HMCChains):
         progress: show a bar during thermalisation.
         device: where the chains, the HMC and the flow's density run (the flow must be
             there too; the generators stay on the CPU).
+        start_fields: fields that start a fresh run instead of flow samples (``[sample]
+            start``).
     """
 
     sampler = "mixed"
@@ -76,11 +78,11 @@ class MixedKernel(HMCChains):
     def __init__(self, theory, hmc: HMC, propose, density, n_chains: int, hmc_per_step: int = 1,
                  flow_per_step: int = 1, thermalization: int = 100, tune: bool = True,
                  batch_size: int = 1024, seed: int = 0, store_configs: bool = True,
-                 progress: bool = True, device="cpu"):
+                 progress: bool = True, device="cpu", start_fields=None):
         if int(hmc_per_step) < 1 or int(flow_per_step) < 1:
             raise ValueError("need hmc_per_step >= 1 and flow_per_step >= 1")
         super().__init__(theory, hmc, n_chains, thermalization, tune, "hot", seed, store_configs,
-                         progress, device)  # self.generator: momenta, accept/reject
+                         progress, device, start_fields)  # self.generator: momenta, accept/reject
         self.propose, self.density = propose, density
         self.k, self.m, self.batch_size = int(hmc_per_step), int(flow_per_step), int(batch_size)
         # the flow's proposals: a stream of their own (seeded from the same seed), so a block
@@ -127,6 +129,9 @@ class MixedKernel(HMCChains):
         super().start(state)
 
     def initial_field(self) -> torch.Tensor:
+        """``start_fields``, else the stream's first C flow proposals."""
+        if self.start_fields is not None:
+            return self.given_fields()
         return self._take(self.n_chains)[0]
 
     def advance(self, rows: int) -> Block:

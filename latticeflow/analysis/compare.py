@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 from .format import format_value_error
-from .summary import acceptance_and_ess, observable_results, result_dict
+from .summary import SHORT_CHAINS_NOTE, acceptance_and_ess, observable_results, result_dict
 
 __all__ = ["compare_ensembles", "comparison_markdown"]
 
@@ -83,7 +83,10 @@ def comparison_markdown(table: dict) -> str:
             dev = "–" if r["deviation_sigma"] is None else f"{r['deviation_sigma']:+.1f}σ"
             lines.append(
                 f"| {name} | {label} | {format_value_error(r['mean'], r['error'])} | "
-                f"{format_value_error(r['tau_int'], r['tau_int_error'])} | "
+                f"{format_value_error(r['tau_int'], r['tau_int_error'])}{' *' if r['too_short'] else ''} | "
                 f"{_fmt(r['n_eff_per_config'])} | {_fmt(r['n_eff_per_second'])} | "
                 f"{_fmt(row['exact'], '.6g')} | {dev} |")
+    if any(r and r["too_short"] for row in table["observables"].values() for r in
+           (row[label] for label in labels)):
+        lines += ["", SHORT_CHAINS_NOTE]
     return "\n".join(lines)

@@ -38,10 +38,17 @@ from scipy import fft as sfft
 
 from .format import format_value_error
 
-__all__ = ["GammaResult", "gamma_method", "gamma_method_derived", "reweighted_mean", "ess"]
+__all__ = ["GammaResult", "gamma_method", "gamma_method_derived", "reweighted_mean", "ess",
+           "ShortChainWarning"]
 
 MIN_SAMPLES = 10  # fewer than this and no error estimate means anything
 MAX_LAG = 1000  # longest ρ(t) kept in a result (ρ beyond 2W is noise anyway)
+MIN_TAUS = 20  # a replica shorter than this many τ_int: τ_int and the error are unreliable
+
+
+class ShortChainWarning(RuntimeWarning):
+    """The chains are too short for their autocorrelation time: τ_int and the error are
+    then likely underestimated (:attr:`GammaResult.too_short`)."""
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: fields hold arrays, compare by identity
@@ -60,6 +67,11 @@ class GammaResult:
             t_max = min(2W, longest replica // 2 − 1, 1000).
         rho_error: error of ρ(t) (Wolff eq. E.11), shape (t_max + 1,).
         tau_int_of_w: τ_int(W') for W' = 0 … t_max, shape (t_max + 1,).
+        too_short: the longest replica is shorter than ``MIN_TAUS`` = 20 τ_int, or no
+            window was found before half of it, or its 2–3 measurements allow no lag at
+            all: τ_int and the error are then likely underestimated.  (The last two cases
+            also issue a :class:`ShortChainWarning`.)  Replicas of one measurement each
+            are independent and never too short.
     """
 
     mean: float
@@ -72,6 +84,7 @@ class GammaResult:
     rho: np.ndarray
     rho_error: np.ndarray
     tau_int_of_w: np.ndarray
+    too_short: bool = False
 
     def __post_init__(self):
         for name in ("rho", "rho_error", "tau_int_of_w"):
@@ -82,7 +95,7 @@ class GammaResult:
     def as_dict(self) -> dict[str, float]:
         """The numbers of the ``analyze --json`` output: mean, error, tau_int, tau_int_error."""
         return {"mean": self.mean, "error": self.error, "tau_int": self.tau_int,
-                "tau_int_error": self.tau_int_error}
+                "tau_int_error": self.tau_int_error, "too_short": self.too_short}
 
     def __str__(self) -> str:
         value = format_value_error(self.mean, self.error)
@@ -232,8 +245,10 @@ def _analyse(deltas: list[np.ndarray], value: float, S: float) -> GammaResult:
 
     rho = gamma / gamma[0]
     tau_of_w = 0.5 + np.concatenate([[0.0], np.cumsum(rho[1:])])
-    window = _automatic_window(tau_of_w, n, S)
+    longest = int(lengths.max())
+    window, too_short = _automatic_window(tau_of_w, n, S, longest)
     tau_int = float(tau_of_w[window])
+    too_short = too_short or 1 < longest < MIN_TAUS * tau_int
 
     # Wolff eq. (49): C_F(W) -> C_F(W) (1 + (2W + 1)/N), i.e. every Γ(t) rescaled alike.
     variance = 2 * tau_int * gamma[0] * (1 + (2 * window + 1) / n) / n
@@ -247,14 +262,20 @@ def _analyse(deltas: list[np.ndarray], value: float, S: float) -> GammaResult:
         mean=float(value), error=float(np.sqrt(variance)), tau_int=tau_int,
         tau_int_error=float(tau_error), window=window, n=n, n_eff=n / (2 * tau_int),
         rho=rho[:t_max + 1], rho_error=_rho_error(rho, t_max, window, n),
-        tau_int_of_w=tau_of_w[:t_max + 1])
+        tau_int_of_w=tau_of_w[:t_max + 1], too_short=too_short)
 
 
-def _automatic_window(tau_of_w: np.ndarray, n: int, S: float) -> int:
-    """First W ≥ 1 with g(W) < 0 (Wolff eq. 52); τ_int(W) ≤ ½ stops at once."""
+def _automatic_window(tau_of_w: np.ndarray, n: int, S: float, longest: int) -> tuple[int, bool]:
+    """``(W, too_short)``: the first W ≥ 1 with g(W) < 0 (Wolff eq. 52; τ_int(W) ≤ ½ stops
+    at once), flagged when none is found before half the ``longest`` replica."""
     w = np.arange(1, tau_of_w.size)
     if w.size == 0:
-        return 0
+        if longest < 2:  # replicas of one measurement each: independent by construction
+            return 0, False
+        warnings.warn(f"Γ-method: replicas of {longest} measurements allow no lag: the "
+                      "autocorrelation cannot be measured; the error assumes independent "
+                      "measurements", ShortChainWarning, stacklevel=4)
+        return 0, True
     tau_w = tau_of_w[1:]
     positive = tau_w > 0.5
     tau_safe = np.where(positive, tau_w, 1.0)
@@ -263,9 +284,10 @@ def _automatic_window(tau_of_w: np.ndarray, n: int, S: float) -> int:
     below = np.flatnonzero(g < 0)
     if below.size == 0:
         warnings.warn("Γ-method: no window found before half the chain length; "
-                      "the chain is too short for its autocorrelation time", RuntimeWarning)
-        return int(w[-1])
-    return int(w[below[0]])
+                      "the chain is too short for its autocorrelation time",
+                      ShortChainWarning, stacklevel=4)
+        return int(w[-1]), True
+    return int(w[below[0]]), False
 
 
 def _rho_error(rho: np.ndarray, t_max: int, window: int, n: int) -> np.ndarray:

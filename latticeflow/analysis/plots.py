@@ -13,6 +13,7 @@ Matplotlib runs on the Agg backend: no display needed.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..files import write_failed  # noqa: E402
-from .gamma import gamma_method  # noqa: E402
+from .gamma import ShortChainWarning, gamma_method  # noqa: E402
 
 __all__ = ["plot_observable", "plot_comparison", "plot_training"]
 
@@ -53,11 +54,14 @@ def plot_observable(name: str, ensembles, labels, path, exact: float | None = No
         ax_dist.hist(values, bins=bins, weights=weights, density=True, histtype="step",
                      color=colour, lw=1.4, label=label)
         try:
-            r = gamma_method(np.ascontiguousarray(data.T))
+            with warnings.catch_warnings():  # a too-short chain is marked in the legend
+                warnings.simplefilter("ignore", ShortChainWarning)
+                r = gamma_method(np.ascontiguousarray(data.T))
         except ValueError:
             continue
         t = np.arange(r.rho.size)
-        ax_rho.plot(t, r.rho, color=colour, label=f"{label}: τ_int = {r.tau_int:.3g}")
+        bound = "≥ " if r.too_short else ""
+        ax_rho.plot(t, r.rho, color=colour, label=f"{label}: τ_int {bound or '= '}{r.tau_int:.3g}")
         ax_rho.fill_between(t, r.rho - r.rho_error, r.rho + r.rho_error, color=colour, alpha=0.2)
         ax_tau.plot(t, r.tau_int_of_w, color=colour, label=label)
         ax_tau.axvline(r.window, color=colour, ls="--", lw=0.8)

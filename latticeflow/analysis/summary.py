@@ -7,17 +7,28 @@ This is what ``latticeflow analyze`` prints.  Conventions:
   error from the Γ-method of that ratio (τ_int ≈ ½ for independent samples).
 - ESS = (Σw)²/(N Σw²) of the *proposals* (flow samplers): the flow's quality, independent
   of the accept/reject history.  ``null`` for HMC.
+- ``too_short``: the chains are shorter than 20 τ_int (or no Γ-method window was found
+  before half a chain), so τ_int and the error are likely underestimated and a deviation
+  from an exact value overstated; ``analyze`` and ``compare`` mark such rows with ``*``.
 - Derived observables that the theory declares (``Theory.derived_observables``, e.g. φ⁴'s
   ``chi2_connected`` = (⟨M²⟩ − ⟨M⟩²)/V) are added, with errors propagated by the Γ-method.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from .gamma import GammaResult, ess, gamma_method, gamma_method_derived, reweighted_mean
+from .gamma import (GammaResult, ShortChainWarning, ess, gamma_method, gamma_method_derived,
+                    reweighted_mean)
 
-__all__ = ["summarize", "observable_results", "acceptance_and_ess", "result_dict"]
+__all__ = ["summarize", "observable_results", "acceptance_and_ess", "result_dict",
+           "SHORT_CHAINS_NOTE"]
+
+#: the footnote of a table with ``too_short`` rows (``analyze``, ``compare``)
+SHORT_CHAINS_NOTE = ("* chains shorter than 20 tau_int: tau_int and the error are likely "
+                     "underestimated, a deviation overstated; run longer")
 
 
 def _replicas(a: np.ndarray) -> np.ndarray:
@@ -26,8 +37,12 @@ def _replicas(a: np.ndarray) -> np.ndarray:
 
 
 def _safe(fn, *args) -> GammaResult | None:
+    """``fn(*args)``, None where the data are too few; a too-short chain is reported by the
+    result's ``too_short`` flag, not by a warning."""
     try:
-        return fn(*args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ShortChainWarning)
+            return fn(*args)
     except ValueError:
         return None
 
@@ -54,9 +69,10 @@ def observable_results(ens, derived: dict | None = None) -> dict[str, GammaResul
 
 def result_dict(r: GammaResult | None) -> dict:
     """One observable of the ``analyze --json`` object: mean, error, τ_int and its error,
-    N_eff (all None when there were too few data)."""
+    ``too_short``, N_eff (all None when there were too few data)."""
     if r is None:
-        return {"mean": None, "error": None, "tau_int": None, "tau_int_error": None}
+        return {"mean": None, "error": None, "tau_int": None, "tau_int_error": None,
+                "too_short": None}
     return r.as_dict() | {"n_eff": r.n_eff}
 
 

@@ -40,6 +40,7 @@ def cmd_exact(args) -> int:
 # --- analyze ------------------------------------------------------------------------------
 def _format_summary(summary: dict) -> str:
     from ..analysis import format_value_error
+    from ..analysis.summary import SHORT_CHAINS_NOTE
 
     theory = summary["theory"]
     couplings = " ".join(f"{k}={v}" for k, v in theory.items() if k not in ("name", "shape"))
@@ -54,15 +55,15 @@ def _format_summary(summary: dict) -> str:
     head += f", generated in {summary['generation_seconds']:.1f} s"
     lines.append(head)
     exact = summary.get("exact", {})
-    lines.append(f"  {'observable':<20} {'mean':>18} {'tau_int':>12} {'N_eff':>9} "
+    lines.append(f"  {'observable':<20} {'mean':>18} {'tau_int ':>13} {'N_eff':>9} "
                  f"{'exact':>12} {'dev':>7}")
     for name, r in summary["observables"].items():
         if r["mean"] is None:
             lines.append(f"  {name:<20} {'(too few data)':>18}")
             continue
         mean = format_value_error(r["mean"], r["error"])
-        tau = format_value_error(r["tau_int"], r["tau_int_error"])
-        row = f"  {name:<20} {mean:>18} {tau:>12} {r['n_eff']:>9.0f}"
+        tau = format_value_error(r["tau_int"], r["tau_int_error"]) + ("*" if r["too_short"] else " ")
+        row = f"  {name:<20} {mean:>18} {tau:>13} {r['n_eff']:>9.0f}"
         if name in exact:
             dev = (r["mean"] - exact[name]) / r["error"] if r["error"] > 0 else float("nan")
             row += f" {exact[name]:>12.6g} {dev:>+6.1f}σ"
@@ -70,6 +71,8 @@ def _format_summary(summary: dict) -> str:
     if "exp_minus_delta_h" in summary and summary["exp_minus_delta_h"]["mean"] is not None:
         r = summary["exp_minus_delta_h"]
         lines.append(f"  <exp(-dH)> = {format_value_error(r['mean'], r['error'])} (should be 1)")
+    if any(r["too_short"] for r in summary["observables"].values()):
+        lines.append(f"  {SHORT_CHAINS_NOTE}")
     return "\n".join(lines)
 
 

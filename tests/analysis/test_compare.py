@@ -73,3 +73,32 @@ def test_agreement_between_two_samplers():
     assert out["max_abs_pull"] == pytest.approx(0.3 / 0.1 / 2**0.5)
     table["observables"]["a"]["y"] = row(1.6, 0.1)  # pull −4.2
     assert not agreement(table, "x", "y")["consistent"]
+
+
+@pytest.fixture(scope="module")
+def short_ensemble(tmp_path_factory):
+    """16 HMC chains of 3 trajectories each: far too short for any autocorrelation."""
+    theory = U1((4, 4), 1.0)
+    path = tmp_path_factory.mktemp("short") / "short.h5"
+    sampler = HMCChains(theory, HMC(theory, steps=4), n_chains=16, thermalization=5, seed=3,
+                        progress=False)
+    run_ensemble(sampler, theory=theory, path=path, n=48, config_text="", seed=3, block=3,
+                 progress=False)
+    return path
+
+
+def test_analyze_and_compare_mark_chains_that_are_too_short(short_ensemble, two_ensembles, tmp_path):
+    proc = run_cli("analyze", short_ensemble, "--json")
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
+    assert json.loads(proc.stdout)["observables"]["plaquette"]["too_short"] is True
+    text = run_cli("analyze", short_ensemble)
+    assert "Warning" not in text.stderr
+    plaquette = next(line for line in text.stdout.splitlines() if line.strip().startswith("plaquette"))
+    assert "*" in plaquette and "chains shorter than 20 tau_int" in text.stdout
+    converged = json.loads(run_cli("analyze", two_ensembles[1], "--json").stdout)
+    assert converged["observables"]["plaquette"]["too_short"] is False
+    assert "*" not in run_cli("analyze", two_ensembles[1]).stdout
+    proc = run_cli("compare", short_ensemble, two_ensembles[1], "--out", tmp_path / "cmp")
+    assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
+    md = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "chains shorter than 20 tau_int" in md

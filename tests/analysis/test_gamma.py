@@ -13,6 +13,7 @@ from scipy.signal import lfilter
 
 from latticeflow.analysis import (GammaResult, ess, format_value_error, gamma_method, gamma_method_derived,
                                   jackknife, reweighted_mean)
+from latticeflow.analysis.gamma import MIN_TAUS, ShortChainWarning
 
 
 def ar1(rho, shape, seed):
@@ -64,7 +65,8 @@ def test_rho_and_tau_of_w_arrays():
     with pytest.raises(ValueError):
         result.rho[1] = 0.0  # frozen all the way down
     assert result.as_dict() == {"mean": result.mean, "error": result.error,
-                                "tau_int": result.tau_int, "tau_int_error": result.tau_int_error}
+                                "tau_int": result.tau_int, "tau_int_error": result.tau_int_error,
+                                "too_short": False}
 
 
 def test_fft_gamma_matches_direct_sum():
@@ -122,6 +124,37 @@ def test_matches_pyerrors_replicas(lengths):
     assert theirs.value == pytest.approx(ours.mean, rel=1e-12, abs=1e-15)
     assert theirs.dvalue == pytest.approx(ours.error, rel=0.03)
     assert theirs.e_tauint["ens"] == pytest.approx(ours.tau_int, rel=0.03)
+
+
+# --- chains too short for their autocorrelation time ----------------------------------
+
+def test_a_chain_far_shorter_than_tau_is_flagged():
+    # τ_int = 999.5, chains of 200: Wolff's window still stops early (τ̂ ≈ 30-50), but
+    # 200 < 20 τ̂, so the estimate is flagged as too short
+    result = gamma_method(ar1(0.999, (2, 200), seed=0))
+    assert result.too_short and result.as_dict()["too_short"] is True
+    assert result.tau_int < exact_tau(0.999) and 200 < MIN_TAUS * result.tau_int
+
+
+def test_no_window_is_flagged_and_warned():
+    rng = np.random.default_rng(2)  # frozen chains, each at its own level: ρ(t) ≈ 1 at every lag
+    x = rng.normal(size=(8, 1)) + 1e-2 * rng.normal(size=(8, 200))
+    with pytest.warns(ShortChainWarning, match="no window found"):
+        assert gamma_method(x).too_short
+
+
+def test_replicas_of_three_allow_no_lag():
+    with pytest.warns(ShortChainWarning, match="allow no lag"):
+        result = gamma_method(ar1(0.9, (32, 3), seed=8))
+    assert result.too_short and result.window == 0
+
+
+def test_long_chains_and_single_measurement_replicas_are_not_flagged():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ShortChainWarning)
+        assert not gamma_method(ar1(0.5, (4, 5000), seed=7)).too_short
+        # replicas of one measurement are independent: nothing to be short of
+        assert not gamma_method(np.random.default_rng(0).normal(size=(32, 1))).too_short
 
 
 # --- edge cases ------------------------------------------------------------------------

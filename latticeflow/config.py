@@ -116,10 +116,35 @@ def _theory(table) -> TheoryConfig:
         if g["L"] is None:
             raise ConfigError("theory.L: required key is missing (or give shape)")
         shape = (g["L"],) * (g["dim"] or 2)
-    problem = cls.geometry_problem(tuple(shape))
+    problem = cls.geometry_problem(tuple(shape)) or cls.couplings_problem(couplings)
     if problem:
         raise ConfigError(f"theory.{problem[0]}: {problem[1]}")
     return TheoryConfig(name, tuple(shape), tuple(couplings.items()))
+
+
+def anneal_problem(theory: TheoryConfig, tc: "TrainConfig") -> tuple[str, str] | None:
+    """Why ``[train] anneal_from`` cannot schedule this theory's training: ``(key, reason)``
+    naming the ``[train]`` key, or None (also without a schedule)."""
+    cls = theory_class(theory.name)
+    names = coupling_names(cls)
+    if tc.anneal_from is None and tc.anneal_coupling in (TrainConfig.anneal_coupling, *names):
+        return None
+    if tc.anneal_coupling not in names:
+        return "anneal_coupling", (f"the {theory.name} theory has no coupling {tc.anneal_coupling!r} "
+                                   f"(it has {', '.join(names)})")
+    start = {**theory.couplings(), tc.anneal_coupling: tc.anneal_from}
+    try:
+        start = validate("theory", start, cls.couplings)
+    except ConfigError as exc:
+        return "anneal_from", str(exc)
+    problem = cls.couplings_problem(start)
+    if problem:
+        return "anneal_from", f"at the start of the schedule, {problem[1]}"
+    if tc.anneal_steps > tc.steps:
+        return "anneal_steps", (f"{tc.anneal_steps} is more than train.steps = {tc.steps}: the "
+                                f"training would end before {tc.anneal_coupling} reaches the "
+                                f"model's value")
+    return None
 
 
 # --- [flow] -------------------------------------------------------------------------------
@@ -145,6 +170,8 @@ SAMPLERS = ("flow-mcmc", "flow-iid", "mixed", "flow-hmc")
 
 #: more molecular-dynamics steps than this per trajectory is always a mistake (and a hang)
 md_steps = between(1, 100_000)
+#: moves of one kernel in one step of the mixed kernel (a step is one stored row)
+per_step = between(1, 100_000)
 #: a file or directory name (an empty one would name the current directory)
 a_path = Check(lambda v: bool(v.strip()), "a non-empty path")
 #: proposals for one acceptance measurement during training (chunked, so only a time limit)
@@ -223,8 +250,8 @@ class SampleConfig:
                                      "proposals), or `flow-hmc` (HMC in the flow's latent space); the "
                                      "last two integrate with the `[hmc]` integrator settings",
                        one_of(*SAMPLERS))
-    hmc_per_step: int = key(1, "`mixed`: HMC trajectories per step", at_least(1))
-    flow_per_step: int = key(1, "`mixed`: flow independence proposals per step", at_least(1))
+    hmc_per_step: int = key(1, "`mixed`: HMC trajectories per step", per_step)
+    flow_per_step: int = key(1, "`mixed`: flow independence proposals per step", per_step)
     thermalization: int = key(100, "`mixed`, `flow-hmc`: trajectories from a flow (prior) sample "
                                    "before the first stored step; the step size is tuned there",
                               nonnegative)
@@ -310,6 +337,9 @@ def parse_config(text: str, path: Path | None = None, legacy: bool = False) -> C
         theory = _theory(data["theory"])
         flow = _flow(data["flow"], theory, legacy) if "flow" in data else None
         sections = {k: cls(**validate(k, data.get(k, {}), cls)) for k, cls in _SECTIONS.items()}
+        problem = anneal_problem(theory, sections["train"])
+        if problem:
+            raise ConfigError(f"train.{problem[0]}: {problem[1]}")
         hmc_table = data.get("hmc", {})
         for k in FERMION_KEYS:
             if k in hmc_table and not theory_class(theory.name).has_fermions:

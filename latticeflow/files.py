@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import LatticeflowError
 
-__all__ = ["read_text", "check_writable", "write_failed", "atomic_write_text", "atomic_save",
+__all__ = ["read_text", "check_writable", "write_failed", "atomic_write_text", "atomic_save", "atomic_copy",
            "new_run_dir", "RunLock", "RUNS"]
 
 #: where run directories go unless ``--out`` names one
@@ -112,6 +112,21 @@ def atomic_save(obj, path) -> None:
         if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
             raise
         raise write_failed(path, exc if isinstance(exc, OSError) else OSError(errno.ENOSPC, str(exc))) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_copy(source, path) -> None:
+    """Copy the file ``source`` to ``path`` with the same guarantee as :func:`atomic_write_text`."""
+    import shutil
+
+    path = Path(path)
+    tmp = _temporary(path)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise write_failed(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -27,6 +27,7 @@ from .errors import LatticeflowError
 
 __all__ = [
     "Lattice",
+    "extent_key",
     "shift",
     "coordinates",
     "checkerboard",
@@ -61,6 +62,12 @@ class Lattice:
     @property
     def volume(self) -> int:
         return prod(self.shape)
+
+
+def extent_key(shape: Sequence[int]) -> str:
+    """The ``[theory]`` key an error about the lattice extents names: ``L`` for a hypercube
+    (``L = 8``), ``shape`` for one with different extents (``shape = [8, 6]``)."""
+    return "L" if len(set(shape)) == 1 else "shape"
 
 
 def shift(x: torch.Tensor, mu: int, steps: int = 1, axis0: int = 1) -> torch.Tensor:

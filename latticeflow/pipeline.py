@@ -18,13 +18,13 @@ import os
 from contextlib import ExitStack
 from pathlib import Path
 
-from . import resources
+from . import ensemble, resources
 from .config import Config, load_config
 from .parallel import split_over_ranks
 from .samplers import flow_density, flow_proposal, flow_sampler  # re-exported
 from .training.distributed import rank_device
 from .errors import ConfigError, LatticeflowError
-from .files import RUNS, check_writable
+from .files import RUNS, atomic_copy, check_writable
 from .schema import check_value, convert, table_fields
 from .training import MODEL, load_flow, run_config
 from .training import train as _train
@@ -76,10 +76,16 @@ def on_device(cfg: Config, device: str | None, sections=("train", "sample", "hmc
     return cfg
 
 
+def continues(out) -> bool:
+    """Whether a run writing ``out`` continues it: it exists and holds committed rows (a file
+    stopped before its first block starts afresh, see :func:`ensemble.holds_no_rows`)."""
+    return Path(out).exists() and not ensemble.holds_no_rows(out)
+
+
 def check_ensemble_fits(cfg: Config, n: int, out, chains: int, configs: bool, columns: int) -> None:
     """Refuse, before any work, an ensemble that cannot be written or would not fit on disk."""
     check_writable(out)
-    if not Path(out).exists():  # a resumed file already holds part of it
+    if not continues(out):  # a resumed file already holds part of it
         need = resources.ensemble_bytes(cfg.theory, n, columns, configs)
         resources.check_disk(need, out, f"an ensemble of {n} configurations")
 
@@ -94,8 +100,12 @@ def train(config_or_path, out=None, steps: int | None = None, resume: bool = Fal
     _require_flow(cfg, "train")
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise LatticeflowError(f"--steps: must be an integer >= 1 (got {steps!r})")
-    check_writable(out if out is not None else RUNS, directory=True)
     t = cfg.train
+    if steps is not None and t.anneal_from is not None and steps < t.anneal_steps:
+        raise LatticeflowError(f"--steps: {steps} is fewer than train.anneal_steps = {t.anneal_steps}: "
+                               f"the training would end before {t.anneal_coupling} reaches the model's "
+                               "value (shorten anneal_steps too)")
+    check_writable(out if out is not None else RUNS, directory=True)
     need = resources.flow_bytes(cfg.theory, cfg.flow, t.batch_size, True)
     resources.check_memory(need, f"a training step at batch {t.batch_size}")
     return _train(cfg, out=out, steps=steps, resume=resume, progress=progress)
@@ -246,7 +256,7 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
         need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if store else 0)
         resources.check_memory(need, f"flow sampling at batch {s.batch_size}")
         check_ensemble_fits(cfg, n, out, s.chains, store, len(theory.observable_names) + 6)
-        given = None if s.start == "flow" or out.exists() else _start_fields(cfg, theory, start)
+        given = None if s.start == "flow" or continues(out) else _start_fields(cfg, theory, start)
         if flow is None:
             flow = load_flow(weights, cfg)
         chain_sampler = flow_sampler(cfg, theory, flow, store, progress, device=where,
@@ -352,15 +362,15 @@ def write_comparison(ensembles, labels=None, out=None):
 
 def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: float | None = None,
                  progress: bool = True) -> tuple[object, str]:
-    """The flow of a model: its shipped weights (copied to ``run_dir/model.pt``), or a
-    resumable training run in ``run_dir/train``.  Returns ``(flow, how)``."""
-    import shutil
-
+    """The flow of a model: its shipped weights (copied to ``run_dir/model.pt`` once: a
+    resumed run keeps sampling the flow it started with), or a resumable training run in
+    ``run_dir/train``.  Returns ``(flow, how)``."""
     shipped = cfg.path.with_suffix(".pt") if cfg.path else None
     train_dir = run_dir / "train"
     want_training = retrain or minutes is not None or not (shipped and shipped.is_file())
     if not want_training and not train_dir.exists():
-        shutil.copy(shipped, run_dir / MODEL)
+        if not (run_dir / MODEL).is_file():
+            atomic_copy(shipped, run_dir / MODEL)
         return load_flow(run_dir / MODEL, cfg), f"shipped weights `{shipped}`"
     if (train_dir / MODEL).is_file():
         return load_flow(train_dir, cfg), f"trained in `{train_dir}`"

@@ -26,7 +26,7 @@ from .config import Config, load_config
 from .errors import LatticeflowError
 from .files import RunLock, atomic_write_text, check_writable, new_run_dir
 from .training import METRICS, read_metrics
-from .training.run_files import CONFIG, run_config, write_configs
+from .training.run_files import CHECKPOINT, CONFIG, run_config, write_configs
 
 __all__ = ["prepare", "run", "resume_command", "FLOW_FILE", "HMC_FILE", "REPORT", "DEFAULT_N"]
 
@@ -36,21 +36,34 @@ TITLES = {"flow-mcmc": "flow-MCMC", "flow-iid": "reweighted flow samples",
           "mixed": "mixed HMC + flow kernel", "flow-hmc": "flow HMC"}
 
 
-def prepare(model, out=None, resume=None) -> tuple[Config, Path]:
-    """The model's config and the run directory (created; refuses a resume of another model).
+def prepare(model, out=None, resume=None, train_minutes: float | None = None) -> tuple[Config, Path]:
+    """The model's config and the run directory (created; refuses a resume of another model,
+    and a directory that ``latticeflow train`` wrote: its weights are not the run's to replace).
 
     ``out`` naming a run of the same model continues it, like ``resume``: running the same
-    command again after an interruption picks up where it stopped.
+    command again after an interruption picks up where it stopped.  ``train_minutes`` is
+    checked here, before any directory is made.
     """
     cfg = load_config(model)
     if cfg.flow is None:
         raise LatticeflowError(f"{model}: no [flow] table, so there is no flow to run")
+    if train_minutes is not None:
+        pipeline.override(cfg, "train", {"minutes": "--train-minutes"}, minutes=train_minutes)
+    if out and resume and Path(out).resolve() != Path(resume).resolve():
+        raise LatticeflowError(f"--out {out} and --resume {resume} name different run directories; "
+                               "give one of them")
     if out and not resume and (Path(out) / CONFIG).exists():
         resume = out
     if resume:
         run_dir = Path(resume)
+        flag = "--resume" if resume is not out else "--out"
         if not (run_dir / CONFIG).is_file():
-            raise LatticeflowError(f"--resume {run_dir}: not a run directory (no {CONFIG})")
+            raise LatticeflowError(f"{flag} {run_dir}: not a run directory (no {CONFIG})")
+        written_by_train = [name for name in (CHECKPOINT, METRICS) if (run_dir / name).exists()]
+        if written_by_train:
+            raise LatticeflowError(f"{flag} {run_dir}: a training run directory (it holds "
+                                   f"{written_by_train[0]}), not one of `latticeflow run`; "
+                                   "give the run a directory of its own")
         old = run_config(run_dir)
         if old.theory != cfg.theory or old.flow != cfg.flow:
             raise LatticeflowError(f"{run_dir}: it holds a run of a different model "

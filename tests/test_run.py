@@ -96,3 +96,56 @@ def test_run_with_the_mixed_kernel(tmp_path):
     for name in ("chi2", "phi2"):
         r = table["observables"][name]["mixed"]
         assert abs(r["deviation_sigma"]) < 4, (name, r)
+
+
+def test_run_never_takes_over_a_training_directory(tmp_path):
+    """A directory of `latticeflow train` (checkpoint, metrics, its own model.pt) is refused
+    as a run directory, by --resume and by --out alike, and its weights are left alone;
+    --out and --resume naming two directories, and a bad --train-minutes, are refused
+    before any directory is made."""
+    from latticeflow import study
+    from latticeflow.errors import ConfigError, LatticeflowError
+
+    model = tmp_path / "tiny.toml"
+    model.write_text(MODEL)
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "config.toml").write_text(MODEL)
+    (trained / "checkpoint.pt").write_bytes(b"checkpoint")
+    (trained / "model.pt").write_bytes(b"trained weights")
+    for kw in ({"resume": trained}, {"out": trained}):
+        with pytest.raises(LatticeflowError, match="a training run directory"):
+            study.prepare(model, **kw)
+    assert (trained / "model.pt").read_bytes() == b"trained weights"
+    with pytest.raises(LatticeflowError, match="different run directories"):
+        study.prepare(model, out=tmp_path / "a", resume=tmp_path / "b")
+    with pytest.raises(ConfigError, match="--train-minutes"):
+        study.prepare(model, out=tmp_path / "c", train_minutes=0)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    proc = run_cli("run", model, "--resume", trained)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+
+
+def test_a_resumed_run_keeps_the_weights_it_started_with(tmp_path):
+    """The shipped weights are copied into the run once: if they change between a run and
+    its resume, the ensemble keeps being sampled with the flow it started with."""
+    import torch
+
+    from latticeflow import pipeline, study
+    from latticeflow.files import atomic_save
+    from latticeflow.flows import build_flow
+    from latticeflow.training.run_files import model_file
+
+    model = tmp_path / "tiny.toml"
+    model.write_text(MODEL)
+    cfg, run_dir = study.prepare(model, out=tmp_path / "run")
+    flow = build_flow(cfg.theory.build(), cfg.flow)
+    atomic_save(model_file(flow, cfg), tmp_path / "tiny.pt")
+    pipeline.trained_flow(cfg, run_dir)
+    started = (run_dir / "model.pt").read_bytes()
+    with torch.no_grad():
+        next(flow.parameters()).add_(1.0)
+    atomic_save(model_file(flow, cfg), tmp_path / "tiny.pt")
+    cfg, again = study.prepare(model, resume=run_dir)
+    pipeline.trained_flow(cfg, again)
+    assert (run_dir / "model.pt").read_bytes() == started

@@ -321,7 +321,13 @@ def test_train_init_errors(tmp_path, init, message):
     model.write_text(toml(steps=1).replace("[train]\n", f'[train]\ninit = "{init}"\n'))
     with pytest.raises(LatticeflowError, match=message):
         train(load_config(model), out=tmp_path / "run", progress=False)
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
+    # nor are a stale run's files touched when init is refused
+    (tmp_path / "stale").mkdir()
+    (tmp_path / "stale" / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(LatticeflowError, match=message):
+        train(load_config(model), out=tmp_path / "stale", progress=False)
+    assert (tmp_path / "stale" / "metrics.jsonl").read_text() == "{}\n"
 
 
 def test_coupling_schedule_anneals_the_training_target(tmp_path):
@@ -354,3 +360,16 @@ def test_coupling_schedule_anneals_the_training_target(tmp_path):
 def test_coupling_schedule_errors(tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         train(cfg(steps=2, **extra), out=tmp_path / "run", progress=False)
+
+
+def test_a_schedule_longer_than_the_training_is_refused(tmp_path):
+    """A run that ends before the schedule reaches the model's coupling would train another
+    theory than the one its weights are labelled with."""
+    from latticeflow import pipeline
+
+    with pytest.raises(ConfigError, match="train.anneal_steps: 4 is more than train.steps = 3"):
+        cfg(steps=3, anneal_from=4.0, anneal_coupling="lam", anneal_steps=4)
+    c = cfg(steps=8, anneal_from=4.0, anneal_coupling="lam", anneal_steps=4)
+    with pytest.raises(LatticeflowError, match="--steps: 3 is fewer than train.anneal_steps = 4"):
+        pipeline.train(c, out=tmp_path / "run", steps=3, progress=False)
+    assert not (tmp_path / "run").exists()

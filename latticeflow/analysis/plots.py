@@ -30,6 +30,18 @@ __all__ = ["plot_observable", "plot_comparison", "plot_training"]
 _MAX_HISTORY = 5000  # points of history drawn per ensemble
 
 
+def histogram_bins(values: np.ndarray):
+    """Unit bins for integer data (Q), one bin around data that is constant up to round-off
+    (χ_Q = Q²/V of chains frozen at one |Q|: 60 bins across a spread of 1e-17 cannot be
+    drawn), else 60."""
+    scale = max(float(np.abs(values).max()), 1.0)
+    if np.allclose(values, np.round(values)) and np.ptp(values) < 60:
+        return np.arange(values.min() - 0.5, values.max() + 1.5)
+    if np.ptp(values) <= 1e-9 * scale:
+        return values.mean() + 1e-3 * scale * np.array([-1.0, 1.0])
+    return 60
+
+
 def plot_observable(name: str, ensembles, labels, path, exact: float | None = None,
                     distribution: dict | None = None) -> Path:
     """Write the four-panel figure of ``name`` for the given ensembles to ``path``.
@@ -45,8 +57,7 @@ def plot_observable(name: str, ensembles, labels, path, exact: float | None = No
         ax_hist.plot(np.arange(chain.size), chain, lw=0.6, color=colour, label=label,
                      alpha=0.85 if i == 0 else 0.65)
         values = data.ravel()
-        integer = np.allclose(values, np.round(values)) and np.ptp(values) < 60
-        bins = np.arange(values.min() - 0.5, values.max() + 1.5) if integer else 60
+        bins = histogram_bins(values)
         weights = None
         if ens.sampler == "flow-iid":
             lw = ens.log_weight.ravel()

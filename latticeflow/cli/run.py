@@ -20,7 +20,7 @@ def cmd_run(args) -> int:
     study.pipeline._check_n(n, 10)
     if args.device is not None:  # a missing GPU is refused before the run directory is made
         rank_device(args.device, "--device")
-    cfg, run_dir = study.prepare(args.model, args.out, args.resume)
+    cfg, run_dir = study.prepare(args.model, args.out, args.resume, args.train_minutes)
     cfg = study.pipeline.on_device(cfg, args.device)
 
     def stage(title: str) -> None:

@@ -46,7 +46,8 @@ from ..errors import EnsembleError
 from ..interrupts import deferred_signals
 from .format import FORMAT, SAMPLERS, VERSION, rows_needed
 from .reader import Ensemble, LazyConfigs, open
-from .writer import EnsembleWriter, create, open_for_append, read_resume_state
+from .writer import EnsembleWriter, create, holds_no_rows, open_for_append, read_resume_state
 
-__all__ = ["EnsembleError", "FORMAT", "VERSION", "SAMPLERS", "create", "open_for_append", "read_resume_state", "open", "rows_needed",
+__all__ = ["EnsembleError", "FORMAT", "VERSION", "SAMPLERS", "create", "open_for_append", "read_resume_state",
+           "holds_no_rows", "open", "rows_needed",
            "deferred_signals", "EnsembleWriter", "Ensemble", "LazyConfigs"]

@@ -59,6 +59,8 @@ def open_h5(path: Path, mode: str) -> h5py.File:
     """Open an existing ensemble file and check what it claims to be."""
     if not path.exists():
         raise EnsembleError(f"{path}: no such file")
+    if path.is_dir():
+        raise EnsembleError(f"{path} is a directory, not a latticeflow ensemble file")
     if not path.is_file() or not h5py.is_hdf5(path):
         raise EnsembleError(f"{path} is not an HDF5 file, so not a latticeflow ensemble")
     try:

@@ -138,6 +138,20 @@ def _rewrite_committed(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def holds_no_rows(path) -> bool:
+    """True for an ensemble of ours that has no committed rows yet (a run stopped during its
+    first block, or one whose first block failed): it holds no data, so the next run starts
+    it afresh, with its own settings and start, instead of continuing it.  False for anything
+    else, including files that are not ensembles (which the resume refuses as usual)."""
+    path = Path(path)
+    try:
+        with open_h5(path, "r") as f:
+            return (f.attrs.get("format") == FORMAT and int(f.attrs.get("n_rows", -1)) == 0
+                    and joined_parts(f, path) is None)
+    except (EnsembleError, OSError, ValueError, TypeError):
+        return False
+
+
 def read_resume_state(path, *, theory: dict, sampler: str, n_chains: int, **layout) -> dict[str, np.ndarray]:
     """The committed resume state of a file that :func:`open_for_append` would accept,
     read without opening it for writing (empty for a file with no rows yet).

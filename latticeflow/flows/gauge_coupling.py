@@ -80,7 +80,7 @@ import torch
 from torch import nn
 
 from ..groups import wrap_angle
-from ..lattice import plaquette_masks_2d, shift
+from ..lattice import extent_key, plaquette_masks_2d, shift
 from ..schema import Check
 from ..theories.u1 import plaquette_angles
 
@@ -168,7 +168,7 @@ def masks_fit(shape, group: str):
     if len(shape) != 2:
         return "dim", f"gauge-equivariant {group} flows are implemented in 2D"
     if any(n % 4 for n in shape):
-        return "L", "the gauge-equivariant masks need L divisible by 4"
+        return extent_key(shape), "the gauge-equivariant masks need L divisible by 4"
     return None
 
 

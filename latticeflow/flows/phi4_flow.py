@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..lattice import extent_key
 from ..schema import between, key, one_of, positive
 from .bijections import Affine, RationalQuadraticSpline
 from .coupling import CheckerboardCoupling
@@ -65,7 +66,7 @@ class SplineKernel:
 
 def _checkerboard_fits(shape):
     if any(n % 2 for n in shape):
-        return "L", "the checkerboard mask needs even extents"
+        return extent_key(shape), "the checkerboard mask needs even extents"
     return None
 
 

@@ -87,6 +87,10 @@ def _check_state(state: dict, path: Path, chains: int, field_shape) -> None:
 
 def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs, progress, desc):
     params = theory.params()
+    if ensemble.holds_no_rows(path):
+        # stopped or failed before its first block: no data to keep, and continuing it would
+        # keep that run's settings (and start from the flow, not from [sample] start)
+        path.unlink()
     resumed = path.exists()
     if resumed:
         spec = dict(theory=params, sampler=sampler.sampler, n_chains=sampler.n_chains,

@@ -97,9 +97,11 @@ class HMCChains:
 
     def _check_energies(self, mcmc: dict, rows: int) -> None:
         if not np.isfinite(mcmc["delta_h"]).any():
+            why = "the action overflows at these couplings or this step size"
+            if "cg_iterations" in self.hmc.md.stat_names:
+                why += ", or CG did not converge (hmc.cg_tolerance, hmc.cg_max_iterations)"
             raise LatticeflowError(f"{self.sampler}: all {rows} trajectories of every chain had a "
-                                   "non-finite energy change; the action overflows at these "
-                                   "couplings or this step size (nothing of this block was written)")
+                                   f"non-finite energy change; {why} (nothing of this block was written)")
 
     def state(self) -> dict:
         hmc_state = json.dumps(self.hmc.state_dict()).encode()

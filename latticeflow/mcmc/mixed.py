@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..devices import to_numpy
+from ..errors import LatticeflowError
 from .driver import Block, generator_state, restore_generator
 from .hmc import HMC
 from .hmc_chains import HMCChains
@@ -119,10 +120,18 @@ class MixedKernel(HMCChains):
     # --- chain-sampler protocol ----------------------------------------------------------
     def start(self, state: dict | None) -> None:
         if state:
+            written = int(state.get("proposal_batch_size", self.batch_size))
+            offset = int(state["proposal_offset"])
+            if written != self.batch_size or offset > self.batch_size:
+                was = f"batch_size = {written}" if written != self.batch_size else "a larger batch_size"
+                raise LatticeflowError(
+                    f"sample.batch_size: this file's chains draw their flow proposals in chunks of "
+                    f"{was}, and a resume must keep that stream; continue it with the same "
+                    f"batch_size (now {self.batch_size})")
             restore_generator(self.proposal_generator, state["proposal_rng"])
             self._chunk()
-            self.offset = int(state["proposal_offset"])
-            if not 0 <= self.offset <= self.batch_size:
+            self.offset = offset
+            if self.offset < 0:
                 raise ValueError(f"proposal offset {self.offset} outside its chunk")
         else:
             self._chunk()
@@ -141,18 +150,16 @@ class MixedKernel(HMCChains):
         x = self.x
         for _ in range(rows):
             x, history = self.hmc.sample(x, k, self.generator, measure=False)
-            proposals, proposal_log_w = self._take(m * c)
-            proposals = proposals.view(m, c, *proposals.shape[1:])
-            proposal_log_w = proposal_log_w.view(m, c)
             log_u = torch.log(torch.rand(m, c, dtype=torch.float64, generator=self.generator)).to(x.device)
             with torch.no_grad():
                 current = self._log_w(x)
                 n_accepted = torch.zeros(c, dtype=torch.float64, device=x.device)
-                for j in range(m):
-                    accept = log_u[j] < proposal_log_w[j] - current
+                for j in range(m):  # C proposals at a time: memory does not grow with m
+                    proposal, proposal_log_w = self._take(c)
+                    accept = log_u[j] < proposal_log_w - current
                     mask = accept.view(-1, *([1] * (x.dim() - 1)))
-                    x = torch.where(mask, proposals[j], x)
-                    current = torch.where(accept, proposal_log_w[j], current)
+                    x = torch.where(mask, proposal, x)
+                    current = torch.where(accept, proposal_log_w, current)
                     n_accepted += accept
                 for name, value in self.theory.observables(x).items():
                     observables.setdefault(name, []).append(value)
@@ -161,20 +168,22 @@ class MixedKernel(HMCChains):
             columns["hmc_acceptance"].append(history["accepted"].to(torch.float64).mean(0))
             columns["delta_h"].append(history["delta_h"][-1])
             columns["log_weight"].append(current)
-            columns["proposal_log_weight"].append(proposal_log_w[-1])
+            columns["proposal_log_weight"].append(proposal_log_w)
             for name in self.hmc.md.stat_names:
                 columns[name].append(history[name].to(torch.float64).sum(0))
             if self.store_configs:
                 fields.append(x.clone())
         self.x = x
         mcmc = {name: to_numpy(torch.stack(v)) for name, v in columns.items()}
+        self._check_energies(mcmc, rows)
         require_some_weight(torch.from_numpy(mcmc["proposal_log_weight"]))
         obs = {name: to_numpy(torch.stack(v)) for name, v in observables.items()}
         return Block(obs, mcmc, to_numpy(torch.stack(fields)) if self.store_configs else None)
 
     def state(self) -> dict:
         return super().state() | {"proposal_rng": self.chunk_start,
-                                  "proposal_offset": np.array(self.offset)}
+                                  "proposal_offset": np.array(self.offset),
+                                  "proposal_batch_size": np.array(self.batch_size)}
 
     def extra(self) -> dict:
         return super().extra() | {"hmc_per_step": self.k, "flow_per_step": self.m,

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..lattice import Lattice
+from ..lattice import Lattice, extent_key
 from ..schema import table_fields
 from .field_space import FieldSpace, RealField
 
@@ -132,8 +132,14 @@ class Theory:
             return "dim", f"the {cls.name} theory needs dim <= {cls.max_dim} (got {dim})"
         volume = math.prod(shape)
         if cls.max_volume is not None and volume > cls.max_volume:
-            return "L", (f"the {cls.name} theory is implemented up to {cls.max_volume} sites "
+            return extent_key(shape), (f"the {cls.name} theory is implemented up to {cls.max_volume} sites "
                          f"(its action is dense linear algebra); this lattice has {volume}")
+        return None
+
+    @classmethod
+    def couplings_problem(cls, couplings: dict) -> tuple[str, str] | None:
+        """Why couplings that are valid one by one do not define the theory together:
+        ``(key, reason)``, or None."""
         return None
 
     # --- geometry -------------------------------------------------------------------------

@@ -84,8 +84,20 @@ class Phi4(Theory):
 
     def __init__(self, shape, m2: float, lam: float):
         super().__init__(shape)
+        problem = self.couplings_problem({"m2": m2, "lam": lam})
+        if problem:
+            raise ValueError(problem[1])
         self.m2 = float(m2)
         self.lam = float(lam)
+
+    @classmethod
+    def couplings_problem(cls, couplings):
+        """λ = 0 is the free field, whose weight e^{−S} is normalisable only for m² > 0 (the
+        zero mode costs m² Σ_x φ_x²)."""
+        if couplings["lam"] == 0 and couplings["m2"] <= 0:
+            return "m2", (f"with lam = 0 (the free field) e^-S can be normalised only for m2 > 0 "
+                          f"(got m2 = {couplings['m2']:g})")
+        return None
 
     @property
     def field_shape(self):

@@ -10,7 +10,7 @@ from ..config import Config, load_config
 from ..errors import LatticeflowError
 from ..files import RunLock
 from .distributed import current, rank_device
-from .run_files import INIT, METRICS, PLOT, init_weights, prepare_run_dir, write_configs
+from .run_files import INIT, METRICS, PLOT, init_weights, prepare_run_dir, record_init, write_configs
 from .trainer import Trainer, TrainResult
 
 __all__ = ["train"]
@@ -55,17 +55,19 @@ def _train(cfg, out, steps, resume, progress, group):
         # after it, a rank that fails exits with code 2 and torchrun stops the others
         try:
             run_dir = prepare_run_dir(cfg, out, resume)
+            init = None if resume else init_weights(cfg)  # bad weights: refused before any file
             run_dir.mkdir(parents=True, exist_ok=True)
             stack.enter_context(RunLock(run_dir / ".lock", f"training run {run_dir}"))
             run_dir = prepare_run_dir(cfg, run_dir, resume)  # again, now that no one else is in it
             if not resume:  # a run killed before its first checkpoint left only these behind
                 for stale in (METRICS, PLOT, INIT):
                     (run_dir / stale).unlink(missing_ok=True)
-            init = None if resume else init_weights(cfg, run_dir)
+            if init is not None:
+                record_init(run_dir, init[1])
         except BaseException:
             group.broadcast_object(None)
             raise
         group.broadcast_object(str(run_dir))
-        trainer = Trainer(cfg, run_dir, steps, resume, init=init, group=group)
+        trainer = Trainer(cfg, run_dir, steps, resume, init=init and init[0], group=group)
         write_configs(run_dir, cfg, trainer.step)
         return trainer.run(progress)

@@ -28,7 +28,7 @@ from ..flows.registry import ARCHITECTURES
 
 __all__ = ["CHECKPOINT", "MODEL", "METRICS", "PLOT", "CONFIG", "EFFECTIVE_CONFIG", "load_flow",
            "model_file", "mismatch", "read_metrics", "last_metrics", "truncate_metrics",
-           "prepare_run_dir", "write_configs", "run_config", "init_weights", "INIT"]
+           "prepare_run_dir", "write_configs", "run_config", "init_weights", "record_init", "INIT"]
 
 CHECKPOINT, MODEL, METRICS, PLOT = "checkpoint.pt", "model.pt", "metrics.jsonl", "training.png"
 CONFIG, EFFECTIVE_CONFIG = "config.toml", "effective_config.toml"
@@ -69,8 +69,9 @@ def mismatch(old: Config, new: Config) -> list[str]:
     out = []
     for section in ("theory", "flow"):
         a, b = _section_values(getattr(old, section)), _section_values(getattr(new, section))
-        out += [f"{section}.{k}: {a.get(k)!r} in the checkpoint, {b.get(k)!r} now"
-                for k in a.keys() | b.keys() if a.get(k) != b.get(k)]
+        show = lambda values, k: repr(values[k]) if k in values else "no such key"
+        out += [f"{section}.{k}: {show(a, k)} in the checkpoint, {show(b, k)} now"
+                for k in a.keys() | b.keys() if a.get(k, a) != b.get(k, b)]
     return sorted(out)
 
 
@@ -183,8 +184,11 @@ def load_flow(source, config=None):
     try:
         flow.load_state_dict(state_dict)
     except (RuntimeError, TypeError, ValueError, AttributeError) as exc:
+        # torch's message starts "Error(s) in loading state_dict for Flow:"; the next line says which
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        detail = lines[1] if len(lines) > 1 and lines[0].endswith(":") else lines[0]
         raise LatticeflowError(f"{weights}: weights do not fit the architecture of the config "
-                               f"({str(exc).splitlines()[0]})") from None
+                               f"(another lattice dimension or [flow] table? {detail[:300]})") from None
     if not all(bool(torch.isfinite(p).all()) for p in flow.parameters()):
         raise LatticeflowError(f"{weights}: holds non-finite weights (a diverged training run)")
     return flow.eval()
@@ -196,9 +200,11 @@ def _same_flows(a: str, b: str) -> bool:
     return a in ARCHITECTURES and b in ARCHITECTURES and ARCHITECTURES[a].build is ARCHITECTURES[b].build
 
 
-def init_weights(cfg: Config, run_dir: Path) -> dict | None:
-    """The state dict ``[train] init`` names (None without it), loaded like any model file
-    (same architecture; L and couplings may differ), recorded in ``run_dir/init.json``.
+def init_weights(cfg: Config) -> tuple[dict, dict] | None:
+    """``(state_dict, record)`` of the weights ``[train] init`` names (None without it),
+    loaded like any model file (same architecture; L and couplings may differ); the record
+    (source, SHA-256, theory) is what :func:`record_init` writes into the run directory.
+    Called before the run directory is touched, so bad weights leave nothing behind.
 
     A relative path is looked up from the current directory, then beside the model file.
     """
@@ -221,5 +227,9 @@ def init_weights(cfg: Config, run_dir: Path) -> dict | None:
     record = {"init": str(name), "resolved": str(found.resolve()),
               "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
               "theory": torch.load(weights, weights_only=True, map_location="cpu").get("theory")}  # none in a checkpoint
+    return flow.state_dict(), record
+
+
+def record_init(run_dir: Path, record: dict) -> None:
+    """``run_dir/init.json``: where the run's starting weights came from."""
     atomic_write_text(Path(run_dir) / INIT, json.dumps(record, indent=2) + "\n")
-    return flow.state_dict()

@@ -11,9 +11,9 @@ training are always measured at the model's own coupling.
 
 from __future__ import annotations
 
+from ..config import anneal_problem
 from ..errors import ConfigError
-from ..schema import validate
-from ..theories import coupling_names, theory_class
+from ..theories import theory_class
 
 __all__ = ["CouplingSchedule"]
 
@@ -26,17 +26,13 @@ class CouplingSchedule:
     def __init__(self, cfg, theory):
         self.theory, tc = theory, cfg.train
         self.start, self.name, self.steps = tc.anneal_from, tc.anneal_coupling, tc.anneal_steps
+        problem = anneal_problem(cfg.theory, tc)  # checked when the TOML was read; configs made
+        if problem:                               # in Python are checked here
+            raise ConfigError(f"train.{problem[0]}: {problem[1]}")
         if self.start is None:
             return
         cls = theory_class(cfg.theory.name)
         couplings = cfg.theory.couplings()
-        if self.name not in coupling_names(cls):
-            raise ConfigError(f"train.anneal_coupling: the {cfg.theory.name} theory has no coupling "
-                              f"{self.name!r} (it has {', '.join(coupling_names(cls))})")
-        try:
-            validate("theory", {**couplings, self.name: self.start}, cls.couplings)
-        except ConfigError as exc:
-            raise ConfigError(f"train.anneal_from: {exc}") from None
         self.cls, self.shape, self.couplings = cls, cfg.theory.shape, couplings
         self.end = float(couplings[self.name])
         self._cache: tuple[float, object] | None = None

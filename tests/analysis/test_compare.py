@@ -102,3 +102,19 @@ def test_analyze_and_compare_mark_chains_that_are_too_short(short_ensemble, two_
     assert proc.returncode == 0 and "Warning" not in proc.stderr, proc.stderr
     md = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "chains shorter than 20 tau_int" in md
+
+
+def test_histogram_bins_for_integer_constant_and_continuous_data():
+    """Q gets unit bins; χ_Q = Q²/V of chains all frozen at one |Q| is constant up to
+    round-off and gets one bin (60 bins across a spread of 1e-17 cannot be drawn: the
+    `run` of a frozen HMC baseline crashed there); anything else 60 bins."""
+    import numpy as np
+
+    from latticeflow.analysis.plots import histogram_bins
+
+    assert list(histogram_bins(np.array([-1.0, 0.0, 2.0]))) == [-1.5, -0.5, 0.5, 1.5, 2.5]
+    frozen = np.full(1000, 1 / 64) + np.random.default_rng(0).normal(0, 4e-17, 1000)
+    bins = histogram_bins(frozen)
+    assert len(bins) == 2 and bins[0] < frozen.min() and frozen.max() < bins[1]
+    np.histogram(frozen, bins=bins)  # drawable
+    assert histogram_bins(np.random.default_rng(1).normal(size=100)) == 60

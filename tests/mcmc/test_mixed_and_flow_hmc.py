@@ -8,6 +8,7 @@ import torch
 from latticeflow import ensemble
 from latticeflow.analysis import gamma_method
 from latticeflow.config import HMCConfig, parse_config
+from latticeflow.errors import LatticeflowError
 from latticeflow.flows import build_flow
 from latticeflow.mcmc.driver import run_ensemble
 from latticeflow.mcmc.flow_hmc import FlowHMCChains, LatentTheory
@@ -160,3 +161,27 @@ def test_flow_hmc_stores_physical_fields(tmp_path):
     assert np.allclose(theory.observables(x)["plaquette"].numpy(), block.observables["plaquette"][-1])
     z = sampler.x  # the latent state, not the physical field
     assert torch.allclose(flow(z)[0].detach(), x, atol=1e-12)
+
+
+def test_mixed_kernel_refuses_trajectories_without_a_finite_energy():
+    """Like HMC and flow HMC: a block whose every trajectory had a non-finite ΔH is an
+    error (one line), not an ensemble of NaN energy changes."""
+    theory, flow = random_flow(U1_MODEL.format(beta=2.0), 0.1)
+    kernel = MixedKernel(theory, HMC(theory, trajectory_length=1e300, steps=1),
+                         flow_proposal(flow, "float64"), flow_density(flow, "float64"), n_chains=2,
+                         thermalization=0, tune=False, progress=False)
+    kernel.start(None)
+    with pytest.raises(LatticeflowError, match="non-finite energy change"):
+        kernel.advance(3)
+
+
+def test_mixed_resume_with_another_batch_size_is_refused_in_one_line(tmp_path):
+    """The proposal stream is drawn in chunks of batch_size; a resume with another one would
+    continue another stream, so it is refused naming the key (before: 'damaged')."""
+    theory, flow = random_flow(U1_MODEL.format(beta=2.0), 0.1)
+    kwargs = dict(theory=theory, path=tmp_path / "m.h5", config_text="", seed=1, block=10, progress=False)
+    run_ensemble(mixed(theory, flow, chains=2, batch_size=16), n=20, **kwargs)
+    for other in (4, 64):
+        with pytest.raises(LatticeflowError, match=r"sample.batch_size: .*batch_size = 16"):
+            run_ensemble(mixed(theory, flow, chains=2, batch_size=other), n=40, **kwargs)
+    assert run_ensemble(mixed(theory, flow, chains=2, batch_size=16), n=40, **kwargs)["rows_added"] == 10

@@ -157,3 +157,37 @@ def test_cli_refuses_a_bad_start_in_one_line(tmp_path):
 def test_config_key_is_checked():
     with pytest.raises(LatticeflowError, match="sample.start"):
         parse_config(U1_MODEL.format(beta=2.0) + '[sample]\nstart = ""\n')
+
+
+def test_a_file_stopped_before_its_first_block_starts_afresh(equilibrium, tmp_path):
+    """A file with no committed rows (its first block killed or failed) holds no data: the
+    next run replaces it, so its start and its own settings apply (continuing it would
+    have started from a flow sample and kept the failed run's config and record)."""
+    cfg = parse_config(U1_MODEL.format(beta=2.0) + "[sample]\nchains = 4\n")
+    theory, flow = random_flow(U1_MODEL.format(beta=2.0), 0.05)
+    out, fresh = tmp_path / "m.h5", tmp_path / "fresh.h5"
+    with ensemble.create(out, theory=theory.params(), sampler="flow-mcmc", config_text="# failed run",
+                         seed=99, n_chains=4, observables=list(theory.observable_names),
+                         mcmc=["accepted", "log_weight", "proposal_log_weight"],
+                         field_shape=theory.field_shape, extra={"start": "elsewhere"}):
+        pass
+    assert ensemble.holds_no_rows(out) and not ensemble.holds_no_rows(equilibrium)
+    assert not pipeline.sample(cfg, 8, out, flow=flow, progress=False, start=equilibrium)["resumed"]
+    pipeline.sample(cfg, 8, fresh, flow=flow, progress=False, start=equilibrium)
+    with ensemble.open(out) as ens, ensemble.open(fresh) as ref:
+        assert ens.extra["start"]["path"] == str(equilibrium)
+        assert ens.config_text == ref.config_text and ens.seed == cfg.sample.seed
+        assert np.array_equal(ens.configs[:], ref.configs[:])  # the same chains as a new file's
+    # a file that holds rows is continued, and ignores the start
+    assert pipeline.sample(cfg, 16, out, flow=flow, progress=False, start=equilibrium)["resumed"]
+
+
+def test_cli_says_when_a_start_is_not_used(equilibrium, tmp_path):
+    out = tmp_path / "o.h5"
+    first = run_cli("sample", "models/u1_L8_b2.toml", "-n", 4, "--chains", 4, "--out", out, "--quiet",
+                    cwd=ROOT)
+    assert first.returncode == 0, first.stderr
+    again = run_cli("sample", "models/u1_L8_b2.toml", "-n", 8, "--start", equilibrium, "--out", out,
+                    "--quiet", cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    assert "was not used" in again.stderr and "continued" in again.stderr

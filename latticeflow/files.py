@@ -86,49 +86,45 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` to ``path`` so that it is either the old file or the whole new one."""
+def _atomic(path, write) -> None:
+    """``write(tmp)`` into a temporary name beside ``path``, then rename it into place, so that
+    ``path`` is either the old file or the whole new one; a failed write is one line."""
     path = Path(path)
     tmp = _temporary(path)
     try:
-        tmp.write_text(text)
+        write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         raise write_failed(path, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` so that it is either the old file or the whole new one."""
+    _atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_save(obj, path) -> None:
     """``torch.save`` with the same guarantee as :func:`atomic_write_text`."""
     import torch
 
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # torch reports a full disk as RuntimeError
-        if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
-            raise
-        raise write_failed(path, exc if isinstance(exc, OSError) else OSError(errno.ENOSPC, str(exc))) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    def save(tmp):
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch reports a full disk as RuntimeError
+            if "write" not in str(exc).lower():
+                raise
+            raise OSError(errno.ENOSPC, str(exc)) from None
+
+    _atomic(path, save)
 
 
 def atomic_copy(source, path) -> None:
     """Copy the file ``source`` to ``path`` with the same guarantee as :func:`atomic_write_text`."""
     import shutil
 
-    path = Path(path)
-    tmp = _temporary(path)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise write_failed(path, exc) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    _atomic(path, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def new_run_dir(name: str, base: Path = RUNS) -> Path:

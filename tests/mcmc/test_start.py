@@ -183,11 +183,15 @@ def test_a_file_stopped_before_its_first_block_starts_afresh(equilibrium, tmp_pa
 
 
 def test_cli_says_when_a_start_is_not_used(equilibrium, tmp_path):
+    from latticeflow.files import atomic_save
+    from latticeflow.training.run_files import model_file
+
+    model = tmp_path / "m.toml"
+    model.write_text(U1_MODEL.format(beta=2.0) + "[sample]\nchains = 4\n")
+    cfg, flow = parse_config(model.read_text()), random_flow(model.read_text(), 0.05)[1].float()
+    atomic_save(model_file(flow, cfg), model.with_suffix(".pt"))  # the weights beside the model
     out = tmp_path / "o.h5"
-    first = run_cli("sample", "models/u1_L8_b2.toml", "-n", 4, "--chains", 4, "--out", out, "--quiet",
-                    cwd=ROOT)
-    assert first.returncode == 0, first.stderr
-    again = run_cli("sample", "models/u1_L8_b2.toml", "-n", 8, "--start", equilibrium, "--out", out,
-                    "--quiet", cwd=ROOT)
+    pipeline.sample(cfg, 4, out, flow=flow, progress=False)
+    again = run_cli("sample", model, "-n", 8, "--start", equilibrium, "--out", out, "--quiet")
     assert again.returncode == 0, again.stderr
     assert "was not used" in again.stderr and "continued" in again.stderr

@@ -5,10 +5,16 @@ fixed wall-clock budget into an HDF5 ensemble (resumable; ``runs/csd/b<β>/<samp
 then measures τ_int(Q) and τ_int(plaquette) by the Γ-method, the acceptance, the cost per
 step and the cost per independent Q, with and without the training behind the flow, and
 checks the plaquette and χ_Q against the exact torus values.  HMC is first tuned for cost
-per independent Q (trajectory length × target acceptance scanned at one β).  Writes
-``results.json``, ``table.md`` and ``critical_slowing_down.png`` into ``--out``.
+per independent Q (trajectory length × target acceptance scanned at one β).  The scan's
+``[targets]`` (the issue's ratios at one β) are drawn into the figure and tabulated beside
+each flow sampler's measured ratios to HMC, with the ensemble size at which its training
+would pay for itself.  Writes ``results.json``, ``table.md`` and
+``critical_slowing_down.png`` into ``--out``.
 
     OMP_NUM_THREADS=1 python benchmarks/critical_slowing_down.py sampling/u1_L16_scan.toml --out runs/csd
+    # the table and figure of the committed run, without rerunning it
+    python benchmarks/critical_slowing_down.py sampling/u1_L16_scan.toml --out runs/csd \
+        --replot --results docs/critical_slowing_down_L16.json
 """
 
 from __future__ import annotations
@@ -224,7 +230,62 @@ def table(results: dict, iq: int) -> str:
     return "\n".join(lines)
 
 
-def figure(results: dict, iq: int, path: Path) -> None:
+def target_ratios(results: dict, targets: dict, iq: int) -> list[dict]:
+    """Each flow sampler against HMC at the target β (``[targets] beta``): the ratios of
+    τ_int(Q) and of the cost per independent Q (generation only, and with the training for
+    an ensemble of ``iq`` independent Q), whether each bound is met, and the break-even
+    ensemble size N* = training / (HMC's cost − the sampler's generation cost) per
+    independent Q, beyond which the training pays for itself ("never" where the sampler's
+    generation alone is dearer; None where a lower bound of its cost is cheaper than HMC's,
+    which decides nothing).  A ratio built on a lower bound of τ_int is a lower bound."""
+    per = results.get(int(targets["beta"]), {})
+    if "hmc" not in per or per["hmc"]["tau_Q"]["lower_bound"]:
+        return []  # no HMC row, or one too short to divide by
+    hmc = per["hmc"]
+    rows = []
+    for kind, r in per.items():
+        if kind == "hmc":
+            continue
+        bound = r["tau_Q"]["lower_bound"]
+        tau = r["tau_Q"]["tau"] / hmc["tau_Q"]["tau"]
+        gen = r["seconds_per_independent_Q"] / hmc["seconds_per_independent_Q"]
+        total = r[f"seconds_for_{iq}_independent_Q"] / hmc[f"seconds_for_{iq}_independent_Q"]
+        saving = hmc["seconds_per_independent_Q"] - r["seconds_per_independent_Q"]
+        rows.append({"beta": int(targets["beta"]), "sampler": kind, "lower_bound": bound,
+                     "tau_ratio": tau, "tau_target": targets["tau_ratio"],
+                     "tau_met": (not bound) and tau <= targets["tau_ratio"],
+                     "generation_cost_ratio": gen, "cost_ratio": total,
+                     "cost_target": targets["cost_ratio"],
+                     "cost_met": (not bound) and total <= targets["cost_ratio"],
+                     "break_even_independent_Q": ("never" if saving <= 0 else None if bound
+                                                  else r["training_seconds"] / saving)})
+    return rows
+
+
+def target_table(rows: list[dict], iq: int) -> str:
+    """Markdown: the measured ratios to HMC against the targets (≥: a lower bound)."""
+    def ratio(v, bound, target, met):
+        if met:
+            return f"{v:.3g} (target ≤ {target:.3g}: met)"
+        if bound and v <= target:  # a lower bound under the target decides nothing
+            return f"≥ {v:.3g} (target ≤ {target:.3g}: not decided, the chains are too short)"
+        return f"{'≥ ' if bound else ''}{v:.3g} (target ≤ {target:.3g}: missed by {'≥ ' if bound else ''}{v / target:.3g}×)"
+
+    lines = ["| β | flow sampler | τ_int(Q) flow / HMC | cost per indep. Q, generation only | "
+             f"cost for {iq} indep. Q incl. training | training pays off beyond |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        b = r["lower_bound"]
+        n = r["break_even_independent_Q"]
+        lines.append(f"| {r['beta']} | {r['sampler']} | "
+                     f"{ratio(r['tau_ratio'], b, r['tau_target'], r['tau_met'])} | "
+                     f"{'≥ ' if b else ''}{r['generation_cost_ratio']:.3g} | "
+                     f"{ratio(r['cost_ratio'], b, r['cost_target'], r['cost_met'])} | "
+                     f"{'—' if n is None else n if n == 'never' else f'{n:.3g} indep. Q'} |")
+    return "\n".join(lines)
+
+
+def figure(results: dict, iq: int, path: Path, targets: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,6 +310,14 @@ def figure(results: dict, iq: int, path: Path) -> None:
         if kind != "hmc":
             axes[1].semilogy(betas, gen, "o:", color=line.get_color(), alpha=0.6,
                              label=f"{kind} (generation only)")
+    if targets and "hmc" in results.get(int(targets["beta"]), {}):
+        # the issue's targets: HMC's value times the target ratio, at the target β
+        hmc = results[int(targets["beta"])]["hmc"]
+        goals = (hmc["tau_Q"]["tau"] * targets["tau_ratio"],
+                 hmc[f"seconds_for_{iq}_independent_Q"] / iq * targets["cost_ratio"])
+        for ax, goal, ratio in zip(axes, goals, (targets["tau_ratio"], targets["cost_ratio"])):
+            ax.scatter([targets["beta"]], [goal], marker="*", s=220, color="black", zorder=5,
+                       label=f"target: {ratio:.3g} × HMC")
     axes[0].set(xlabel="β", ylabel="τ_int(Q) [steps of the sampler]",
                 title=f"U(1), L = {L}: autocorrelation of Q (△: lower bound)")
     axes[1].set(xlabel="β", ylabel="CPU seconds per independent Q",
@@ -267,14 +336,18 @@ def main() -> None:
     p.add_argument("--out", default="runs/csd")
     p.add_argument("--betas", type=int, nargs="*", help="a subset of the scan's betas")
     p.add_argument("--samplers", nargs="*", help="(re)run only these samplers")
-    p.add_argument("--replot", action="store_true", help="only redraw from results.json")
+    p.add_argument("--replot", action="store_true", help="only redraw from the results file")
+    p.add_argument("--results", type=Path, help="the results file (default OUT/results.json; "
+                   "the committed runs: docs/critical_slowing_down_L16.json, _L8.json)")
     args = p.parse_args()
     torch.set_num_threads(1)
     scan = tomllib.loads(Path(args.scan).read_text())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     iq = scan["scan"]["independent_q"]
-    store = out / "results.json"
+    store = args.results or out / "results.json"
+    if args.replot and not store.is_file():
+        raise SystemExit(f"--replot: there is no {store} to redraw from")
     data = json.loads(store.read_text()) if store.is_file() else {"results": {}}
     if not args.replot:
         if "hmc_tuning" not in data:
@@ -289,9 +362,17 @@ def main() -> None:
             data["latticeflow_version"] = latticeflow.__version__
             store.write_text(json.dumps(data, indent=2))
     results = {int(b): r for b, r in sorted(data["results"].items(), key=lambda kv: int(kv[0]))}
-    (out / "table.md").write_text(table(results, iq) + "\n")
-    figure(results, iq, out / "critical_slowing_down.png")
-    print(table(results, iq))
+    targets = scan.get("targets")
+    text = table(results, iq)
+    if targets:
+        data["targets"] = target_ratios(results, targets, iq)
+        if not args.replot:
+            store.write_text(json.dumps(data, indent=2))
+        text += "\n\nAgainst the targets (the flow samplers vs HMC at the same β, in this run):\n\n"
+        text += target_table(data["targets"], iq)
+    (out / "table.md").write_text(text + "\n")
+    figure(results, iq, out / "critical_slowing_down.png", targets)
+    print(text)
 
 
 if __name__ == "__main__":

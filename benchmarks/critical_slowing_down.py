@@ -346,6 +346,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     iq = scan["scan"]["independent_q"]
     store = args.results or out / "results.json"
+    if args.results and not args.replot:
+        raise SystemExit("--results names a run to redraw (with --replot); a new run writes OUT/results.json")
     if args.replot and not store.is_file():
         raise SystemExit(f"--replot: there is no {store} to redraw from")
     data = json.loads(store.read_text()) if store.is_file() else {"results": {}}

@@ -41,7 +41,7 @@ from .theories.schwinger import FERMION_METHODS
 from .devices import DEVICE_CHECK, DEVICE_DOC
 
 __all__ = ["Config", "TheoryConfig", "FlowConfig", "TrainConfig", "HMCConfig", "SampleConfig",
-           "load_config", "parse_config", "reference_markdown"]
+           "load_config", "parse_config", "reference_markdown", "anneal_problem"]
 
 
 # --- [theory] -----------------------------------------------------------------------------
@@ -91,7 +91,8 @@ class TheoryConfig:
         return render_table({"name": self.name, **geometry, **self.couplings()})
 
 
-def _theory(table) -> TheoryConfig:
+def _theory(table, legacy: bool = False) -> TheoryConfig:
+    """``legacy`` (a file latticeflow wrote): couplings it accepted then are not refused now."""
     if not isinstance(table, dict):
         raise ConfigError("theory: must be a table")
     if "name" not in table:
@@ -116,15 +117,17 @@ def _theory(table) -> TheoryConfig:
         if g["L"] is None:
             raise ConfigError("theory.L: required key is missing (or give shape)")
         shape = (g["L"],) * (g["dim"] or 2)
-    problem = cls.geometry_problem(tuple(shape)) or cls.couplings_problem(couplings)
+    problem = cls.geometry_problem(tuple(shape)) or (None if legacy else cls.couplings_problem(couplings))
     if problem:
         raise ConfigError(f"theory.{problem[0]}: {problem[1]}")
     return TheoryConfig(name, tuple(shape), tuple(couplings.items()))
 
 
-def anneal_problem(theory: TheoryConfig, tc: "TrainConfig") -> tuple[str, str] | None:
+def anneal_problem(theory: TheoryConfig, tc: "TrainConfig", steps: int | None = None) -> tuple[str, str] | None:
     """Why ``[train] anneal_from`` cannot schedule this theory's training: ``(key, reason)``
-    naming the ``[train]`` key, or None (also without a schedule)."""
+    naming the ``[train]`` key, or None (also without a schedule).  ``steps``: the length of
+    the training about to start (``train.steps`` or ``--steps``), which must hold the whole
+    schedule; None skips that check (a model file's ``steps`` may be overridden)."""
     cls = theory_class(theory.name)
     names = coupling_names(cls)
     if tc.anneal_from is None and tc.anneal_coupling in (TrainConfig.anneal_coupling, *names):
@@ -140,10 +143,10 @@ def anneal_problem(theory: TheoryConfig, tc: "TrainConfig") -> tuple[str, str] |
     problem = cls.couplings_problem(start)
     if problem:
         return "anneal_from", f"at the start of the schedule, {problem[1]}"
-    if tc.anneal_steps > tc.steps:
-        return "anneal_steps", (f"{tc.anneal_steps} is more than train.steps = {tc.steps}: the "
-                                f"training would end before {tc.anneal_coupling} reaches the "
-                                f"model's value")
+    if steps is not None and tc.anneal_steps > steps:
+        return "anneal_steps", (f"{tc.anneal_steps} is more than the {steps} steps of this training "
+                                f"(train.steps or --steps): it would end before {tc.anneal_coupling} "
+                                "reaches the model's value")
     return None
 
 
@@ -334,10 +337,10 @@ def parse_config(text: str, path: Path | None = None, legacy: bool = False) -> C
                 raise ConfigError(f"{k}: unknown section (allowed: {', '.join(sorted(top))})")
         if "theory" not in data:
             raise ConfigError("theory: the [theory] table is required")
-        theory = _theory(data["theory"])
+        theory = _theory(data["theory"], legacy)
         flow = _flow(data["flow"], theory, legacy) if "flow" in data else None
         sections = {k: cls(**validate(k, data.get(k, {}), cls)) for k, cls in _SECTIONS.items()}
-        problem = anneal_problem(theory, sections["train"])
+        problem = None if legacy else anneal_problem(theory, sections["train"])
         if problem:
             raise ConfigError(f"train.{problem[0]}: {problem[1]}")
         hmc_table = data.get("hmc", {})

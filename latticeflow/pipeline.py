@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from . import ensemble, resources
-from .config import Config, load_config
+from .config import Config, anneal_problem, load_config
 from .parallel import split_over_ranks
 from .samplers import flow_density, flow_proposal, flow_sampler  # re-exported
 from .training.distributed import rank_device
@@ -30,7 +30,7 @@ from .training import MODEL, load_flow, run_config
 from .training import train as _train
 
 __all__ = ["resolve_model", "load_model", "flow_proposal", "flow_density", "flow_sampler", "override", "on_device", "exact", "hmc", "sample",
-           "analyze", "compare", "train", "default_output"]
+           "analyze", "compare", "train", "default_output", "continues"]
 
 
 def _config(config) -> Config:
@@ -101,10 +101,9 @@ def train(config_or_path, out=None, steps: int | None = None, resume: bool = Fal
     if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
         raise LatticeflowError(f"--steps: must be an integer >= 1 (got {steps!r})")
     t = cfg.train
-    if steps is not None and t.anneal_from is not None and steps < t.anneal_steps:
-        raise LatticeflowError(f"--steps: {steps} is fewer than train.anneal_steps = {t.anneal_steps}: "
-                               f"the training would end before {t.anneal_coupling} reaches the model's "
-                               "value (shorten anneal_steps too)")
+    problem = None if resume else anneal_problem(cfg.theory, t, steps or t.steps)
+    if problem:
+        raise ConfigError(f"train.{problem[0]}: {problem[1]}")
     check_writable(out if out is not None else RUNS, directory=True)
     need = resources.flow_bytes(cfg.theory, cfg.flow, t.batch_size, True)
     resources.check_memory(need, f"a training step at batch {t.batch_size}")
@@ -371,7 +370,7 @@ def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: flo
     if not want_training and not train_dir.exists():
         if not (run_dir / MODEL).is_file():
             atomic_copy(shipped, run_dir / MODEL)
-        return load_flow(run_dir / MODEL, cfg), f"shipped weights `{shipped}`"
+        return load_flow(run_dir / MODEL, cfg), f"shipped weights `{shipped}` (the run's copy: `{MODEL}`)"
     if (train_dir / MODEL).is_file():
         return load_flow(train_dir, cfg), f"trained in `{train_dir}`"
     result = train(override(cfg, "train", {"minutes": "--train-minutes"}, minutes=minutes),

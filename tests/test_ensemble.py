@@ -153,6 +153,30 @@ def test_uncommitted_rows_are_dropped_on_resume(tmp_path):
         np.testing.assert_array_equal(e.configs[:], _block(0, 7)["configs"])
 
 
+def test_a_file_that_never_committed_a_block_is_replaced_and_damage_is_not(tmp_path):
+    """``holds_no_rows``: only an ensemble with no committed row and no state slot (its first
+    block was interrupted or failed) is started afresh by the next run; n_rows damaged to 0
+    on a file that committed two blocks is refused, not restarted (its rows would be lost)."""
+    import hashlib
+
+    empty, damaged = tmp_path / "empty.h5", tmp_path / "damaged.h5"
+    with _make(empty):
+        pass
+    assert ensemble.holds_no_rows(empty)
+    with _make(damaged) as w:
+        w.append(**_block(0, 2), state={"x": np.zeros(3)})
+        w.append(**_block(2, 2), state={"x": np.ones(3)})
+    with h5py.File(damaged, "r+") as f:
+        f.attrs["n_rows"] = 0
+    before = hashlib.sha256(damaged.read_bytes()).hexdigest()
+    assert not ensemble.holds_no_rows(damaged)
+    with pytest.raises(EnsembleError, match="n_rows is 0 but it holds the state of two committed blocks"):
+        ensemble.read_resume_state(damaged, theory=U1, sampler="hmc", n_chains=C)
+    assert hashlib.sha256(damaged.read_bytes()).hexdigest() == before
+    for other in (tmp_path, tmp_path / "missing.h5", REPO / "README.md"):
+        assert not ensemble.holds_no_rows(other)
+
+
 def test_state_of_an_uncommitted_block_is_ignored(tmp_path):
     """A run killed after writing a block's state but before moving n_rows resumes from the
     state of the committed rows (two state slots make the commit atomic)."""

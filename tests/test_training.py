@@ -363,13 +363,16 @@ def test_coupling_schedule_errors(tmp_path, extra, message):
 
 
 def test_a_schedule_longer_than_the_training_is_refused(tmp_path):
-    """A run that ends before the schedule reaches the model's coupling would train another
-    theory than the one its weights are labelled with."""
+    """A training that ends before the schedule reaches the model's coupling would train
+    another theory than the one its weights are labelled with; the length that counts is
+    the training's (--steps overrides train.steps)."""
     from latticeflow import pipeline
 
-    with pytest.raises(ConfigError, match="train.anneal_steps: 4 is more than train.steps = 3"):
-        cfg(steps=3, anneal_from=4.0, anneal_coupling="lam", anneal_steps=4)
-    c = cfg(steps=8, anneal_from=4.0, anneal_coupling="lam", anneal_steps=4)
-    with pytest.raises(LatticeflowError, match="--steps: 3 is fewer than train.anneal_steps = 4"):
-        pipeline.train(c, out=tmp_path / "run", steps=3, progress=False)
+    short = cfg(steps=3, anneal_from=4.0, anneal_coupling="lam", anneal_steps=4)  # --steps may lengthen it
+    with pytest.raises(ConfigError, match="train.anneal_steps: 4 is more than the 3 steps"):
+        pipeline.train(short, out=tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="train.anneal_steps: 4 is more than the 2 steps"):
+        pipeline.train(cfg(steps=8, anneal_from=4.0, anneal_coupling="lam", anneal_steps=4),
+                       out=tmp_path / "run", steps=2, progress=False)
     assert not (tmp_path / "run").exists()
+    assert pipeline.train(short, out=tmp_path / "long", steps=4, progress=False).step == 4

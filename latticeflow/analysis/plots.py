@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from ..files import write_failed  # noqa: E402
 from .gamma import ShortChainWarning, gamma_method  # noqa: E402
 
-__all__ = ["plot_observable", "plot_comparison", "plot_training"]
+__all__ = ["plot_observable", "plot_comparison", "plot_training", "histogram_bins"]
 
 _MAX_HISTORY = 5000  # points of history drawn per ensemble
 

@@ -24,7 +24,7 @@ from .format import (FORMAT, SAMPLERS, VERSION, ROW_CHUNK_BYTES, WEIGHT_COLUMN, 
                      attr, committed_slot, describe_theory, numpy_field_dtype, H5Handle, json_attr, normalise_theory, open_h5,
                      row_datasets)
 
-__all__ = ["create", "open_for_append", "read_resume_state", "EnsembleWriter"]
+__all__ = ["create", "open_for_append", "read_resume_state", "holds_no_rows", "EnsembleWriter"]
 
 
 def create(path, *, theory: dict, sampler: str, config_text: str, seed: int, n_chains: int,
@@ -139,16 +139,18 @@ def _rewrite_committed(path: Path) -> None:
 
 
 def holds_no_rows(path) -> bool:
-    """True for an ensemble of ours that has no committed rows yet (a run stopped during its
-    first block, or one whose first block failed): it holds no data, so the next run starts
-    it afresh, with its own settings and start, instead of continuing it.  False for anything
-    else, including files that are not ensembles (which the resume refuses as usual)."""
+    """True for an ensemble of ours that never committed a block (a run interrupted or
+    failed during its first one): it holds no data, so the next run starts it afresh, with
+    its own settings and start, instead of continuing it.  False for anything else: a file
+    with a state slot written (a block got as far as its state, or ``n_rows`` was damaged
+    to 0: the resume decides, as for any file), a joined file, a file open for writing
+    elsewhere, or not an ensemble (which the resume refuses as usual)."""
     path = Path(path)
     try:
-        with open_h5(path, "r") as f:
-            return (f.attrs.get("format") == FORMAT and int(f.attrs.get("n_rows", -1)) == 0
-                    and joined_parts(f, path) is None)
-    except (EnsembleError, OSError, ValueError, TypeError):
+        with open_h5(path, "r") as f:  # checks the format
+            return (attr(f, "n_rows", int, path) == 0 and joined_parts(f, path) is None
+                    and not any(isinstance(f["state"].get(n), h5py.Group) for n in ("a", "b")))
+    except (EnsembleError, OSError, ValueError, TypeError, KeyError):
         return False
 
 
@@ -210,6 +212,11 @@ def _check_continuable(f, path: Path, theory: dict, sampler: str, n_chains: int,
         raise EnsembleError(f"{path} has no resume state for its {n_rows} committed rows, so its "
                             "chains cannot be continued exactly (analyze still reads it; "
                             "write a new file to sample more)")
+    if n_rows == 0 and all(isinstance(f["state"].get(n), h5py.Group) for n in ("a", "b")):
+        # the second slot is written only after a first commit moved n_rows: damaged, and
+        # continuing it would start over and drop the rows it holds
+        raise EnsembleError(f"{path} is damaged: n_rows is 0 but it holds the state of two "
+                            "committed blocks; it is not continued")
 
 
 class EnsembleWriter(H5Handle):

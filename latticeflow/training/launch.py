@@ -68,6 +68,6 @@ def _train(cfg, out, steps, resume, progress, group):
             group.broadcast_object(None)
             raise
         group.broadcast_object(str(run_dir))
-        trainer = Trainer(cfg, run_dir, steps, resume, init=init and init[0], group=group)
+        trainer = Trainer(cfg, run_dir, steps, resume, init=init[0] if init else None, group=group)
         write_configs(run_dir, cfg, trainer.step)
         return trainer.run(progress)

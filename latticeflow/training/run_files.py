@@ -69,10 +69,16 @@ def mismatch(old: Config, new: Config) -> list[str]:
     out = []
     for section in ("theory", "flow"):
         a, b = _section_values(getattr(old, section)), _section_values(getattr(new, section))
-        show = lambda values, k: repr(values[k]) if k in values else "no such key"
-        out += [f"{section}.{k}: {show(a, k)} in the checkpoint, {show(b, k)} now"
-                for k in a.keys() | b.keys() if a.get(k, a) != b.get(k, b)]
+        out += [f"{section}.{k}: {_shown(a, k)} in the checkpoint, {_shown(b, k)} now"
+                for k in a.keys() | b.keys() if a.get(k, _MISSING) != b.get(k, _MISSING)]
     return sorted(out)
+
+
+_MISSING = object()  # a key one of two architectures has and the other has not
+
+
+def _shown(values: dict, key: str) -> str:
+    return repr(values[key]) if key in values else "no such key"
 
 
 def _section_values(section) -> dict:

@@ -26,11 +26,11 @@ class CouplingSchedule:
     def __init__(self, cfg, theory):
         self.theory, tc = theory, cfg.train
         self.start, self.name, self.steps = tc.anneal_from, tc.anneal_coupling, tc.anneal_steps
-        problem = anneal_problem(cfg.theory, tc)  # checked when the TOML was read; configs made
-        if problem:                               # in Python are checked here
-            raise ConfigError(f"train.{problem[0]}: {problem[1]}")
         if self.start is None:
             return
+        problem = anneal_problem(cfg.theory, tc)  # checked when a model file is read; configs
+        if problem:                               # made in Python are checked here
+            raise ConfigError(f"train.{problem[0]}: {problem[1]}")
         cls = theory_class(cfg.theory.name)
         couplings = cfg.theory.couplings()
         self.cls, self.shape, self.couplings = cls, cfg.theory.shape, couplings

@@ -29,13 +29,20 @@ _LAZY = {
 __all__ = ["__version__", "LatticeflowError", "ConfigError", *_LAZY]
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+#: subpackages reachable as attributes after a plain ``import latticeflow``
+_SUBMODULES = ("analysis", "ensemble", "flows", "lattice", "mcmc", "samplers", "theories",
+               "training")
 
+
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"latticeflow.{name}")
     raise AttributeError(f"module 'latticeflow' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))

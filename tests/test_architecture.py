@@ -5,6 +5,8 @@ nothing but its own class."""
 import ast
 import math
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +106,15 @@ def test_no_dispatch_on_theory_names_outside_the_registries():
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_stay_under_400_lines(path):
     assert len(path.read_text().splitlines()) < 400
+
+
+def test_subpackages_are_attributes_of_a_plain_import():
+    """`import latticeflow` then `latticeflow.ensemble.open`, in a fresh interpreter."""
+    code = ("import latticeflow, sys; assert 'latticeflow.ensemble' not in sys.modules; "
+            "assert callable(latticeflow.ensemble.open) and latticeflow.theories.THEORIES; "
+            "assert 'ensemble' in dir(latticeflow)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 # --- a new theory is one class ------------------------------------------------------------

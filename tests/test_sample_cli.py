@@ -82,12 +82,12 @@ def test_sample_with_the_hmc_based_flow_samplers(trained, tmp_path, kind):
     """`--sampler` picks the sampler; the file records it and its columns; analyze reads it."""
     _, run = trained
     out = tmp_path / f"{kind}.h5"
-    proc = run_cli("sample", run, "-n", 80, "--out", out, "--sampler", kind, "--quiet")
+    proc = run_cli("sample", run, "-n", 24, "--out", out, "--sampler", kind, "--quiet")
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("analyze", out, "--json")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
-    assert summary["sampler"] == kind and summary["n"] == 80
+    assert summary["sampler"] == kind and summary["n"] == 24
     assert 0 <= summary["acceptance"] <= 1
     import latticeflow
 
@@ -98,7 +98,7 @@ def test_sample_with_the_hmc_based_flow_samplers(trained, tmp_path, kind):
                       "proposal_log_weight"}, "flow-hmc": {"accepted", "delta_h"}}[kind]
     assert columns == want
     # the same command again resumes at the target and adds nothing
-    proc = run_cli("sample", run, "-n", 80, "--out", out, "--sampler", kind, "--quiet")
+    proc = run_cli("sample", run, "-n", 24, "--out", out, "--sampler", kind, "--quiet")
     assert proc.returncode == 0 and "0 new rows" in proc.stderr
 
 

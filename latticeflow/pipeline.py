@@ -21,7 +21,7 @@ from pathlib import Path
 from . import ensemble, resources
 from .config import Config, anneal_problem, load_config
 from .parallel import split_over_ranks
-from .samplers import flow_density, flow_proposal, flow_sampler  # re-exported
+from .samplers import flow_density, flow_proposal, flow_sampler, resume_keeps  # the first three re-exported
 from .training.distributed import rank_device
 from .errors import ConfigError, LatticeflowError
 from .files import RUNS, atomic_copy, check_writable
@@ -202,7 +202,8 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
                             device=where)
         return finish(run_ensemble(sampler, theory=theory, path=out, n=n,
                                    config_text=cfg.toml, seed=h.seed, block=h.block,
-                                   store_configs=configs, progress=progress, desc="hmc"))
+                                   store_configs=configs, progress=progress, desc="hmc",
+                                   keep=resume_keeps(cfg, theory, "hmc")))
 
 
 def sample(source, n: int, out=None, iid: bool = False, chains: int | None = None,
@@ -258,11 +259,12 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
         given = None if s.start == "flow" or continues(out) else _start_fields(cfg, theory, start)
         if flow is None:
             flow = load_flow(weights, cfg)
+        keep = resume_keeps(cfg, theory, s.sampler, flow)
         chain_sampler = flow_sampler(cfg, theory, flow, store, progress, device=where,
                                      start_fields=given)
         return finish(run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
                                    seed=s.seed, block=s.block, store_configs=store, progress=progress,
-                                   desc=s.sampler))
+                                   desc=s.sampler, keep=keep))
 
 
 def _start_fields(cfg: Config, theory, flag):
@@ -367,6 +369,13 @@ def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: flo
     shipped = cfg.path.with_suffix(".pt") if cfg.path else None
     train_dir = run_dir / "train"
     want_training = retrain or minutes is not None or not (shipped and shipped.is_file())
+    if want_training and (run_dir / MODEL).is_file():
+        raise LatticeflowError(f"{run_dir} samples its copy of the shipped weights ({MODEL}); "
+                               "--train/--train-minutes cannot change the flow of a run that has "
+                               "started: give the training run a new --out")
+    if minutes is not None and (train_dir / MODEL).is_file() and run_config(train_dir).train.minutes != minutes:
+        raise LatticeflowError(f"{run_dir}: its flow finished training ({train_dir / MODEL}); "
+                               f"--train-minutes {minutes:g} cannot change it: give a new --out")
     if not want_training and not train_dir.exists():
         if not (run_dir / MODEL).is_file():
             atomic_copy(shipped, run_dir / MODEL)

@@ -4,14 +4,15 @@
 integrate): Metropolis independence chains, i.i.d. draws with weights, the mixed HMC +
 flow kernel, or flow HMC.  :func:`flow_proposal` and :func:`flow_density` wrap a flow as
 the ``propose`` / ``density`` functions the samplers take (:mod:`latticeflow.mcmc` never
-imports the flows), run in ``[sample] dtype`` on ``[sample] device``.
+imports the flows), run in ``[sample] dtype`` on ``[sample] device``.  :func:`resume_keeps`
+names the settings that define a file's chains, which a resume must not change.
 """
 
 from __future__ import annotations
 
 from .training.distributed import rank_device
 
-__all__ = ["flow_sampler", "flow_proposal", "flow_density"]
+__all__ = ["flow_sampler", "flow_proposal", "flow_density", "resume_keeps", "weights_digest"]
 
 
 def flow_sampler(cfg, theory, flow, store_configs: bool = True, progress: bool = True, device=None,
@@ -80,3 +81,41 @@ def flow_proposal(flow, dtype: str = "float32", device="cpu"):
             return flow.sample(n, generator=generator)
 
     return propose
+
+
+def weights_digest(flow, dtype: str = "float32") -> str:
+    """The first 16 hex digits of a SHA-256 of the flow's parameters and buffers as the
+    samplers run them (rounded to ``dtype``), so the same flow held in float32 or float64
+    gives the same digest."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(flow.state_dict().items()):
+        h.update(name.encode())
+        t = t.detach().cpu()
+        if t.is_floating_point():
+            t = t.to(getattr(torch, dtype)).to(torch.float64)
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def resume_keeps(cfg, theory, kind: str, flow=None) -> dict:
+    """``{config key: value}`` of the settings that define the chains of a ``kind`` file
+    (``"hmc"`` or a ``[sample] sampler``), plus the digest of the flow's weights: the
+    :func:`~latticeflow.mcmc.driver.run_ensemble` ``keep`` of a new file, refused if a
+    resume changes one."""
+    h, s = cfg.hmc, cfg.sample
+    integrator = {f"hmc.{k}": getattr(h, k) for k in ("integrator", "trajectory_length", "tune")}
+    integrator |= {"hmc.target_acceptance": h.target_acceptance} if h.tune else {"hmc.steps": h.steps}
+    if getattr(theory, "has_fermions", False) and kind != "flow-hmc":
+        integrator |= {f"hmc.{k}": getattr(h, k) for k in ("fermions", "cg_tolerance", "cg_max_iterations")}
+    if kind == "hmc":
+        return integrator | {"hmc.force": h.force, "hmc.seed": h.seed}
+    keeps = {"sample.seed": s.seed, "sample.dtype": s.dtype}
+    if kind in ("mixed", "flow-hmc"):
+        keeps |= integrator
+    if kind == "mixed":
+        keeps |= {"sample.hmc_per_step": s.hmc_per_step, "sample.flow_per_step": s.flow_per_step}
+    return keeps | ({"flow weights (sha256)": weights_digest(flow, s.dtype)} if flow is not None else {})

@@ -26,7 +26,7 @@ from .config import Config, load_config
 from .errors import LatticeflowError
 from .files import RunLock, atomic_write_text, check_writable, new_run_dir
 from .training import METRICS, read_metrics
-from .training.run_files import CHECKPOINT, CONFIG, run_config, write_configs
+from .training.run_files import CHECKPOINT, CONFIG, MODEL, run_config, write_configs
 
 __all__ = ["prepare", "run", "resume_command", "FLOW_FILE", "HMC_FILE", "REPORT", "DEFAULT_N"]
 
@@ -71,6 +71,11 @@ def prepare(model, out=None, resume=None, train_minutes: float | None = None) ->
                                    f"{cfg.theory.name} {cfg.theory.couplings()})")
     elif out:
         run_dir = Path(out)
+        foreign = [p.name for p in (run_dir / MODEL, run_dir / "train") if p.exists()]
+        foreign += sorted(p.name for p in run_dir.glob("*.h5")) if run_dir.is_dir() else []
+        if foreign:
+            raise LatticeflowError(f"--out {run_dir}: it holds {foreign[0]} but is not a run "
+                                   f"directory (no {CONFIG}); give the run a directory of its own")
     else:
         run_dir = new_run_dir(cfg.name)
     check_writable(run_dir, directory=True)

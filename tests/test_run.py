@@ -149,3 +149,41 @@ def test_a_resumed_run_keeps_the_weights_it_started_with(tmp_path):
     cfg, again = study.prepare(model, resume=run_dir)
     pipeline.trained_flow(cfg, again)
     assert (run_dir / "model.pt").read_bytes() == started
+
+
+def test_a_started_run_refuses_another_flow(tmp_path):
+    """A run sampling its copy of the shipped weights refuses --train/--train-minutes (they
+    would continue its ensemble with a new flow); a finished training refuses another
+    --train-minutes; --out naming a directory with weights or ensembles of its own, but no
+    run config, is refused (they would be adopted as the run's)."""
+    from latticeflow import pipeline, study
+    from latticeflow.errors import LatticeflowError
+    from latticeflow.files import atomic_save
+    from latticeflow.flows import build_flow
+    from latticeflow.training.run_files import model_file, write_configs
+
+    model = tmp_path / "tiny.toml"
+    model.write_text(MODEL)
+    cfg, run_dir = study.prepare(model, out=tmp_path / "run")
+    atomic_save(model_file(build_flow(cfg.theory.build(), cfg.flow), cfg), tmp_path / "tiny.pt")
+    pipeline.trained_flow(cfg, run_dir)
+    for kw in ({"retrain": True}, {"minutes": 1.0}):
+        with pytest.raises(LatticeflowError, match="cannot change the flow of a run that has started"):
+            pipeline.trained_flow(cfg, run_dir, **kw)
+    assert not (run_dir / "train").exists()
+
+    trained = tmp_path / "trained" / "train"  # a run whose flow finished training in 2 minutes
+    trained.mkdir(parents=True)
+    write_configs(trained, pipeline.override(cfg, "train", {"minutes": "--train-minutes"}, minutes=2.0))
+    atomic_save(model_file(build_flow(cfg.theory.build(), cfg.flow), cfg), trained / "model.pt")
+    pipeline.trained_flow(cfg, trained.parent, minutes=2.0)  # the same command: its flow
+    with pytest.raises(LatticeflowError, match="finished training"):
+        pipeline.trained_flow(cfg, trained.parent, minutes=5.0)
+
+    for name in ("model.pt", "flow-mcmc.h5"):
+        foreign = tmp_path / f"foreign-{name}"
+        foreign.mkdir()
+        (foreign / name).write_bytes(b"someone else's")
+        with pytest.raises(LatticeflowError, match=f"holds {name} but is not a run directory"):
+            study.prepare(model, out=foreign)
+        assert sorted(p.name for p in foreign.iterdir()) == [name]

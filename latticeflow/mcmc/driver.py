@@ -14,11 +14,14 @@ A *chain sampler* is any object with
 thermalisation leaves no file behind), or reopens an existing file — refusing different
 physics — restores the sampler from the file's ``state`` and continues until the file
 holds ``n`` configurations.  Each block is committed with the state it ends in, so a
-killed run resumes exactly where the last committed block ended.
+killed run resumes exactly where the last committed block ended.  ``keep`` names the
+settings that define the chains (seed, integrator, the flow's weights, ...): they are
+recorded in the file's ``extra`` and a resume that changes one is refused.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,8 @@ from ..files import RunLock
 from ..interrupts import check_stop
 
 __all__ = ["Block", "run_ensemble", "generator_state", "restore_generator"]
+
+KEPT = "resume_keeps"  #: the key of ``extra`` that records ``keep``
 
 
 @dataclass
@@ -58,14 +63,30 @@ def restore_generator(gen, state: np.ndarray) -> None:
 
 def run_ensemble(sampler, *, theory, path, n: int, config_text: str, seed: int,
                  block: int = 100, store_configs: bool = True, progress: bool = True,
-                 desc: str | None = None) -> dict:
+                 desc: str | None = None, keep: dict | None = None) -> dict:
     """Generate (or continue) ``path`` until it holds ``n`` configurations.
+
+    ``keep``: ``{name: value}`` (JSON values) of the settings a resume must not change; a
+    file recorded with other values is refused naming the first that differs.
 
     Returns ``{"path", "sampler", "n", "rows_added", "seconds", "resumed"}``.
     """
     path = Path(path)
     with RunLock(path.with_name(f".{path.name}.lock"), str(path)):
-        return _run(sampler, theory, path, n, config_text, seed, block, store_configs, progress, desc)
+        return _run(sampler, theory, path, n, config_text, seed, block, store_configs, progress, desc,
+                    json.loads(json.dumps(keep or {})))
+
+
+def _check_kept(path: Path, keep: dict) -> None:
+    """Refuse to continue a file made with other ``keep`` settings (files written before
+    they were recorded are not checked)."""
+    with ensemble.open(path) as ens:
+        held = ens.extra.get(KEPT, {})
+    for name, value in keep.items():
+        if name in held and held[name] != value:
+            raise EnsembleError(f"{path} was made with {name} = {held[name]!r}, this run has "
+                                f"{value!r}; a resume keeps the settings its chains were made with: "
+                                f"restore {name}, or write a new file")
 
 
 def _check_state(state: dict, path: Path, chains: int, field_shape) -> None:
@@ -85,7 +106,7 @@ def _check_state(state: dict, path: Path, chains: int, field_shape) -> None:
                                 "as it is")
 
 
-def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs, progress, desc):
+def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs, progress, desc, keep):
     params = theory.params()
     if ensemble.holds_no_rows(path):
         # stopped or failed before its first block: no data to keep, and continuing it would
@@ -97,6 +118,7 @@ def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs
                     observables=list(theory.observable_names), mcmc=list(sampler.mcmc_columns),
                     field_shape=theory.field_shape)
         state = ensemble.read_resume_state(path, **spec)
+        _check_kept(path, keep)
         _check_state(state, path, sampler.n_chains, theory.field_shape)
         try:
             sampler.start(state if state else None)
@@ -112,7 +134,7 @@ def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs
             mcmc=sampler.mcmc_columns,
             field_shape=theory.field_shape if store_configs else None,
             field_dtype=theory.field_dtype,
-            extra=sampler.extra())
+            extra=sampler.extra() | ({KEPT: keep} if keep else {}))
     target = ensemble.rows_needed(n, sampler.n_chains)
     chains = sampler.n_chains
     added, total_seconds = 0, 0.0

@@ -30,6 +30,7 @@ Example:
 """
 
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass
 import warnings
 
@@ -156,7 +157,9 @@ def reweighted_mean(obs, log_weight, S: float = 1.5) -> GammaResult:
     """Reweighted ⟨O⟩ = Σ w O / Σ w with w = exp(log_weight), and its Γ-method error.
 
     The error treats ⟨wO⟩/⟨w⟩ as a derived quantity, so autocorrelation of Markov chains
-    is accounted for; i.i.d. samples simply give τ_int ≈ ½.  The weights are shifted by
+    is accounted for; i.i.d. samples simply give τ_int ≈ ½.  ``n_eff`` is Var_p(O)/error²
+    (the number of independent samples of p giving the same error), so it includes the
+    loss to uneven weights, not N/(2τ_int).  The weights are shifted by
     max(log_weight) before exponentiating, so any overall scale (even ~1e3) is harmless.
 
     Arguments:
@@ -172,8 +175,13 @@ def reweighted_mean(obs, log_weight, S: float = 1.5) -> GammaResult:
     weights = [np.exp(x - shift) for x in logw_replicas]
     weighted = [w * o for w, o in zip(weights, obs_replicas)]
     mean_w, mean_wo = _mean(weights), _mean(weighted)
-    return gamma_method_derived(lambda wo, w: wo / w, [weighted, weights], S=S,
-                                grad=[1.0 / mean_w, -mean_wo / mean_w**2])
+    result = gamma_method_derived(lambda wo, w: wo / w, [weighted, weights], S=S,
+                                  grad=[1.0 / mean_w, -mean_wo / mean_w**2])
+    if result.error > 0:  # N_eff = Var_p(O) / error²: the samples of p the estimate is worth
+        w, o = np.concatenate(weights), np.concatenate(obs_replicas)
+        variance = float(np.sum(w * (o - result.mean) ** 2) / np.sum(w))
+        result = dataclasses.replace(result, n_eff=variance / result.error**2)
+    return result
 
 
 def ess(log_weight) -> float:

@@ -53,6 +53,8 @@ def plot_observable(name: str, ensembles, labels, path, exact: float | None = No
     for i, (ens, label) in enumerate(zip(ensembles, labels)):
         colour = f"C{i}"
         data = ens.observable(name)  # (rows, chains)
+        if data.size == 0:  # a file stopped before its first block: nothing to draw
+            continue
         chain = data[:_MAX_HISTORY, 0]
         ax_hist.plot(np.arange(chain.size), chain, lw=0.6, color=colour, label=label,
                      alpha=0.85 if i == 0 else 0.65)

@@ -118,3 +118,20 @@ def test_histogram_bins_for_integer_constant_and_continuous_data():
     assert len(bins) == 2 and bins[0] < frozen.min() and frozen.max() < bins[1]
     np.histogram(frozen, bins=bins)  # drawable
     assert histogram_bins(np.random.default_rng(1).normal(size=100)) == 60
+
+
+def test_compare_out_draws_around_a_file_without_rows(two_ensembles, tmp_path):
+    """A file whose first block never committed (0 rows) is listed in the tables and left out
+    of the figures (compare --out crashed in the histogram after writing the tables)."""
+    from latticeflow import ensemble
+
+    theory = U1((4, 4), 1.0)
+    empty = tmp_path / "empty.h5"
+    ensemble.create(empty, theory=theory.params(), sampler="hmc", config_text="", seed=0, n_chains=8,
+                    observables=list(theory.observable_names), mcmc=["accepted", "delta_h"],
+                    field_shape=None).close()
+    proc = run_cli("compare", empty, two_ensembles[0], "--out", tmp_path / "cmp", "--json")
+    assert proc.returncode == 0, proc.stderr
+    table = json.loads(proc.stdout)
+    assert [e["n"] for e in table["ensembles"]] == [0, 1600]
+    assert (tmp_path / "cmp" / "plaquette.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -244,6 +244,8 @@ def test_reweighting_gaussian(a):
     # The weighted fourth moments converge slowly for a = 1, hence 20%.
     assert result.error == pytest.approx(np.sqrt(np.exp(a**2) * (1 + a**2) / x.size), rel=0.20)
     assert result.tau_int == pytest.approx(0.5, abs=4 * result.tau_int_error + 0.02)
+    # N_eff = Var_p(x)/error² counts the loss to the weights: N / (e^{a²}(1 + a²)), not N
+    assert result.n_eff / x.size == pytest.approx(1 / (np.exp(a**2) * (1 + a**2)), rel=0.25)
 
 
 def test_reweighting_is_stable_for_huge_log_weights():

@@ -339,6 +339,9 @@ def test_coupling_schedule_anneals_the_training_target(tmp_path):
     schedule = CouplingSchedule(c, c.theory.build())
     assert [schedule.value_at(t) for t in range(6)] == [4.0, 5.0, 6.0, 7.0, 8.0, 8.0]
     assert schedule.theory_at(1).lam == 5.0 and schedule.theory_at(5) is schedule.theory
+    huge = cfg(steps=6, anneal_from=1e308, anneal_coupling="lam", anneal_steps=4)  # end − start overflows
+    values = [CouplingSchedule(huge, huge.theory.build()).value_at(t) for t in range(5)]
+    assert values == pytest.approx([1e308, 0.75e308, 0.5e308, 0.25e308, 8.0])
     c = cfg(steps=8, schedule="constant", anneal_from=4.0, anneal_coupling="lam", anneal_steps=4,
             log_every=1, eval_every=100)
     whole = train(c, out=tmp_path / "whole", steps=8, progress=False)

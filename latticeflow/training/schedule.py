@@ -11,6 +11,8 @@ training are always measured at the model's own coupling.
 
 from __future__ import annotations
 
+import math
+
 from ..config import anneal_problem
 from ..errors import ConfigError
 from ..theories import theory_class
@@ -43,7 +45,11 @@ class CouplingSchedule:
             return None
         if self.steps == 0 or step >= self.steps:
             return self.end
-        return self.start + (self.end - self.start) * step / self.steps
+        value = self.start + (self.end - self.start) * step / self.steps
+        if not math.isfinite(value):  # end − start overflowed (|couplings| near 1e308)
+            t = step / self.steps
+            value = self.start * (1 - t) + self.end * t
+        return value
 
     def theory_at(self, step: int):
         value = self.value_at(step)

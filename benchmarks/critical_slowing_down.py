@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 import time
 import tomllib
 import warnings
@@ -330,6 +331,45 @@ def figure(results: dict, iq: int, path: Path, targets: dict | None = None) -> N
     plt.close(fig)
 
 
+def fail(message: str) -> None:
+    """One line on stderr, exit code 2 (bad input, as the CLI does)."""
+    print(f"critical_slowing_down.py: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def read_inputs(args) -> tuple[dict, Path]:
+    """The scan file and the results file to write or redraw, checked before anything is
+    written: a results file of another L, or one that is not this script's, is refused."""
+    try:
+        scan = tomllib.loads(Path(args.scan).read_text())
+        L, iq = int(scan["scan"]["L"]), int(scan["scan"]["independent_q"])
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        fail(f"{args.scan}: not a scan file ({type(exc).__name__}: {exc})")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        fail(f"--out {args.out}: not a directory")
+    if args.results and not args.replot:
+        fail("--results names a run to redraw (with --replot); a new run writes OUT/results.json")
+    store = args.results or Path(args.out) / "results.json"
+    if args.replot and not store.is_file():
+        fail(f"--replot: there is no {store} to redraw from")
+    if not store.is_file():
+        return scan, store
+    try:
+        data = json.loads(store.read_text())
+        rows = [row for per_beta in data["results"].values() for row in per_beta.values()]
+        held = {row["L"] for row in rows}
+        for row in rows:
+            row["deviation_sigma"], row["tau_Q"], row["seconds_for_%d_independent_Q" % iq]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        fail(f"{store}: not a results file of this script ({type(exc).__name__}: {exc})")
+    if not rows and args.replot:
+        fail(f"{store}: holds no results to redraw")
+    if held - {L}:
+        fail(f"{store} holds L = {sorted(held)}, the scan {args.scan} is L = {L}: give the scan "
+             "file of that run")
+    return scan, store
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("scan", help="scan file, e.g. sampling/u1_L16_scan.toml")
@@ -341,15 +381,10 @@ def main() -> None:
                    "the committed runs: docs/critical_slowing_down_L16.json, _L8.json)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    scan = tomllib.loads(Path(args.scan).read_text())
+    scan, store = read_inputs(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     iq = scan["scan"]["independent_q"]
-    store = args.results or out / "results.json"
-    if args.results and not args.replot:
-        raise SystemExit("--results names a run to redraw (with --replot); a new run writes OUT/results.json")
-    if args.replot and not store.is_file():
-        raise SystemExit(f"--replot: there is no {store} to redraw from")
     data = json.loads(store.read_text()) if store.is_file() else {"results": {}}
     if not args.replot:
         if "hmc_tuning" not in data:

@@ -1,0 +1,37 @@
+"""The critical-slowing-down tables and figure from a fresh clone: `--replot --results` of the
+committed runs redraws them without sampling, leaves the committed file as it is, and refuses
+inputs that are not that run's (one line, exit code 2)."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+SCRIPT = ROOT / "benchmarks" / "critical_slowing_down.py"
+L8 = ROOT / "docs" / "critical_slowing_down_L8.json"
+
+
+def replot(*args):
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+def test_replot_of_the_committed_l8_run(tmp_path):
+    before = L8.read_bytes()
+    proc = replot(ROOT / "sampling" / "u1_L8_scan.toml", "--out", tmp_path / "csd", "--replot",
+                  "--results", L8)
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "csd" / "table.md").read_text()
+    assert "| 6 | mixed |" in table and "Against the targets" in table
+    assert (tmp_path / "csd" / "critical_slowing_down.png").read_bytes()[:4] == b"\x89PNG"
+    assert L8.read_bytes() == before
+
+
+def test_replot_refuses_inputs_of_another_run(tmp_path):
+    (tmp_path / "bad.json").write_text("{")
+    for args, words in (((ROOT / "sampling" / "u1_L16_scan.toml", "--results", L8), "holds L = [8]"),
+                        ((ROOT / "sampling" / "u1_L8_scan.toml", "--results", tmp_path / "bad.json"),
+                         "not a results file")):
+        proc = replot(*args, "--out", tmp_path / "out", "--replot")
+        assert proc.returncode == 2 and words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "out").exists()

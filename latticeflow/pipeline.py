@@ -27,6 +27,7 @@ from .errors import ConfigError, LatticeflowError
 from .files import RUNS, atomic_copy, check_writable
 from .schema import check_value, convert, table_fields
 from .training import MODEL, load_flow, run_config
+from .training.run_files import INTERRUPTED
 from .training import train as _train
 
 __all__ = ["resolve_model", "load_model", "flow_proposal", "flow_density", "flow_sampler", "override", "on_device", "exact", "hmc", "sample",
@@ -254,7 +255,8 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
         store = s.configs and configs
         need = resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, s.sampler == "flow-hmc")
         need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if store else 0)
-        resources.check_memory(need, f"flow sampling at batch {s.batch_size}")
+        resources.check_memory(need, f"flow sampling ({s.chains} chains, blocks of {s.block}, "
+                                     f"batch {s.batch_size})")
         check_ensemble_fits(cfg, n, out, s.chains, store, len(theory.observable_names) + 6)
         given = None if s.start == "flow" or continues(out) else _start_fields(cfg, theory, start)
         if flow is None:
@@ -367,20 +369,20 @@ def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: flo
     resumed run keeps sampling the flow it started with), or a resumable training run in
     ``run_dir/train``.  Returns ``(flow, how)``."""
     shipped = cfg.path.with_suffix(".pt") if cfg.path else None
-    train_dir = run_dir / "train"
-    want_training = retrain or minutes is not None or not (shipped and shipped.is_file())
-    if want_training and (run_dir / MODEL).is_file():
+    copy, train_dir = run_dir / MODEL, run_dir / "train"
+    asked = retrain or minutes is not None
+    if copy.is_file() and asked:  # started from the shipped weights: its flow for good
         raise LatticeflowError(f"{run_dir} samples its copy of the shipped weights ({MODEL}); "
                                "--train/--train-minutes cannot change the flow of a run that has "
                                "started: give the training run a new --out")
-    if minutes is not None and (train_dir / MODEL).is_file() and run_config(train_dir).train.minutes != minutes:
-        raise LatticeflowError(f"{run_dir}: its flow finished training ({train_dir / MODEL}); "
-                               f"--train-minutes {minutes:g} cannot change it: give a new --out")
-    if not want_training and not train_dir.exists():
-        if not (run_dir / MODEL).is_file():
-            atomic_copy(shipped, run_dir / MODEL)
-        return load_flow(run_dir / MODEL, cfg), f"shipped weights `{shipped}` (the run's copy: `{MODEL}`)"
-    if (train_dir / MODEL).is_file():
+    if not copy.is_file() and not asked and shipped and shipped.is_file() and not train_dir.exists():
+        atomic_copy(shipped, copy)
+    if copy.is_file():
+        return load_flow(copy, cfg), f"shipped weights `{shipped}` (the run's copy: `{MODEL}`)"
+    if (train_dir / MODEL).is_file() and not (train_dir / INTERRUPTED).is_file():  # finished
+        if minutes is not None and run_config(train_dir).train.minutes != minutes:
+            raise LatticeflowError(f"{run_dir}: its flow finished training ({train_dir / MODEL}); "
+                                   f"--train-minutes {minutes:g} cannot change it: give a new --out")
         return load_flow(train_dir, cfg), f"trained in `{train_dir}`"
     result = train(override(cfg, "train", {"minutes": "--train-minutes"}, minutes=minutes),
                    out=train_dir, resume=(train_dir / "checkpoint.pt").is_file(), progress=progress)

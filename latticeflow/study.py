@@ -85,9 +85,11 @@ def prepare(model, out=None, resume=None, train_minutes: float | None = None) ->
     return cfg, run_dir
 
 
-def resume_command(model, run_dir: Path, n: int, retrain: bool = False) -> str:
+def resume_command(model, run_dir: Path, n: int, retrain: bool = False,
+                   train_minutes: float | None = None) -> str:
     """The command that continues an interrupted run exactly as it was started."""
-    return (f"latticeflow run {model} -n {n} --resume {run_dir}" + (" --train" if retrain else ""))
+    return (f"latticeflow run {model} -n {n} --resume {run_dir}" + (" --train" if retrain else "")
+            + (f" --train-minutes {train_minutes!r}" if train_minutes is not None else ""))
 
 
 def _training_facts(run_dir: Path) -> dict:
@@ -141,7 +143,8 @@ def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model) -> 
     order = first + [name for name in drawn if name not in first]
     commands = [f"latticeflow run {model} -n {n}" + (" --train" if retrain else ""),
                 "# or stage by stage:",
-                f"latticeflow sample {model} -n {n} --out {run_dir / flow_file}",
+                f"latticeflow sample {model if (run_dir / MODEL).is_file() else run_dir / 'train'} "
+                f"-n {n} --out {run_dir / flow_file}",
                 f"latticeflow hmc {model} -n {n} --out {run_dir / HMC_FILE} --no-configs",
                 f"latticeflow compare {run_dir / flow_file} {run_dir / HMC_FILE} --out {run_dir}"]
     report = write_report(run_dir / REPORT, title=f"{cfg.name}: {TITLES.get(kind, kind)} vs HMC", flow_label=kind,

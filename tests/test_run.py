@@ -170,6 +170,8 @@ def test_a_started_run_refuses_another_flow(tmp_path):
     for kw in ({"retrain": True}, {"minutes": 1.0}):
         with pytest.raises(LatticeflowError, match="cannot change the flow of a run that has started"):
             pipeline.trained_flow(cfg, run_dir, **kw)
+    (tmp_path / "tiny.pt").unlink()  # the shipped weights gone: the run keeps its copy, no training
+    assert "the run's copy" in pipeline.trained_flow(cfg, run_dir)[1]
     assert not (run_dir / "train").exists()
 
     trained = tmp_path / "trained" / "train"  # a run whose flow finished training in 2 minutes
@@ -187,3 +189,30 @@ def test_a_started_run_refuses_another_flow(tmp_path):
         with pytest.raises(LatticeflowError, match=f"holds {name} but is not a run directory"):
             study.prepare(model, out=foreign)
         assert sorted(p.name for p in foreign.iterdir()) == [name]
+
+
+
+def test_a_run_interrupted_in_training_resumes_the_training(tmp_path, monkeypatch):
+    """Ctrl-C in the training stage leaves a snapshot model.pt (marked interrupted.json): the
+    same command continues the training to its end instead of sampling the snapshot."""
+    from latticeflow import pipeline, study
+    from latticeflow.theories import Phi4
+
+    model = tmp_path / "tiny.toml"  # no weights beside it: the run trains its flow
+    model.write_text(MODEL)
+    cfg, run_dir = study.prepare(model, out=tmp_path / "run")
+    calls, action = [0], Phi4.action
+
+    def interrupt_at_call_11(self, x):
+        calls[0] += 1
+        if calls[0] == 11:
+            raise KeyboardInterrupt
+        return action(self, x)
+    monkeypatch.setattr(Phi4, "action", interrupt_at_call_11)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.trained_flow(cfg, run_dir, progress=False)
+    assert (run_dir / "train" / "model.pt").is_file()
+    monkeypatch.setattr(Phi4, "action", action)
+    flow, how = pipeline.trained_flow(cfg, run_dir, progress=False)
+    assert "(40 steps, stopped by steps)" in how
+    assert "trained in" in pipeline.trained_flow(cfg, run_dir, progress=False)[1]  # finished: loaded

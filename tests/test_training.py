@@ -102,9 +102,12 @@ def test_interrupted_cosine_run_resumes_exactly(tmp_path, count_actions):
     with pytest.raises(KeyboardInterrupt):
         training.train(c, out=tmp_path / "b", progress=False)
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 10
+    # its model.pt is a snapshot, marked as such: `latticeflow run` resumes the training
+    assert (tmp_path / "b" / "model.pt").is_file() and (tmp_path / "b" / "interrupted.json").is_file()
     count_actions(lambda n, s: s)
     resumed = training.train(c, out=tmp_path / "b", resume=True, progress=False)
     assert torch.equal(params(straight.flow), params(resumed.flow))
+    assert not (tmp_path / "b" / "interrupted.json").exists()
 
 
 def test_resume_refuses_other_physics_or_architecture(tmp_path):

@@ -32,7 +32,8 @@ def cmd_run(args) -> int:
                            model=args.model)
     except KeyboardInterrupt:
         print("\ninterrupted: everything written so far is kept; continue with\n  "
-              + study.resume_command(args.model, run_dir, n, args.train), file=sys.stderr)
+              + study.resume_command(args.model, run_dir, n, args.train, args.train_minutes),
+              file=sys.stderr)
         raise
     if args.json:
         print(json.dumps({"run_dir": str(run_dir), "report": str(result["report"]),

@@ -28,11 +28,14 @@ from ..flows.registry import ARCHITECTURES
 
 __all__ = ["CHECKPOINT", "MODEL", "METRICS", "PLOT", "CONFIG", "EFFECTIVE_CONFIG", "load_flow",
            "model_file", "mismatch", "read_metrics", "last_metrics", "truncate_metrics",
-           "prepare_run_dir", "write_configs", "run_config", "init_weights", "record_init", "INIT"]
+           "prepare_run_dir", "write_configs", "run_config", "init_weights", "record_init", "INIT",
+           "INTERRUPTED"]
 
 CHECKPOINT, MODEL, METRICS, PLOT = "checkpoint.pt", "model.pt", "metrics.jsonl", "training.png"
 CONFIG, EFFECTIVE_CONFIG = "config.toml", "effective_config.toml"
 INIT = "init.json"
+#: beside a model.pt written by an interrupted training (removed when the training completes)
+INTERRUPTED = "interrupted.json"
 
 
 def run_config(run_dir: Path) -> Config:

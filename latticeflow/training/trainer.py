@@ -30,13 +30,13 @@ from ..analysis.plots import plot_training
 from ..config import Config, parse_config
 from ..devices import to_numpy
 from ..errors import ConfigError, LatticeflowError
-from ..files import atomic_save, write_failed
+from ..files import atomic_save, atomic_write_text, write_failed
 from ..interrupts import check_stop
 from ..flows import build_flow
 from ..mcmc.independence import independence_acceptance, log_weight
 from .distributed import Group, rank_device, rank_seed
 from .loss import frozen_twin, kl_loss, learning_rate
-from .run_files import (CHECKPOINT, METRICS, MODEL, PLOT, last_metrics, mismatch, model_file, read_metrics,
+from .run_files import (CHECKPOINT, INTERRUPTED, METRICS, MODEL, PLOT, last_metrics, mismatch, model_file, read_metrics,
                         truncate_metrics)
 from .schedule import CouplingSchedule
 
@@ -319,6 +319,8 @@ class Trainer:
             bar.close()
         self.save_checkpoint()
         self._finish()
+        if self.group.is_main:
+            (self.run_dir / INTERRUPTED).unlink(missing_ok=True)
         return TrainResult(self.run_dir, self.last or last_metrics(self.run_dir / METRICS),
                            self.flow, self.step, stopped)
 
@@ -338,6 +340,8 @@ class Trainer:
             self.generator.set_state(generator_state)
         self.save_checkpoint(gather=False)
         self._finish()
+        if self.group.is_main:  # model.pt is a snapshot, not the trained flow (pipeline.trained_flow)
+            atomic_write_text(self.run_dir / INTERRUPTED, json.dumps({"step": self.step}) + "\n")
 
     def _log(self, record: dict) -> None:  # appended line by line: a kill loses at most the last
         full = {"step": record["step"], "loss": record["loss"], "log_z_bound": record["log_z_bound"],

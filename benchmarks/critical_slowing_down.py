@@ -28,6 +28,7 @@ import time
 import tomllib
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -331,7 +332,7 @@ def figure(results: dict, iq: int, path: Path, targets: dict | None = None) -> N
     plt.close(fig)
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     """One line on stderr, exit code 2 (bad input, as the CLI does)."""
     print(f"critical_slowing_down.py: {message}", file=sys.stderr)
     raise SystemExit(2)
@@ -357,7 +358,7 @@ def read_inputs(args) -> tuple[dict, Path]:
     try:
         data = json.loads(store.read_text())
         rows = [row for per_beta in data["results"].values() for row in per_beta.values()]
-        held = {row["L"] for row in rows}
+        held = {row.get("L", 16) for row in rows}  # runs before L was recorded were L = 16
         for row in rows:
             row["deviation_sigma"], row["tau_Q"], row["seconds_for_%d_independent_Q" % iq]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:

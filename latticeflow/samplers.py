@@ -110,9 +110,13 @@ def resume_keeps(cfg, theory, kind: str, flow=None) -> dict:
     integrator = {f"hmc.{k}": getattr(h, k) for k in ("integrator", "trajectory_length", "tune")}
     integrator |= {"hmc.target_acceptance": h.target_acceptance} if h.tune else {"hmc.steps": h.steps}
     if getattr(theory, "has_fermions", False) and kind != "flow-hmc":
-        integrator |= {f"hmc.{k}": getattr(h, k) for k in ("fermions", "cg_tolerance", "cg_max_iterations")}
+        integrator["hmc.fermions"] = h.fermions
+        if h.fermions == "pseudofermion":
+            integrator |= {"hmc.cg_tolerance": h.cg_tolerance, "hmc.cg_max_iterations": h.cg_max_iterations}
+    if kind != "flow-hmc":  # flow HMC's force is always autograd
+        integrator["hmc.force"] = h.force
     if kind == "hmc":
-        return integrator | {"hmc.force": h.force, "hmc.seed": h.seed}
+        return integrator | {"hmc.seed": h.seed}
     keeps = {"sample.seed": s.seed, "sample.dtype": s.dtype}
     if kind in ("mixed", "flow-hmc"):
         keeps |= integrator

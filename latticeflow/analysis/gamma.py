@@ -63,7 +63,8 @@ class GammaResult:
         tau_int_error: its statistical error (Wolff eq. 42).
         window: the automatic summation window W (0 for constant data).
         n: total number of measurements over all replicas.
-        n_eff: effective number of independent measurements, n / (2 tau_int).
+        n_eff: effective number of independent measurements, n / (2 tau_int)
+            (:func:`reweighted_mean`: Var_p(O) / error², the loss to the weights included).
         rho: normalised autocorrelation ρ(t), shape (t_max + 1,), ρ(0) = 1,
             t_max = min(2W, longest replica // 2 − 1, 1000).
         rho_error: error of ρ(t) (Wolff eq. E.11), shape (t_max + 1,).

@@ -101,3 +101,27 @@ def test_flow_mcmc_resume_refuses_other_weights_or_seed(tmp_path, flow):
     same = build_flow(config().theory.build(), config().flow).double()
     same.load_state_dict(flow.state_dict())
     assert pipeline.sample(config(), 20, out=out, flow=same, progress=False)["n"] == 20
+
+
+def test_the_settings_kept_by_each_sampler():
+    from latticeflow.samplers import resume_keeps
+
+    cfg = config()
+    theory = cfg.theory.build()
+    integrator = {"hmc.integrator", "hmc.trajectory_length", "hmc.tune", "hmc.steps"}
+    assert set(resume_keeps(cfg, theory, "hmc")) == integrator | {"hmc.force", "hmc.seed"}
+    flow_keys = {"sample.seed", "sample.dtype"}
+    assert set(resume_keeps(cfg, theory, "flow-mcmc")) == flow_keys
+    assert set(resume_keeps(cfg, theory, "flow-iid")) == flow_keys
+    assert set(resume_keeps(cfg, theory, "flow-hmc")) == flow_keys | integrator  # autograd force
+    assert set(resume_keeps(cfg, theory, "mixed")) == flow_keys | integrator | {
+        "hmc.force", "sample.hmc_per_step", "sample.flow_per_step"}
+    tuned = config(**{"tune = false": "tune = true"})
+    assert "hmc.target_acceptance" in resume_keeps(tuned, theory, "hmc")
+    assert "hmc.steps" not in resume_keeps(tuned, theory, "hmc")
+    schwinger = parse_config('[theory]\nname = "schwinger"\nL = 4\nbeta = 2.0\nkappa = 0.2\n'
+                             '[hmc]\nfermions = "exact"\n')
+    keeps = resume_keeps(schwinger, schwinger.theory.build(), "hmc")
+    assert keeps["hmc.fermions"] == "exact" and "hmc.cg_tolerance" not in keeps
+    pseudo = parse_config(schwinger.text.replace('"exact"', '"pseudofermion"'))
+    assert "hmc.cg_tolerance" in resume_keeps(pseudo, pseudo.theory.build(), "hmc")

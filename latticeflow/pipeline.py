@@ -371,13 +371,13 @@ def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: flo
     shipped = cfg.path.with_suffix(".pt") if cfg.path else None
     copy, train_dir = run_dir / MODEL, run_dir / "train"
     asked = retrain or minutes is not None
-    if copy.is_file() and asked:  # started from the shipped weights: its flow for good
-        raise LatticeflowError(f"{run_dir} samples its copy of the shipped weights ({MODEL}); "
-                               "--train/--train-minutes cannot change the flow of a run that has "
-                               "started: give the training run a new --out")
     if not copy.is_file() and not asked and shipped and shipped.is_file() and not train_dir.exists():
         atomic_copy(shipped, copy)
-    if copy.is_file():
+    if copy.is_file():  # started from the shipped weights: its flow for good
+        if asked:
+            raise LatticeflowError(f"{run_dir} samples its copy of the shipped weights ({MODEL}); "
+                                   "--train/--train-minutes cannot change the flow of a run that "
+                                   "has started: give the training run a new --out")
         return load_flow(copy, cfg), f"shipped weights `{shipped}` (the run's copy: `{MODEL}`)"
     if (train_dir / MODEL).is_file() and not (train_dir / INTERRUPTED).is_file():  # finished
         if minutes is not None and run_config(train_dir).train.minutes != minutes:

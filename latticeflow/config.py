@@ -1,6 +1,6 @@
 """TOML → validated, typed configuration objects, and back.
 
-A model or study file has a ``[theory]`` table (DESIGN.md §5) and optional ``[flow]``,
+A model or study file has a ``[theory]`` table (docs/design.md §5) and optional ``[flow]``,
 ``[train]``, ``[hmc]`` and ``[sample]`` tables.  Every key is declared once, as a
 :func:`latticeflow.schema.key` field: the tables below, each theory's ``couplings``
 (``theories/``) and each flow architecture's options and bijection parameters
@@ -37,7 +37,7 @@ from .flows.registry import FlowConfig, architecture
 from .schema import (Check, at_least, between, check_value, convert, key, nonnegative, one_of, open_unit, positive,
                      render_table, render_value, seed_range, table_fields, validate)
 from .theories import THEORIES, coupling_names, theory_class
-from .theories.schwinger import FERMION_METHODS
+from .theories.schwinger import ACTION_TOLERANCE, FERMION_METHODS, FORCE_TOLERANCE
 from .devices import DEVICE_CHECK, DEVICE_DOC
 
 __all__ = ["Config", "TheoryConfig", "FlowConfig", "TrainConfig", "HMCConfig", "SampleConfig",
@@ -143,10 +143,23 @@ def anneal_problem(theory: TheoryConfig, tc: "TrainConfig", steps: int | None = 
     problem = cls.couplings_problem(start)
     if problem:
         return "anneal_from", f"at the start of the schedule, {problem[1]}"
+    if tc.anneal_steps == 0:
+        return "anneal_steps", "must be >= 1 with anneal_from (0 steps would drop the schedule)"
     if steps is not None and tc.anneal_steps > steps:
         return "anneal_steps", (f"{tc.anneal_steps} is more than the {steps} steps of this training "
                                 f"(train.steps or --steps): it would end before {tc.anneal_coupling} "
                                 "reaches the model's value")
+    return None
+
+
+def _idle_anneal_key(table: dict, tc: "TrainConfig") -> tuple[str, str] | None:
+    """A schedule key given without ``anneal_from``, where it would do nothing (a value equal
+    to the default is what latticeflow's own effective configurations write)."""
+    if tc.anneal_from is not None:
+        return None
+    for name in ("anneal_coupling", "anneal_steps"):
+        if name in table and getattr(tc, name) != getattr(TrainConfig, name):
+            return name, "has no effect without train.anneal_from (give the schedule's start, or remove it)"
     return None
 
 
@@ -158,6 +171,8 @@ def _flow(table, theory: TheoryConfig, legacy: bool) -> FlowConfig:
     values = validate("flow", table, FlowConfig, ignore=tuple(k for k in table if k not in common))
     params = {k: v for k, v in table.items() if k not in common}
     arch = architecture(theory.name)
+    if legacy and isinstance(params.get("loops"), list):  # written before duplicates were refused
+        params["loops"] = list(dict.fromkeys(params["loops"]))
     if legacy:  # files written by latticeflow 0.1.0 may carry keys of another bijection
         spec = arch.resolve(FlowConfig(**values), theory.shape)
         own = set(spec.values())
@@ -233,20 +248,24 @@ class HMCConfig:
     fermions: str = key("pseudofermion", "theories with fermions (`schwinger`): the determinant by "
                                          "`pseudofermion` fields φ†(D†D)⁻¹φ (a CG solve per force), or "
                                          "`exact` (dense; small lattices)", one_of(*FERMION_METHODS))
-    cg_tolerance: float = key(1e-10, "pseudofermions: CG stops at residual |r| ≤ this · |φ|",
-                              open_unit)
+    cg_tolerance: float = key(1e-10, "pseudofermions: the CG of the molecular-dynamics force stops at "
+                                     "residual |r| ≤ this · |φ| (a loose force costs acceptance, never "
+                                     "exactness)", FORCE_TOLERANCE)
+    cg_action_tolerance: float = key(1e-10, "pseudofermions: the CG of the action in the Metropolis test "
+                                            "stops at |r| ≤ this · |φ|; at most 1e-8, so that ΔH stays "
+                                            "exact whatever `cg_tolerance` is", ACTION_TOLERANCE)
     cg_max_iterations: int = key(2000, "pseudofermions: a solve not converged by then rejects its "
                                        "trajectory", between(1, 10**6))
     device: str = key("cpu", DEVICE_DOC, DEVICE_CHECK)
 
 
 #: the [hmc] keys that only theories with fermions (``has_fermions``) have
-FERMION_KEYS = ("fermions", "cg_tolerance", "cg_max_iterations")
+FERMION_KEYS = ("fermions", "cg_tolerance", "cg_action_tolerance", "cg_max_iterations")
 
 
 @dataclass(frozen=True)
 class SampleConfig:
-    """``[sample]``: exact sampling with the flow (DESIGN §7 names the samplers)."""
+    """``[sample]``: exact sampling with the flow (docs/design.md §7 names the samplers)."""
 
     sampler: str = key("flow-mcmc", "`flow-mcmc` (Metropolis independence), `flow-iid` (i.i.d. "
                                      "draws with log weights), `mixed` (HMC trajectories, then flow "
@@ -340,7 +359,8 @@ def parse_config(text: str, path: Path | None = None, legacy: bool = False) -> C
         theory = _theory(data["theory"], legacy)
         flow = _flow(data["flow"], theory, legacy) if "flow" in data else None
         sections = {k: cls(**validate(k, data.get(k, {}), cls)) for k, cls in _SECTIONS.items()}
-        problem = None if legacy else anneal_problem(theory, sections["train"])
+        problem = None if legacy else (anneal_problem(theory, sections["train"])
+                                       or _idle_anneal_key(data.get("train", {}), sections["train"]))
         if problem:
             raise ConfigError(f"train.{problem[0]}: {problem[1]}")
         hmc_table = data.get("hmc", {})

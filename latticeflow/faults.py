@@ -195,8 +195,13 @@ def _hostile_texts() -> list[tuple[str, bytes]]:
                                 ("flow", "layers", "100000000"), ("flow", "bound", "inf"),
                                 ("flow", "components", "6"), ("flow", "kernel_size", "99"),
                                 ("flow", "bins", "1180591620717411303424"), ("train", "eval_batch", "1180591620717411303424"),
-                                ("hmc", "steps", "1000000000")]:
+                                ("hmc", "steps", "1000000000"), ("train", "anneal_steps", "50"),
+                                ("flow", "loops", '["plaquette", "plaquette"]')]:
         header = "" if section == "flow" else f"[{section}]\n"
         text = u1 + '[flow]\nbijection = "spline"\n' + header + f"{key} = {value}\n"
         cases.append((f"{section}.{key} = {value}", text.encode()))
+    schwinger = '[theory]\nname = "schwinger"\nL = 4\nbeta = 2.0\nkappa = 0.24\n[hmc]\n'
+    for key, value in [("cg_tolerance", "1e-300"), ("cg_action_tolerance", "0.9")]:
+        cases.append((f"hmc.{key} = {value}", (schwinger + f"{key} = {value}\n").encode()))
+    cases.append(("byte-order mark + beta = inf", b"\xef\xbb\xbf" + u1.replace("2.0", "inf").encode()))
     return cases

@@ -1,7 +1,8 @@
 """One way to read input files and to create output files and directories.
 
 - :func:`read_text`: a text input file, with one-line errors for what is not one (a
-  directory, unreadable, binary, not UTF-8).
+  directory, a FIFO or device, a symbolic link loop, unreadable, binary, not UTF-8);
+  :func:`check_input` refuses those before any input (a weights file too) is opened.
 - :func:`check_writable`: refuse an output location before any work starts (read-only
   directory or mount, a file where a directory should be, no permission).
 - :func:`atomic_write_text`, :func:`atomic_save` (torch objects): write under a temporary
@@ -16,30 +17,58 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
 
 from .errors import LatticeflowError
 
-__all__ = ["read_text", "check_writable", "write_failed", "atomic_write_text", "atomic_save", "atomic_copy",
+__all__ = ["input_problem", "check_input", "read_text", "check_writable", "write_failed", "atomic_write_text", "atomic_save", "atomic_copy",
            "new_run_dir", "RunLock", "RUNS"]
 
 #: where run directories go unless ``--out`` names one
 RUNS = Path("runs")
 
 
+def input_problem(path, what: str = "file") -> str | None:
+    """Why ``path`` cannot be read as an input file (``"no such file"``, a directory, a
+    symbolic link loop, a FIFO or device, which would block or never end), or None for a
+    regular file.  Asked before an input is opened, so that nothing hangs."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is a symbolic link to nothing (its target is missing)" if os.path.islink(path) else "no such file"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"is a symbolic link loop, not a {what}"
+        return f"cannot read it ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return f"is a directory, not a {what}"
+    if not stat.S_ISREG(mode):
+        return f"is not a regular file (a FIFO, socket or device), not a {what}"
+    return None
+
+
+def check_input(path, what: str = "file") -> Path:
+    """``path`` if it is a regular file, else a one-line :class:`LatticeflowError` saying why."""
+    problem = input_problem(path, what)
+    if problem:
+        raise LatticeflowError(f"{path}: {problem}")
+    return Path(path)
+
+
 def read_text(path, what: str = "file") -> str:
-    """The UTF-8 text of an input file, or a one-line :class:`LatticeflowError` saying why not."""
-    path = Path(path)
+    """The UTF-8 text of an input file, or a one-line :class:`LatticeflowError` saying why not.
+    A UTF-8 byte-order mark (written by some Windows editors) is dropped, as Python's
+    ``utf-8-sig`` does."""
+    path = check_input(path, what)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise LatticeflowError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise LatticeflowError(f"{path}: is a directory, not a {what}") from None
     except OSError as exc:
         raise LatticeflowError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise LatticeflowError(f"{path}: is UTF-16 text; save it as UTF-8")
     if b"\x00" in data:

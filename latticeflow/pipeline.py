@@ -24,7 +24,7 @@ from .parallel import split_over_ranks
 from .samplers import flow_density, flow_proposal, flow_sampler, resume_keeps  # the first three re-exported
 from .training.distributed import rank_device
 from .errors import ConfigError, LatticeflowError
-from .files import RUNS, atomic_copy, check_writable
+from .files import RUNS, atomic_copy, check_input, check_writable, input_problem
 from .schema import check_value, convert, table_fields
 from .training import MODEL, load_flow, run_config
 from .training.run_files import INTERRUPTED
@@ -127,9 +127,12 @@ def resolve_model(source) -> tuple[Config, Path]:
         raise LatticeflowError(f"{source}: expected a run directory or a model .toml file")
     cfg = load_config(source)
     weights = source.with_suffix(".pt")
-    if cfg.flow is not None and not weights.is_file():
+    problem = input_problem(weights, "weights file") if cfg.flow is not None else None
+    if problem == "no such file":
         raise LatticeflowError(f"{source}: no shipped weights {weights.name} beside it "
                                f"(train them: latticeflow train {source})")
+    if problem:
+        raise LatticeflowError(f"{weights}: {problem}")
     return cfg, weights
 
 
@@ -232,6 +235,9 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
     from .mcmc.driver import run_ensemble
 
     _check_n(n)
+    if iid and sampler not in (None, "flow-iid"):
+        raise LatticeflowError(f"--iid means --sampler flow-iid, which conflicts with --sampler {sampler}: "
+                               "give one of them")
     if flow is None:
         cfg, weights = resolve_model(source)
         _require_flow(cfg)
@@ -371,6 +377,8 @@ def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: flo
     shipped = cfg.path.with_suffix(".pt") if cfg.path else None
     copy, train_dir = run_dir / MODEL, run_dir / "train"
     asked = retrain or minutes is not None
+    if shipped and os.path.lexists(shipped) and not asked:  # there, but a FIFO, a loop, a directory
+        check_input(shipped, "weights file")
     if not copy.is_file() and not asked and shipped and shipped.is_file() and not train_dir.exists():
         atomic_copy(shipped, copy)
     if copy.is_file():  # started from the shipped weights: its flow for good

@@ -1,4 +1,4 @@
-"""The chain samplers a config asks for, built around a loaded flow (DESIGN §7).
+"""The chain samplers a config asks for, built around a loaded flow (docs/design.md §7).
 
 :func:`flow_sampler` reads ``[sample] sampler`` (and ``[hmc]`` for the samplers that
 integrate): Metropolis independence chains, i.i.d. draws with weights, the mixed HMC +
@@ -17,7 +17,7 @@ __all__ = ["flow_sampler", "flow_proposal", "flow_density", "resume_keeps", "wei
 
 def flow_sampler(cfg, theory, flow, store_configs: bool = True, progress: bool = True, device=None,
                  start_fields=None):
-    """The chain sampler of ``[sample] sampler`` for a loaded flow (DESIGN §7), on ``device``
+    """The chain sampler of ``[sample] sampler`` for a loaded flow (docs/design.md §7), on ``device``
     (default: this rank's device for ``[sample] device``); ``start_fields``
     (:class:`~latticeflow.ensemble.start.StartFields`, ``[sample] start``) start fresh chains
     instead of flow samples."""
@@ -112,7 +112,8 @@ def resume_keeps(cfg, theory, kind: str, flow=None) -> dict:
     if getattr(theory, "has_fermions", False) and kind != "flow-hmc":
         integrator["hmc.fermions"] = h.fermions
         if h.fermions == "pseudofermion":
-            integrator |= {"hmc.cg_tolerance": h.cg_tolerance, "hmc.cg_max_iterations": h.cg_max_iterations}
+            integrator |= {f"hmc.{k}": getattr(h, k)
+                           for k in ("cg_tolerance", "cg_action_tolerance", "cg_max_iterations")}
     if kind != "flow-hmc":  # flow HMC's force is always autograd
         integrator["hmc.force"] = h.force
     if kind == "hmc":

@@ -41,6 +41,20 @@ def run_cli(*args, cwd=None, timeout=600, env_extra=None):
                           capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
 
 
+def refuse(argv, capsys) -> str:
+    """Run ``latticeflow ARGV`` in-process; it must refuse with exit 2 and one line."""
+    from latticeflow.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, (argv, code, err)
+    assert err and len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)
+    return err
+
+
 @pytest.fixture
 def cli():
     return run_cli

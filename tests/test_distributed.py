@@ -311,3 +311,77 @@ def test_explicit_gpu_index_is_refused_under_torchrun(monkeypatch):
     with pytest.raises(ConfigError, match="'cuda:1' under torchrun would put all 2 ranks on one GPU"):
         rank_device("cuda:1", "hmc.device")
     assert rank_device("cpu") == torch.device("cpu")
+
+
+def _pids_of_rank(rank: int) -> list[int]:
+    """The latticeflow processes that torchrun started as ``rank`` (from their environment)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            environ = open(f"/proc/{name}/environ", "rb").read().split(b"\0")
+            cmdline = open(f"/proc/{name}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ and b"latticeflow" in cmdline:
+            found.append(int(name))
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the rank's process in /proc")
+def test_a_killed_rank_leaves_one_line_on_the_other_and_the_run_resumes(tmp_path):
+    """kill -9 of rank 1 in mid-training: rank 0 says in one line that it lost its peer (or,
+    when torchrun's SIGTERM comes first, that it was interrupted) — never a gloo traceback or
+    an internal error — and the checkpoint it kept resumes in one process."""
+    import signal
+    import time
+
+    (tmp_path / "m.toml").write_text(MODEL.replace("steps = 4", "steps = 100000"))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.Popen([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "latticeflow", "train",
+                            "m.toml", "--out", "run", "--quiet"], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "run" / "checkpoint.pt").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        victims = _pids_of_rank(1)
+        assert victims, "rank 1 not found"
+        for pid in victims:
+            os.kill(pid, signal.SIGKILL)
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    ours = [line for line in stderr.splitlines() if line.startswith("latticeflow:")]
+    assert len(ours) == 1, stderr[-3000:]
+    assert ("rank 0: lost contact with another rank" in ours[0] and "--out run --resume" in ours[0]
+            or "interrupted" in ours[0]), ours
+    assert "internal error" not in stderr and "latticeflow/training" not in stderr, stderr[-3000:]
+    step = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"]
+    done = subprocess.run([shutil.which("latticeflow") or "latticeflow", "train", "m.toml", "--out", "run",
+                           "--resume", "--steps", str(step + 2), "--quiet"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_failed_collective_is_one_line_naming_the_rank_and_the_resume(monkeypatch):
+    from latticeflow.training.distributed import LostPeer
+
+    def closed(*args, **kwargs):
+        raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by "
+                           "peer [127.0.0.1]:25993. This is typically caused by a remote worker")
+
+    for name in ("all_reduce", "all_gather", "barrier", "broadcast", "broadcast_object_list"):
+        monkeypatch.setattr(torch.distributed, name, closed)
+    group = Group(1, 2)
+    group.resume_hint = "resume with --out run --resume"
+    calls = [lambda: group.all_mean(torch.ones(2)), lambda: group.any(True),
+             lambda: group.gather(torch.ones(2)), group.barrier,
+             lambda: group.broadcast_parameters(torch.nn.Linear(2, 2)), lambda: group.broadcast_object(1),
+             lambda: group.average_gradients([torch.nn.Parameter(torch.ones(2))])]
+    for call in calls:
+        with pytest.raises(LostPeer) as info:
+            call()
+        assert str(info.value) == ("rank 1: lost contact with another rank (Connection closed by peer "
+                                   "[127.0.0.1]:25993); resume with --out run --resume")

@@ -21,6 +21,8 @@ from latticeflow.cli import main
 from latticeflow.faults import (damaged_copies, hostile_model_texts, kill_and_resume, run_command,
                                 same_ensemble, sha256)
 
+from conftest import refuse
+
 TINY_U1 = """
 [theory]
 name = "u1"
@@ -52,18 +54,6 @@ chains = 2
 batch_size = 32
 block = 5
 """
-
-
-def refuse(argv, capsys) -> str:
-    """Run ``latticeflow ARGV`` in-process; it must refuse with exit 2 and one line."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    err = capsys.readouterr().err.strip()
-    assert code == 2, (argv, code, err)
-    assert err and len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)
-    return err
 
 
 @contextlib.contextmanager

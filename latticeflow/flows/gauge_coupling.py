@@ -94,8 +94,8 @@ def loops_check(*extra: str) -> Check:
     ``"rectangle"`` and the group's ``extra`` inputs (SU(N): ``"eigenbasis"``)."""
     allowed = set(LOOPS) | set(extra)
     optional = " and ".join(f'"{name}"' for name in (*LOOPS[1:], *extra))
-    return Check(lambda v: bool(v) and set(v) <= allowed and "plaquette" in v,
-                 f'containing "plaquette" and optionally {optional}')
+    return Check(lambda v: bool(v) and set(v) <= allowed and "plaquette" in v and len(set(v)) == len(v),
+                 f'containing "plaquette" and optionally {optional}, each once')
 
 
 #: the ``loops`` check of the U(1) flows

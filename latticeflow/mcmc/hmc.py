@@ -123,7 +123,8 @@ class HMC:
     def __init__(self, theory, integrator: str = "omelyan", trajectory_length: float = 1.0,
                  steps: int = 10, force: str = "analytic", target_acceptance: float = 0.8,
                  reunitarize_every: int | None = None, fermions: str = "pseudofermion",
-                 cg_tolerance: float = 1e-10, cg_max_iterations: int = 2000):
+                 cg_tolerance: float = 1e-10, cg_max_iterations: int = 2000,
+                 cg_action_tolerance: float = 1e-10):
         if integrator not in INTEGRATORS:
             raise ValueError(f"integrator must be one of {INTEGRATORS} (got {integrator!r})")
         if force not in FORCES:
@@ -143,10 +144,12 @@ class HMC:
         self.tuned = False
         self._count = 0  # trajectories since the last projection
         self.fermion_settings = ({"fermions": fermions, "cg_tolerance": float(cg_tolerance),
+                                  "cg_action_tolerance": float(cg_action_tolerance),
                                   "cg_max_iterations": int(cg_max_iterations)}
                                  if getattr(theory, "has_fermions", False) else {})
         make = getattr(theory, "md_action", None)
-        self.md = (make(fermions=fermions, cg_tolerance=cg_tolerance, cg_max_iterations=cg_max_iterations)
+        self.md = (make(fermions=fermions, cg_tolerance=cg_tolerance, cg_max_iterations=cg_max_iterations,
+                        cg_action_tolerance=cg_action_tolerance)
                    if make else MDAction(theory))
         self.last_stats: dict[str, torch.Tensor] = {}
         if force == "analytic" and type(theory).force is Theory.force:
@@ -159,7 +162,8 @@ class HMC:
         return cls(theory, integrator=config.integrator, trajectory_length=config.trajectory_length,
                    steps=config.steps, force=force or config.force,
                    target_acceptance=config.target_acceptance, fermions=config.fermions,
-                   cg_tolerance=config.cg_tolerance, cg_max_iterations=config.cg_max_iterations)
+                   cg_tolerance=config.cg_tolerance, cg_max_iterations=config.cg_max_iterations,
+                   cg_action_tolerance=config.cg_action_tolerance)
 
     # --- state for ensemble files -------------------------------------------------------
     def state_dict(self) -> dict:

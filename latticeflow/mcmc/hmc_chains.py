@@ -99,7 +99,7 @@ class HMCChains:
         if not np.isfinite(mcmc["delta_h"]).any():
             why = "the action overflows at these couplings or this step size"
             if "cg_iterations" in self.hmc.md.stat_names:
-                why += ", or CG did not converge (hmc.cg_tolerance, hmc.cg_max_iterations)"
+                why += ", or CG did not converge (hmc.cg_action_tolerance, hmc.cg_max_iterations)"
             raise LatticeflowError(f"{self.sampler}: all {rows} trajectories of every chain had a "
                                    f"non-finite energy change; {why} (nothing of this block was written)")
 

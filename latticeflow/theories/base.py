@@ -112,7 +112,7 @@ class Theory:
     #: observables whose per-configuration values are stored in ensembles
     observable_names: tuple[str, ...] = ()
     headline_observables: tuple[str, ...] = ()
-    #: the ``[hmc]`` keys ``fermions``, ``cg_tolerance``, ``cg_max_iterations`` apply
+    #: the ``[hmc]`` keys ``fermions``, ``cg_tolerance``, ``cg_action_tolerance``, ``cg_max_iterations`` apply
     has_fermions: bool = False
 
     def __init__(self, shape: tuple[int, ...]):
@@ -176,7 +176,7 @@ class Theory:
     def md_action(self, **fermion_options) -> MDAction:
         """What HMC integrates (see :class:`MDAction`); theories without fermions ignore
         ``fermion_options`` (the ``[hmc]`` keys ``fermions``, ``cg_tolerance``,
-        ``cg_max_iterations``)."""
+        ``cg_action_tolerance``, ``cg_max_iterations``)."""
         return MDAction(self)
 
     def observables(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

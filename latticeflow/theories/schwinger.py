@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..schema import key, nonnegative, positive
+from ..schema import Check, key, nonnegative, positive
 from .base import register_theory
 from .fermions import PseudofermionAction, det_force, dirac_matrix, fermion_links
 from .u1 import U1, mean_plaquette
@@ -39,6 +39,13 @@ __all__ = ["Schwinger", "FERMION_METHODS"]
 
 #: how HMC treats the determinant (``[hmc] fermions``)
 FERMION_METHODS = ("pseudofermion", "exact")
+#: ``[hmc] cg_tolerance``: a relative residual float64 can reach (1e-300 would run every
+#: solve to its last iteration); a loose force costs acceptance, not exactness
+FORCE_TOLERANCE = Check(lambda v: 1e-14 <= v < 1, "in [1e-14, 1) (float64 cannot reach a smaller "
+                                                    "relative residual)")
+#: ``[hmc] cg_action_tolerance``: the accept/reject action, strict enough to keep ΔH exact
+ACTION_TOLERANCE = Check(lambda v: 1e-14 <= v <= 1e-8, "in [1e-14, 1e-8] (looser biases the "
+                                                        "Metropolis test; float64 cannot reach tighter)")
 #: the action and the observables use the dense 2V × 2V matrix of D: up to V = 32²
 #: (a 2048² complex matrix, 67 MB, an LU in about a second)
 MAX_VOLUME = 32 * 32
@@ -115,14 +122,14 @@ class Schwinger(U1):
         return self.gauge_force(x) + fermion
 
     def md_action(self, fermions: str = "pseudofermion", cg_tolerance: float = 1e-10,
-                  cg_max_iterations: int = 2000):
+                  cg_max_iterations: int = 2000, cg_action_tolerance: float = 1e-10):
         """What HMC integrates: the exact ``S_eff`` (``fermions = "exact"``) or
         :class:`~latticeflow.theories.fermions.PseudofermionAction`."""
         if fermions not in FERMION_METHODS:
             raise ValueError(f"fermions must be one of {FERMION_METHODS} (got {fermions!r})")
         if fermions == "exact" or self.kappa == 0:
             return super().md_action()
-        return PseudofermionAction(self, cg_tolerance, cg_max_iterations)
+        return PseudofermionAction(self, cg_tolerance, cg_max_iterations, cg_action_tolerance)
 
     # --- observables ----------------------------------------------------------------------
     def observables(self, x):

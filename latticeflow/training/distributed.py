@@ -20,22 +20,41 @@ batch, so R ranks with batch B/R each follow the gradient of one process with ba
   (default 240) so that a long evaluation does not time the others out.
 - Decisions that must agree (skip a non-finite step, stop on the time budget) are taken
   from all-reduced values, so no rank ever waits on a collective the others skipped.
+- A rank whose peer died (killed, out of memory) gets :class:`LostPeer` from the next
+  collective: one line naming the rank and how to resume, exit code 2.
 
 Without ``torchrun`` (``WORLD_SIZE`` unset or 1) nothing here is active.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
+import re
 
 import torch
 
 from ..devices import resolve
-from ..errors import ConfigError
+from ..errors import ConfigError, LatticeflowError
 
-__all__ = ["Group", "current", "rank_seed", "rank_device"]
+__all__ = ["Group", "LostPeer", "current", "rank_seed", "rank_device"]
+
+#: what a rank that lost its peers says to do, until the run knows more (its directory)
+RERUN = "everything committed so far is kept: run the same torchrun command again to continue"
+
+
+class LostPeer(LatticeflowError):
+    """A collective failed because another rank died or hung up (gloo: "Connection closed
+    by peer"; NCCL: a remote error): one line naming this rank and how to continue."""
+
+    def __init__(self, rank: int, exc: BaseException, hint: str):
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+        reason = re.sub(r"^\[[^\]]*\]\s*", "", reason).split(". ")[0]  # gloo: "[pair.cc:553] Connection closed…"
+        if len(reason) > 160:
+            reason = reason[:157] + "..."
+        super().__init__(f"rank {rank}: lost contact with another rank ({reason}); {hint}")
 
 
 def rank_seed(seed: int, rank: int, step: int = 0) -> int:
@@ -72,6 +91,18 @@ class Group:
                  device: torch.device | str = "cpu"):
         self.rank, self.world_size, self.backend = int(rank), int(world_size), backend
         self.device = torch.device(device)
+        #: how to continue after a lost peer (a training run names its directory here)
+        self.resume_hint = RERUN
+
+    @contextlib.contextmanager
+    def _collective(self):
+        """Run one collective; a peer that died or hung up is a :class:`LostPeer`, not a
+        backend traceback.  (Errors in torch's own argument checks are ValueError/TypeError
+        and pass through.)"""
+        try:
+            yield
+        except RuntimeError as exc:
+            raise LostPeer(self.rank, exc, self.resume_hint) from None
 
     @property
     def active(self) -> bool:
@@ -93,7 +124,8 @@ class Group:
         if not self.active:
             return tensor
         out = tensor.detach().clone()
-        torch.distributed.all_reduce(out)
+        with self._collective():
+            torch.distributed.all_reduce(out)
         return out / self.world_size
 
     def average_gradients(self, parameters) -> None:
@@ -103,7 +135,8 @@ class Group:
             return
         params = list(parameters)
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
-        torch.distributed.all_reduce(flat)
+        with self._collective():
+            torch.distributed.all_reduce(flat)
         flat /= self.world_size
         offset = 0
         for p in params:
@@ -116,7 +149,8 @@ class Group:
         if not self.active:
             return bool(flag)
         t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        with self._collective():
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item() > 0)
 
     def gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -126,19 +160,21 @@ class Group:
             return [tensor]
         local = tensor.to(self.device).contiguous()
         out = [torch.empty_like(local) for _ in range(self.world_size)]
-        torch.distributed.all_gather(out, local)
+        with self._collective():
+            torch.distributed.all_gather(out, local)
         return [t.to(tensor.device) for t in out]
 
     def barrier(self) -> None:
         """Wait until every rank gets here."""
         if self.active:
-            torch.distributed.barrier()
+            with self._collective():
+                torch.distributed.barrier()
 
     def broadcast_parameters(self, module) -> None:
         """Rank 0's parameters and buffers on every rank."""
         if not self.active:
             return
-        with torch.no_grad():
+        with torch.no_grad(), self._collective():
             for t in list(module.parameters()) + list(module.buffers()):
                 torch.distributed.broadcast(t.data, 0)
 
@@ -147,7 +183,8 @@ class Group:
         if not self.active:
             return obj
         box = [obj]
-        torch.distributed.broadcast_object_list(box, 0)
+        with self._collective():
+            torch.distributed.broadcast_object_list(box, 0)
         return box[0]
 
     def close(self) -> None:
@@ -173,7 +210,10 @@ def current(device: torch.device | str = "cpu") -> Group:
     if not torch.distributed.is_initialized():
         minutes = float(os.environ.get("LATTICEFLOW_TIMEOUT_MINUTES", "240"))
         default = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=os.environ.get("LATTICEFLOW_BACKEND", default),
-                                             timeout=datetime.timedelta(minutes=minutes))
+        try:
+            torch.distributed.init_process_group(backend=os.environ.get("LATTICEFLOW_BACKEND", default),
+                                                 timeout=datetime.timedelta(minutes=minutes))
+        except RuntimeError as exc:  # the rendezvous failed: a peer died before it met the others
+            raise LostPeer(int(os.environ.get("RANK", "0")), exc, RERUN) from None
     return Group(torch.distributed.get_rank(), torch.distributed.get_world_size(),
                  torch.distributed.get_backend(), device)

@@ -14,6 +14,7 @@ A run directory (``runs/<config name>-<timestamp>/`` or ``--out``) holds
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import torch
 from .. import __version__
 from ..config import Config, load_config, parse_config
 from ..errors import LatticeflowError
-from ..files import atomic_write_text, new_run_dir
+from ..files import atomic_write_text, check_input, new_run_dir
 from ..flows import build_flow
 from ..flows.registry import ARCHITECTURES
 
@@ -165,6 +166,8 @@ def load_flow(source, config=None):
     source = Path(source)
     weights = weights_file(source)
     if not weights.is_file():
+        if os.path.lexists(weights):  # a FIFO, a directory, a symbolic link loop: say which
+            check_input(weights, "weights file")
         raise LatticeflowError(f"{source}: no {MODEL} or {CHECKPOINT} to load")
     if config is None and source.is_dir():
         config = run_config(source)

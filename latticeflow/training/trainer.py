@@ -91,6 +91,8 @@ class Trainer:
             raise LatticeflowError(f"{where}: no [flow] table, so there is no flow to train")
         self.cfg, self.tc, self.run_dir = cfg, cfg.train, Path(run_dir)
         self.group = group or Group(device=rank_device(cfg.train.device))
+        self.group.resume_hint = (f"the last checkpoint in {self.run_dir} is kept: resume with the same "
+                                  f"torchrun command and --out {self.run_dir} --resume")
         self.device = self.group.device
         self.rank_batch = self.group.share(self.tc.batch_size)
         self.theory = cfg.theory.build()

@@ -97,6 +97,36 @@ def test_hmc_is_exact(tmp_path, fermions):
             assert "cg_iterations" not in ens.mcmc
 
 
+def test_a_loose_force_solver_keeps_the_metropolis_energy_exact():
+    """A force solved to a relative residual of 0.9 costs acceptance, not exactness: the
+    trajectory is still reversible (the force is a deterministic function of the links) and
+    the ΔH of the Metropolis test equals the one from a dense solve of the end point's
+    action (solved to cg_action_tolerance).  Solving that action to 0.9 as well had moved
+    the chiral condensate by 30σ in 8000 trajectories, at acceptance 1."""
+    import torch
+
+    cfg = parse_config(MODEL)
+    theory = cfg.theory.build()
+    hmc = HMC(theory, steps=4, fermions="pseudofermion", cg_tolerance=0.9, cg_action_tolerance=1e-10)
+    g = torch.Generator().manual_seed(11)
+    x = theory.random_field(4, g)
+    p = hmc.sample_momenta(4, g)
+    hmc.md.refresh(x, g)
+    h0 = hmc.hamiltonian(x, p)
+    x1, p1 = hmc.integrate(x, p)
+    h1 = hmc.hamiltonian(x1, p1)
+    a = theory.dirac_matrix(x1)
+    phi = hmc.md.phi.reshape(4, -1, 1)
+    pseudofermion = (phi.conj().transpose(1, 2) @ torch.linalg.solve(a.conj().transpose(1, 2) @ a, phi)).real
+    dense = hmc.kinetic(p1) + theory.gauge_action(x1) + pseudofermion.flatten()
+    assert torch.allclose(h1, dense, rtol=0, atol=1e-7), (h1 - dense)
+    assert (h1 - h0).abs().max() > 0.05  # the loose force is really loose: the energy moves
+    x2, p2 = hmc.integrate(x1, -p1)  # reversible: back to the start
+    assert torch.allclose(torch.remainder(x2 - x + torch.pi, 2 * torch.pi) - torch.pi,
+                          torch.zeros_like(x), atol=1e-8)
+    assert torch.allclose(p2, -p, atol=1e-8)
+
+
 def test_flow_metropolis_is_exact(tmp_path, trained):
     _, theory, flow = trained
     sampler = IndependenceMetropolis(theory, flow_proposal(flow, "float32"), n_chains=4,

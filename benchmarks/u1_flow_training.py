@@ -32,7 +32,7 @@ from latticeflow.theories.u1 import U1, u1_action  # noqa: E402
 
 def u1_log_z(L: int, beta: float) -> float:
     """Exact log Z of 2D U(1) on an L×L torus for the Lebesgue measure on [0, 2π)^{2V}:
-    2V log 2π + log Σ_n I_n(β)^V (DESIGN §1), so KL(q‖p) = loss + log Z."""
+    2V log 2π + log Σ_n I_n(β)^V (docs/design.md §1), so KL(q‖p) = loss + log Z."""
     from scipy.special import ive
 
     V = L * L

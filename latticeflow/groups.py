@@ -5,7 +5,7 @@ Conventions
 - U(1) links are angles θ (any real, meaningful mod 2π); ``wrap_angle`` maps to [0, 2π),
   ``principal_angle`` to (−π, π].
 - SU(N) links are complex ``(..., N, N)`` matrices.  The Lie algebra is represented by
-  traceless *Hermitian* matrices P, and links move as ``U ← exp(iεP) U`` (DESIGN.md §2);
+  traceless *Hermitian* matrices P, and links move as ``U ← exp(iεP) U`` (docs/design.md §2);
   ``project_antihermitian`` gives the traceless anti-Hermitian part ``A = iP``.
 - Matrix computations that feed the action or accept/reject run in complex128.
 """

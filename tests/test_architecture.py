@@ -103,6 +103,17 @@ def test_no_dispatch_on_theory_names_outside_the_registries():
     assert not offenders, "\n".join(offenders)
 
 
+def test_the_package_cites_only_what_ships_with_it():
+    """The design a user needs is docs/design.md; the developers' contract outside the
+    repository is never cited by the package."""
+    offenders = [f"{p.relative_to(PACKAGE)}:{n}" for p in modules()
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if "DESIGN" in line]
+    assert not offenders, offenders
+    cited = {int(m) for p in modules() for m in re.findall(r"docs/design\.md §(\d)", p.read_text())}
+    design = (PACKAGE.parent / "docs" / "design.md").read_text()
+    assert cited and all(f"## §{n} " in design for n in cited), cited
+
+
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_modules_stay_under_400_lines(path):
     assert len(path.read_text().splitlines()) < 400

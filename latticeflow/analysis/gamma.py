@@ -1,6 +1,6 @@
 """Wolff's Γ-method: errors of Monte Carlo means with autocorrelation.
 
-Conventions (shared with the whole project, see DESIGN.md §2):
+Conventions (shared with the whole project, see docs/design.md §2):
 
 - Chains are *replicas* (Wolff §3.3): the mean is over all data, every fluctuation is
   taken from that common mean, and Γ(t) = Σ_r Σ_i δ_i^r δ_{i+t}^r / Σ_r (N_r − t).

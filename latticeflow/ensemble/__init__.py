@@ -2,7 +2,7 @@
 
 The format is :mod:`.format` (layout, checks), writing :mod:`.writer`, reading :mod:`.reader`.
 
-Layout (format version 1; the contract of DESIGN.md §6, also in ``docs/ensemble.md``).
+Layout (format version 1; the contract of docs/design.md §6, also in ``docs/ensemble.md``).
 Axis 0 is Monte Carlo time ("rows"), axis 1 the chain; a file holds ``n_rows × n_chains``
 configurations.
 

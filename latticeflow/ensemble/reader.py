@@ -16,7 +16,7 @@ from .join import check_parts
 __all__ = ["open", "Ensemble", "LazyConfigs"]
 
 
-def open(path) -> "Ensemble":  # noqa: A001 — the module's reader, as DESIGN.md names it
+def open(path) -> "Ensemble":  # noqa: A001 — the module's reader, as docs/design.md names it
     """Open an ensemble read-only (EnsembleError if it is missing, foreign or damaged, or a
     joined file whose per-rank parts are)."""
     path = Path(path)

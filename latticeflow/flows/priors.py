@@ -1,5 +1,5 @@
 """Prior (base) distributions of the flows: N(0, 1) per site for scalar fields, uniform
-(Haar) per link for U(1) and SU(N) gauge fields (DESIGN §2).
+(Haar) per link for U(1) and SU(N) gauge fields (docs/design.md §2).
 
 A prior has ``sample(n, generator=None) -> (n, *shape)`` and ``log_prob(x) -> (n,)``, the
 log-density summed over all sites (and directions) of one configuration.

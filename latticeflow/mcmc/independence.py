@@ -1,4 +1,4 @@
-"""Metropolis independence sampling with a flow proposal (DESIGN §2).
+"""Metropolis independence sampling with a flow proposal (docs/design.md §2).
 
 A proposal x′ ~ q replaces the current x with probability min(1, w(x′)/w(x)), where
 log w = −S − log q.  The chain is exact for any q that covers the target, trained or not
@@ -22,7 +22,7 @@ __all__ = ["log_weight", "chain_log_weight", "require_some_weight", "independenc
 def log_weight(action: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """The importance weight of a flow sample, log w = −S(x) − log q(x), in float64.
 
-    The central equation of flow sampling (DESIGN §2): the Metropolis independence step
+    The central equation of flow sampling (docs/design.md §2): the Metropolis independence step
     accepts with min(1, w′/w), reweighting uses w, ESS = (Σw)²/(N Σw²).  Both inputs are
     ``(batch,)`` and are promoted to float64 before the difference, so a float32 flow
     never rounds the weights.

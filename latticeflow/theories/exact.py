@@ -1,4 +1,4 @@
-"""Exact results for the reference theories (DESIGN.md §1).
+"""Exact results for the reference theories (docs/design.md §1).
 
 - U(1), 2D torus with V plaquettes: Z = Σ_n I_n(β)^V; plaquette, Wilson loops, and the
   topological charge distribution.  The plaquette angles of a 2D torus are V independent

@@ -158,7 +158,7 @@ class U1(Theory):
         return {"topological_charge": q, "chi_Q": q**2 / self.volume}
 
     def exact(self):
-        """Exact torus values in 2D (DESIGN.md §1); empty in d > 2."""
+        """Exact torus values in 2D (docs/design.md §1); empty in d > 2."""
         if self.dim != 2 or self.volume > MAX_EXACT_VOLUME:
             return {}
         from . import exact

@@ -1,6 +1,6 @@
 """The reverse-KL loss and its gradient estimators, and the learning-rate schedule.
 
-Loss (DESIGN §2): L = E_{x~q}[log q(x) + S(x)] = KL(q‖p) − log Z ≥ −log Z, so −L is a lower
+Loss (docs/design.md §2): L = E_{x~q}[log q(x) + S(x)] = KL(q‖p) − log Z ≥ −log Z, so −L is a lower
 bound on log Z; both are logged.  Two gradient estimators (``[train] estimator``):
 
 - ``"reparam"``: x = f_θ(z), z ~ r, and the gradient of the batch mean of

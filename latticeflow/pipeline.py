@@ -19,9 +19,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from . import ensemble, resources
-from .config import Config, anneal_problem, load_config
+from .config import Config, anneal_problem, load_config, with_options
 from .parallel import split_over_ranks
-from .samplers import flow_density, flow_proposal, flow_sampler, resume_keeps  # the first three re-exported
+from .samplers import (build_sampler, flow_density, flow_proposal, flow_sampler, resume_keeps,  # re-exported
+                       SamplerContext, sampler_from_flags, sampler_kind)
 from .training.distributed import rank_device
 from .errors import ConfigError, LatticeflowError
 from .files import RUNS, atomic_copy, check_input, check_writable, input_problem
@@ -117,9 +118,10 @@ def default_output(cfg: Config, kind: str) -> Path:
 
 
 # --- model sources ------------------------------------------------------------------------
-def resolve_model(source) -> tuple[Config, Path]:
+def resolve_model(source, weights_needed: bool = True) -> tuple[Config, Path]:
     """``(config, weights)`` of a training run directory or of a model TOML whose weights are
-    shipped beside it (same stem, ``.pt``)."""
+    shipped beside it (same stem, ``.pt``; ``weights_needed=False``: a classical sampler's
+    model, whose weights may be absent)."""
     source = _path(source, "sample")
     if source.is_dir():
         return run_config(source), source
@@ -127,13 +129,18 @@ def resolve_model(source) -> tuple[Config, Path]:
         raise LatticeflowError(f"{source}: expected a run directory or a model .toml file")
     cfg = load_config(source)
     weights = source.with_suffix(".pt")
-    problem = input_problem(weights, "weights file") if cfg.flow is not None else None
+    if weights_needed and cfg.flow is not None:
+        _check_weights(source, weights)
+    return cfg, weights
+
+
+def _check_weights(source: Path, weights: Path) -> None:
+    problem = input_problem(weights, "weights file")
     if problem == "no such file":
         raise LatticeflowError(f"{source}: no shipped weights {weights.name} beside it "
                                f"(train them: latticeflow train {source})")
     if problem:
         raise LatticeflowError(f"{weights}: {problem}")
-    return cfg, weights
 
 
 def _require_flow(cfg: Config, what: str = "sample") -> None:
@@ -189,10 +196,9 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
         device: override ``[hmc] device``.
     """
     from .mcmc.driver import run_ensemble
-    from .mcmc.hmc import HMC
-    from .mcmc.hmc_chains import HMCChains
 
     _check_n(n)
+    kind = sampler_kind("hmc")
     cfg = override(on_device(_config(config), device, ("hmc",)), "hmc",
                    {"chains": "--chains", "seed": "--seed"}, chains=chains, seed=seed)
     where = rank_device(cfg.hmc.device, "--device" if device else "hmc.device")
@@ -201,27 +207,27 @@ def hmc(config, n: int, out=None, chains: int | None = None, seed: int | None = 
         theory, h = cfg.theory.build(), cfg.hmc
         resources.check_memory(resources.hmc_bytes(cfg.theory, h.chains), f"HMC with {h.chains} chains")
         check_ensemble_fits(cfg, n, out, h.chains, configs, len(theory.observable_names) + 2)
-        sampler = HMCChains(theory, HMC.from_config(theory, h), h.chains, h.thermalization, h.tune,
-                            h.start, h.seed, store_configs=configs, progress=progress,
-                            device=where)
+        sampler = kind.build(SamplerContext(cfg, theory, None, configs, progress, where))
         return finish(run_ensemble(sampler, theory=theory, path=out, n=n,
                                    config_text=cfg.toml, seed=h.seed, block=h.block,
-                                   store_configs=configs, progress=progress, desc="hmc",
-                                   keep=resume_keeps(cfg, theory, "hmc")))
+                                   store_configs=configs, progress=progress, desc=kind.name,
+                                   keep=resume_keeps(cfg, theory, kind.name), weights=kind.weights))
 
 
 def sample(source, n: int, out=None, iid: bool = False, chains: int | None = None,
            seed: int | None = None, configs: bool = True, progress: bool = True, *,
            flow=None, sampler: str | None = None, device: str | None = None,
            start: str | None = None) -> dict:
-    """Exact ensemble from a trained flow with the sampler of ``[sample] sampler``:
-    Metropolis independence chains (``flow-mcmc``), raw samples with log weights for
-    reweighting (``flow-iid``, or ``iid=True``), HMC interleaved with flow proposals
-    (``mixed``) or HMC in the flow's latent space (``flow-hmc``).  Returns the run summary.
+    """Exact ensemble with the sampler of ``[sample] sampler`` (any registered kind,
+    :mod:`latticeflow.samplers`): with a trained flow, Metropolis independence chains
+    (``flow-mcmc``), raw samples with log weights for reweighting (``flow-iid``, or
+    ``iid=True``), HMC interleaved with flow proposals (``mixed``) or HMC in the flow's
+    latent space (``flow-hmc``); a classical kind needs no flow.  Returns the run summary.
 
     Arguments:
-        source: a training run directory, or a model TOML with its weights beside it; with
-            ``flow`` given, the model's :class:`Config` (or TOML path) alone.
+        source: a training run directory, or a model TOML with its weights beside it (none
+            needed for a classical sampler); with ``flow`` given, the model's :class:`Config`
+            (or TOML path) alone.
         n: configurations the file should hold (resumes an existing ``out``).
         out: HDF5 path (default: in the run directory, or ``runs/<name>-<sampler>.h5``).
         chains, seed, sampler: override ``[sample] chains`` / ``seed`` / ``sampler``
@@ -235,23 +241,24 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
     from .mcmc.driver import run_ensemble
 
     _check_n(n)
-    if iid and sampler not in (None, "flow-iid"):
-        raise LatticeflowError(f"--iid means --sampler flow-iid, which conflicts with --sampler {sampler}: "
-                               "give one of them")
-    if flow is None:
-        cfg, weights = resolve_model(source)
-        _require_flow(cfg)
-    else:
-        cfg, weights = _config(source), None
+    sampler = sampler_from_flags(sampler, iid)
+    cfg, weights = (_config(source), None) if flow is not None else resolve_model(source, weights_needed=False)
+    asked = cfg.sample.sampler
     cfg = override(on_device(cfg, device, ("sample",)), "sample",
                    {"chains": "--chains", "seed": "--seed", "sampler": "--sampler", "start": "--start"},
-                   chains=chains, seed=seed, sampler="flow-iid" if iid else sampler,
-                   start=None if start is None else str(start))
+                   chains=chains, seed=seed, sampler=sampler, start=None if start is None else str(start))
+    if cfg.sample.sampler != asked:  # --sampler: the new kind's options (the file's of another kind dropped)
+        cfg = dataclasses.replace(cfg, sample=with_options(cfg.sample, dict(cfg.sample.options), legacy=True))
+    kind = sampler_kind(cfg.sample.sampler)
+    if kind.needs_flow and flow is None:
+        _require_flow(cfg)
+        if not Path(source).is_dir():
+            _check_weights(Path(source), weights)
     where = rank_device(cfg.sample.device, "--device" if device else "sample.device")  # before any file
     theory, s = cfg.theory.build(), cfg.sample
-    if s.start != "flow" and s.sampler == "flow-iid":
-        raise ConfigError(f"{'--start' if start else 'sample.start'}: flow-iid draws independent "
-                          "samples, it has no chains to start; use flow-mcmc, mixed or flow-hmc")
+    if s.start != "flow" and not kind.has_chains:
+        raise ConfigError(f"{'--start' if start else 'sample.start'}: {kind.name} draws independent "
+                          "samples, it has no chains to start")
     if out is None:
         is_run = not isinstance(source, Config) and Path(source).is_dir()
         out = Path(source) / f"{s.sampler}.h5" if is_run else default_output(cfg, s.sampler)
@@ -259,20 +266,21 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
     with split_over_ranks(cfg, "sample", out, n, where) as (cfg, out, n, finish):  # torchrun: this rank's part
         s = cfg.sample
         store = s.configs and configs
-        need = resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, s.sampler == "flow-hmc")
+        need = (resources.flow_bytes(cfg.theory, cfg.flow, s.batch_size, kind.flow_gradients)
+                if kind.needs_flow else resources.hmc_bytes(cfg.theory, s.chains))
         need += s.block * s.chains * resources.field_bytes(cfg.theory) * (2 if store else 0)
-        resources.check_memory(need, f"flow sampling ({s.chains} chains, blocks of {s.block}, "
+        resources.check_memory(need, f"sampling ({s.chains} chains, blocks of {s.block}, "
                                      f"batch {s.batch_size})")
         check_ensemble_fits(cfg, n, out, s.chains, store, len(theory.observable_names) + 6)
         given = None if s.start == "flow" or continues(out) else _start_fields(cfg, theory, start)
-        if flow is None:
+        if flow is None and kind.needs_flow:
             flow = load_flow(weights, cfg)
-        keep = resume_keeps(cfg, theory, s.sampler, flow)
-        chain_sampler = flow_sampler(cfg, theory, flow, store, progress, device=where,
-                                     start_fields=given)
+        chain_sampler = build_sampler(cfg, theory, flow if kind.needs_flow else None, store, progress,
+                                      device=where, start_fields=given)
         return finish(run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
                                    seed=s.seed, block=s.block, store_configs=store, progress=progress,
-                                   desc=s.sampler, keep=keep))
+                                   desc=s.sampler, keep=resume_keeps(cfg, theory, s.sampler, flow if kind.needs_flow else None),
+                                   weights=kind.weights))
 
 
 def _start_fields(cfg: Config, theory, flag):
@@ -367,31 +375,3 @@ def write_comparison(ensembles, labels=None, out=None):
         figures = plot_comparison(ensembles, [e["label"] for e in table["ensembles"]], out,
                                   list(table["observables"]), reference, theory.exact_distributions())
     return table, markdown, figures
-
-
-def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: float | None = None,
-                 progress: bool = True) -> tuple[object, str]:
-    """The flow of a model: its shipped weights (copied to ``run_dir/model.pt`` once: a
-    resumed run keeps sampling the flow it started with), or a resumable training run in
-    ``run_dir/train``.  Returns ``(flow, how)``."""
-    shipped = cfg.path.with_suffix(".pt") if cfg.path else None
-    copy, train_dir = run_dir / MODEL, run_dir / "train"
-    asked = retrain or minutes is not None
-    if shipped and os.path.lexists(shipped) and not asked:  # there, but a FIFO, a loop, a directory
-        check_input(shipped, "weights file")
-    if not copy.is_file() and not asked and shipped and shipped.is_file() and not train_dir.exists():
-        atomic_copy(shipped, copy)
-    if copy.is_file():  # started from the shipped weights: its flow for good
-        if asked:
-            raise LatticeflowError(f"{run_dir} samples its copy of the shipped weights ({MODEL}); "
-                                   "--train/--train-minutes cannot change the flow of a run that "
-                                   "has started: give the training run a new --out")
-        return load_flow(copy, cfg), f"shipped weights `{shipped}` (the run's copy: `{MODEL}`)"
-    if (train_dir / MODEL).is_file() and not (train_dir / INTERRUPTED).is_file():  # finished
-        if minutes is not None and run_config(train_dir).train.minutes != minutes:
-            raise LatticeflowError(f"{run_dir}: its flow finished training ({train_dir / MODEL}); "
-                                   f"--train-minutes {minutes:g} cannot change it: give a new --out")
-        return load_flow(train_dir, cfg), f"trained in `{train_dir}`"
-    result = train(override(cfg, "train", {"minutes": "--train-minutes"}, minutes=minutes),
-                   out=train_dir, resume=(train_dir / "checkpoint.pt").is_file(), progress=progress)
-    return result.flow, f"trained in `{train_dir}` ({result.step} steps, stopped by {result.stopped})"

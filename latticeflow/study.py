@@ -18,22 +18,22 @@ effective configuration are written to ``DIR/config.toml`` and ``DIR/effective_c
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from . import ensemble, pipeline
 from .analysis.report import agreement, consistency, write_report
 from .config import Config, load_config
 from .errors import LatticeflowError
-from .files import RunLock, atomic_write_text, check_writable, new_run_dir
-from .training import METRICS, read_metrics
-from .training.run_files import CHECKPOINT, CONFIG, MODEL, run_config, write_configs
+from .files import RunLock, atomic_copy, atomic_write_text, check_input, check_writable, new_run_dir
+from .samplers import sampler_kind
+from .training import METRICS, load_flow, read_metrics
+from .training.run_files import CHECKPOINT, CONFIG, INTERRUPTED, MODEL, run_config, write_configs
 
-__all__ = ["prepare", "run", "resume_command", "FLOW_FILE", "HMC_FILE", "REPORT", "DEFAULT_N"]
+__all__ = ["prepare", "run", "trained_flow", "resume_command", "HMC_FILE", "REPORT", "DEFAULT_N"]
 
-FLOW_FILE, HMC_FILE, REPORT = "flow-mcmc.h5", "hmc.h5", "report.md"
+HMC_FILE, REPORT = "hmc.h5", "report.md"
 DEFAULT_N = 20000
-TITLES = {"flow-mcmc": "flow-MCMC", "flow-iid": "reweighted flow samples",
-          "mixed": "mixed HMC + flow kernel", "flow-hmc": "flow HMC"}
 
 
 def prepare(model, out=None, resume=None, train_minutes: float | None = None) -> tuple[Config, Path]:
@@ -120,7 +120,7 @@ def run(cfg: Config, run_dir: Path, n: int = DEFAULT_N, retrain: bool = False,
 
 def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model) -> dict:
     stage(f"1/4 flow for {cfg.name}")
-    flow, how = pipeline.trained_flow(cfg, run_dir, retrain, train_minutes, progress)
+    flow, how = trained_flow(cfg, run_dir, retrain, train_minutes, progress)
     f = cfg.flow
     n_params = sum(p.numel() for p in flow.parameters())
     info = {"flow": how, "architecture": f"{f.layers} {f.bijection} coupling layers, conditioner CNN "
@@ -147,7 +147,7 @@ def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model) -> 
                 f"-n {n} --out {run_dir / flow_file}",
                 f"latticeflow hmc {model} -n {n} --out {run_dir / HMC_FILE} --no-configs",
                 f"latticeflow compare {run_dir / flow_file} {run_dir / HMC_FILE} --out {run_dir}"]
-    report = write_report(run_dir / REPORT, title=f"{cfg.name}: {TITLES.get(kind, kind)} vs HMC", flow_label=kind,
+    report = write_report(run_dir / REPORT, title=f"{cfg.name}: {sampler_kind(kind).title} vs HMC", flow_label=kind,
                           theory=theory.params(), description=cfg.description, table=table,
                           figures=[f"{name}.png" for name in order], flow_info=info,
                           commands=commands, seed=cfg.sample.seed)
@@ -158,3 +158,31 @@ def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model) -> 
                                                        indent=2) + "\n")
     return {"run_dir": run_dir, "report": report, "comparison": table, "markdown": markdown,
             "figures": figures, "consistency": checks, "agreement": pair}
+
+
+def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: float | None = None,
+                 progress: bool = True) -> tuple[object, str]:
+    """The flow of a model: its shipped weights (copied to ``run_dir/model.pt`` once: a
+    resumed run keeps sampling the flow it started with), or a resumable training run in
+    ``run_dir/train``.  Returns ``(flow, how)``."""
+    shipped = cfg.path.with_suffix(".pt") if cfg.path else None
+    copy, train_dir = run_dir / MODEL, run_dir / "train"
+    asked = retrain or minutes is not None
+    if shipped and os.path.lexists(shipped) and not asked:  # there, but a FIFO, a loop, a directory
+        check_input(shipped, "weights file")
+    if not copy.is_file() and not asked and shipped and shipped.is_file() and not train_dir.exists():
+        atomic_copy(shipped, copy)
+    if copy.is_file():  # started from the shipped weights: its flow for good
+        if asked:
+            raise LatticeflowError(f"{run_dir} samples its copy of the shipped weights ({MODEL}); "
+                                   "--train/--train-minutes cannot change the flow of a run that "
+                                   "has started: give the training run a new --out")
+        return load_flow(copy, cfg), f"shipped weights `{shipped}` (the run's copy: `{MODEL}`)"
+    if (train_dir / MODEL).is_file() and not (train_dir / INTERRUPTED).is_file():  # finished
+        if minutes is not None and run_config(train_dir).train.minutes != minutes:
+            raise LatticeflowError(f"{run_dir}: its flow finished training ({train_dir / MODEL}); "
+                                   f"--train-minutes {minutes:g} cannot change it: give a new --out")
+        return load_flow(train_dir, cfg), f"trained in `{train_dir}`"
+    result = pipeline.train(pipeline.override(cfg, "train", {"minutes": "--train-minutes"}, minutes=minutes),
+                   out=train_dir, resume=(train_dir / "checkpoint.pt").is_file(), progress=progress)
+    return result.flow, f"trained in `{train_dir}` ({result.step} steps, stopped by {result.stopped})"

@@ -135,9 +135,18 @@ def test_files_written_by_latticeflow_0_1_drop_keys_of_other_bijections():
     assert cfg.flow.bins == 4 and not hasattr(cfg.flow, "components")
 
 
-def test_the_sample_samplers_are_the_ensemble_format_ones_but_hmc():
-    """``[sample] sampler`` and the file format name the same samplers (``hmc`` is its own
-    command), so every ensemble a config can ask for is one the format accepts."""
-    from latticeflow import config, ensemble
+def test_the_sample_samplers_are_the_registered_ones_but_hmc():
+    """``[sample] sampler`` accepts every registered kind that ``latticeflow sample`` makes
+    (``hmc`` is its own command's), and files written before the weighting was recorded
+    mean by each built-in name what its kind declares."""
+    from latticeflow import ensemble
+    from latticeflow.samplers import sampler_kind, sampler_names
 
-    assert set(config.SAMPLERS) == set(ensemble.SAMPLERS) - {"hmc"}
+    assert set(sampler_names()) == set(ensemble.LEGACY_SAMPLERS) - {"hmc"}
+    for name in sampler_names():
+        assert parse_config(U1 + f'[sample]\nsampler = "{name}"\n').sample.sampler == name
+    for name, legacy in ensemble.LEGACY_SAMPLERS.items():
+        weights = sampler_kind(name).weights
+        assert (weights.column, weights.reweighted) == (legacy.column, legacy.reweighted)
+    with pytest.raises(ConfigError, match="sample.sampler: must be one of 'flow-mcmc', 'flow-iid'"):
+        parse_config(U1 + '[sample]\nsampler = "hmc"\n')

@@ -141,13 +141,13 @@ def test_a_resumed_run_keeps_the_weights_it_started_with(tmp_path):
     cfg, run_dir = study.prepare(model, out=tmp_path / "run")
     flow = build_flow(cfg.theory.build(), cfg.flow)
     atomic_save(model_file(flow, cfg), tmp_path / "tiny.pt")
-    pipeline.trained_flow(cfg, run_dir)
+    study.trained_flow(cfg, run_dir)
     started = (run_dir / "model.pt").read_bytes()
     with torch.no_grad():
         next(flow.parameters()).add_(1.0)
     atomic_save(model_file(flow, cfg), tmp_path / "tiny.pt")
     cfg, again = study.prepare(model, resume=run_dir)
-    pipeline.trained_flow(cfg, again)
+    study.trained_flow(cfg, again)
     assert (run_dir / "model.pt").read_bytes() == started
 
 
@@ -166,21 +166,21 @@ def test_a_started_run_refuses_another_flow(tmp_path):
     model.write_text(MODEL)
     cfg, run_dir = study.prepare(model, out=tmp_path / "run")
     atomic_save(model_file(build_flow(cfg.theory.build(), cfg.flow), cfg), tmp_path / "tiny.pt")
-    pipeline.trained_flow(cfg, run_dir)
+    study.trained_flow(cfg, run_dir)
     for kw in ({"retrain": True}, {"minutes": 1.0}):
         with pytest.raises(LatticeflowError, match="cannot change the flow of a run that has started"):
-            pipeline.trained_flow(cfg, run_dir, **kw)
+            study.trained_flow(cfg, run_dir, **kw)
     (tmp_path / "tiny.pt").unlink()  # the shipped weights gone: the run keeps its copy, no training
-    assert "the run's copy" in pipeline.trained_flow(cfg, run_dir)[1]
+    assert "the run's copy" in study.trained_flow(cfg, run_dir)[1]
     assert not (run_dir / "train").exists()
 
     trained = tmp_path / "trained" / "train"  # a run whose flow finished training in 2 minutes
     trained.mkdir(parents=True)
     write_configs(trained, pipeline.override(cfg, "train", {"minutes": "--train-minutes"}, minutes=2.0))
     atomic_save(model_file(build_flow(cfg.theory.build(), cfg.flow), cfg), trained / "model.pt")
-    pipeline.trained_flow(cfg, trained.parent, minutes=2.0)  # the same command: its flow
+    study.trained_flow(cfg, trained.parent, minutes=2.0)  # the same command: its flow
     with pytest.raises(LatticeflowError, match="finished training"):
-        pipeline.trained_flow(cfg, trained.parent, minutes=5.0)
+        study.trained_flow(cfg, trained.parent, minutes=5.0)
 
     for name in ("model.pt", "flow-mcmc.h5"):
         foreign = tmp_path / f"foreign-{name}"
@@ -210,9 +210,9 @@ def test_a_run_interrupted_in_training_resumes_the_training(tmp_path, monkeypatc
         return action(self, x)
     monkeypatch.setattr(Phi4, "action", interrupt_at_call_11)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.trained_flow(cfg, run_dir, progress=False)
+        study.trained_flow(cfg, run_dir, progress=False)
     assert (run_dir / "train" / "model.pt").is_file()
     monkeypatch.setattr(Phi4, "action", action)
-    flow, how = pipeline.trained_flow(cfg, run_dir, progress=False)
+    flow, how = study.trained_flow(cfg, run_dir, progress=False)
     assert "(40 steps, stopped by steps)" in how
-    assert "trained in" in pipeline.trained_flow(cfg, run_dir, progress=False)[1]  # finished: loaded
+    assert "trained in" in study.trained_flow(cfg, run_dir, progress=False)[1]  # finished: loaded

@@ -61,7 +61,7 @@ def plot_observable(name: str, ensembles, labels, path, exact: float | None = No
         values = data.ravel()
         bins = histogram_bins(values)
         weights = None
-        if ens.sampler == "flow-iid":
+        if ens.reweighted:
             lw = ens.log_weight.ravel()
             weights = np.exp(lw - lw.max())
         ax_dist.hist(values, bins=bins, weights=weights, density=True, histtype="step",

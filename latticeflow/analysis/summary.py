@@ -51,7 +51,7 @@ def observable_results(ens, derived: dict | None = None) -> dict[str, GammaResul
     """Γ-method result for every stored observable, and for the theory's ``derived``
     observables (``Theory.derived_observables()``); None where the data are too short."""
     obs = ens.observables
-    iid = ens.sampler == "flow-iid"
+    iid = ens.reweighted
     log_w = _replicas(ens.log_weight) if iid else None
     out: dict[str, GammaResult | None] = {}
     for name, values in obs.items():
@@ -82,7 +82,7 @@ def acceptance_and_ess(ens) -> tuple[float | None, float | None]:
     accepted = ens.accepted if accepted is None else accepted
     acceptance = float(np.mean(accepted)) if accepted is not None and accepted.size else None
     proposals = ens.mcmc.get("proposal_log_weight")
-    if proposals is None and ens.sampler == "flow-iid":
+    if proposals is None and ens.reweighted:
         proposals = ens.log_weight
     ess_value = float(ess(proposals)) if proposals is not None and proposals.size else None
     return acceptance, ess_value

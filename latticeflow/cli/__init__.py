@@ -13,6 +13,7 @@ import sys
 from .. import __version__
 from ..errors import LatticeflowError
 from ..interrupts import stop_on_signals
+from ..samplers import sampler_names
 from .commands import cmd_analyze, cmd_compare, cmd_exact, cmd_hmc, cmd_sample, cmd_train
 from .run import cmd_run
 
@@ -75,14 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     _device_argument(p, "[train] device")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="exact ensemble from a trained flow (Metropolis or i.i.d.)")
-    p.add_argument("source", help="training run directory, or model TOML with weights beside it")
+    p = sub.add_parser("sample", help="exact ensemble with any registered sampler (a flow's, or a classical one)")
+    p.add_argument("source", help="training run directory, or model TOML (with weights beside it for a flow sampler)")
     _ensemble_arguments(p, "sample", "HDF5 file (default: in the run directory, or "
                                      "runs/<name>-<sampler>.h5); an existing one is resumed")
     p.add_argument("--iid", action="store_true",
                    help="raw flow samples with log weights (for reweighting): --sampler flow-iid")
     p.add_argument("--sampler", metavar="KIND",
-                   help="flow-mcmc, flow-iid, mixed or flow-hmc (overrides [sample] sampler)")
+                   help=f"{', '.join(sampler_names())} (overrides [sample] sampler; the classical "
+                        "ones need no flow)")
     p.add_argument("--start", metavar="ENSEMBLE",
                    help="start a new file's chains from the last configurations of this ensemble "
                         "(e.g. an HMC run; overrides [sample] start)")

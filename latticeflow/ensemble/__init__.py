@@ -8,10 +8,13 @@ configurations.
 
 Root attributes
     ``format`` = ``"latticeflow-ensemble"``, ``version`` = 1, ``theory`` (JSON of
-    ``Theory.params()``), ``sampler`` (``hmc`` | ``flow-mcmc`` | ``flow-iid``), ``config``
-    (the TOML text), ``seed``, ``created`` (ISO 8601, UTC), ``latticeflow_version``,
-    ``n_chains``, ``n_rows`` (rows COMMITTED — the source of truth), ``generation_seconds``
-    (cumulative wall time) and ``extra`` (JSON: sampler settings such as a tuned step size).
+    ``Theory.params()``), ``sampler`` (a registered name: ``hmc``, ``flow-mcmc``,
+    ``flow-iid``, ``mixed``, ``flow-hmc``, …), ``weight_column`` and ``reweighted`` (how the
+    rows are weighted, :class:`~.format.Weighting`; files written before they were recorded
+    take them from their sampler's name), ``config`` (the TOML text), ``seed``, ``created``
+    (ISO 8601, UTC), ``latticeflow_version``, ``n_chains``, ``n_rows`` (rows COMMITTED — the
+    source of truth), ``generation_seconds`` (cumulative wall time) and ``extra`` (JSON:
+    sampler settings such as a tuned step size).
 Datasets (resizable along axis 0, chunked along axis 0)
     ``observables/<name>``   float64 ``(n_rows, C)``
     ``mcmc/accepted``        bool    ``(n_rows, C)``
@@ -44,10 +47,10 @@ Example:
 
 from ..errors import EnsembleError
 from ..interrupts import deferred_signals
-from .format import FORMAT, SAMPLERS, VERSION, rows_needed
+from .format import FORMAT, LEGACY_SAMPLERS, VERSION, Weighting, rows_needed
 from .reader import Ensemble, LazyConfigs, open
 from .writer import EnsembleWriter, create, holds_no_rows, open_for_append, read_resume_state
 
-__all__ = ["EnsembleError", "FORMAT", "VERSION", "SAMPLERS", "create", "open_for_append", "read_resume_state",
+__all__ = ["EnsembleError", "FORMAT", "VERSION", "LEGACY_SAMPLERS", "Weighting", "create", "open_for_append", "read_resume_state",
            "holds_no_rows", "open", "rows_needed",
            "deferred_signals", "EnsembleWriter", "Ensemble", "LazyConfigs"]

@@ -5,6 +5,7 @@ writer applies.  The layout is documented in :mod:`latticeflow.ensemble` and ``d
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -12,13 +13,37 @@ import numpy as np
 
 from ..errors import EnsembleError
 
-__all__ = ["FORMAT", "VERSION", "SAMPLERS", "rows_needed"]
+__all__ = ["FORMAT", "VERSION", "LEGACY_SAMPLERS", "Weighting", "rows_needed", "weighting"]
 
 FORMAT = "latticeflow-ensemble"
 VERSION = 1
-SAMPLERS = ("hmc", "flow-mcmc", "flow-iid", "mixed", "flow-hmc")
-WEIGHT_COLUMN = {"hmc": "delta_h", "flow-mcmc": "log_weight", "flow-iid": "log_weight",
-                 "mixed": "log_weight", "flow-hmc": "delta_h"}
+
+
+@dataclass(frozen=True)
+class Weighting:
+    """How a file's rows are weighted: its weight column under ``mcmc/`` (``log_weight``:
+    log w = −S − log q of each row; ``delta_h``: the ΔH of each Metropolis test), and whether
+    its averages are reweighted (⟨O⟩ = Σ w O / Σ w) rather than plain chain averages.
+    Every file records both (root attributes ``weight_column``, ``reweighted``), so readers
+    never ask which sampler wrote it."""
+
+    column: str
+    reweighted: bool = False
+    proposals: bool = False  #: legacy samplers: whether it may store ``proposal_log_weight``
+
+
+#: the samplers of files written before the weighting was recorded: what their names meant
+LEGACY_SAMPLERS = {"hmc": Weighting("delta_h"), "flow-mcmc": Weighting("log_weight", proposals=True),
+                   "flow-iid": Weighting("log_weight", reweighted=True),
+                   "mixed": Weighting("log_weight", proposals=True), "flow-hmc": Weighting("delta_h")}
+
+
+def weighting(attrs, sampler: str) -> Weighting | None:
+    """The :class:`Weighting` a file records, else the one its (legacy) sampler name implies;
+    None for an unknown sampler that records none."""
+    if "weight_column" in attrs:
+        return Weighting(str(attrs["weight_column"]), bool(attrs.get("reweighted", False)))
+    return LEGACY_SAMPLERS.get(sampler)
 FIELD_DTYPES = ("float32", "float64", "complex64", "complex128")
 ATTRS = ("theory", "sampler", "config", "seed", "created", "latticeflow_version", "n_chains",
           "n_rows", "generation_seconds")
@@ -141,8 +166,17 @@ def check_file(f: h5py.File, path: Path) -> None:
         raise EnsembleError(f"{path} is corrupt: attribute theory lacks a name or shape")
     json_attr(f, "extra", path, default={})
     sampler = attr(f, "sampler", str, path)
-    if sampler not in SAMPLERS:
-        raise EnsembleError(f"{path} is corrupt: unknown sampler {sampler!r}")
+    if "weight_column" in f.attrs:
+        attr(f, "weight_column", str, path)
+        if not isinstance(f.attrs.get("reweighted"), (bool, np.bool_)):
+            raise EnsembleError(f"{path} is corrupt: attribute reweighted is not a boolean")
+    weights = weighting(f.attrs, sampler)
+    legacy = LEGACY_SAMPLERS.get(sampler)
+    if weights is None or not sampler:
+        raise EnsembleError(f"{path} is corrupt: unknown sampler {sampler!r} and no weight_column")
+    if legacy is not None and (weights.column, weights.reweighted) != (legacy.column, legacy.reweighted):
+        raise EnsembleError(f"{path} is corrupt: a {sampler} ensemble weighted by {weights.column}"
+                            f"{' (reweighted)' if weights.reweighted else ''}")
     for name in ("config", "created", "latticeflow_version"):
         attr(f, name, str, path)
     attr(f, "seed", int, path)
@@ -154,10 +188,10 @@ def check_file(f: h5py.File, path: Path) -> None:
     datasets = row_datasets(f)
     if not any(k.startswith("observables/") for k in datasets):
         raise EnsembleError(f"{path} is corrupt: it holds no observables")
-    for column in ("accepted", WEIGHT_COLUMN[sampler]):
+    for column in ("accepted", weights.column):
         if f"mcmc/{column}" not in datasets:
             raise EnsembleError(f"{path} is corrupt: mcmc/{column} is missing")
-    if "mcmc/proposal_log_weight" in datasets and sampler not in ("flow-mcmc", "mixed"):
+    if "mcmc/proposal_log_weight" in datasets and legacy is not None and not legacy.proposals:
         raise EnsembleError(f"{path} is corrupt: its mcmc columns do not belong to a {sampler} ensemble")
     for name, ds in datasets.items():
         kind = ds.dtype.kind

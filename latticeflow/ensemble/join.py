@@ -141,6 +141,9 @@ def join(path, parts, config_text: str, seed: int) -> dict:
                 a = out.attrs
                 a["format"], a["version"] = FORMAT, VERSION
                 a["theory"], a["sampler"] = first.attrs["theory"], first.attrs["sampler"]
+                for key in ("weight_column", "reweighted"):  # parts written before they were recorded have neither
+                    if key in first.attrs:
+                        a[key] = first.attrs[key]
                 a["config"], a["seed"] = config_text, int(seed)
                 a["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
                 a["latticeflow_version"] = __version__

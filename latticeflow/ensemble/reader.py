@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .format import H5Handle, open_h5
+from .format import H5Handle, open_h5, weighting
 from .join import check_parts
 
 __all__ = ["open", "Ensemble", "LazyConfigs"]
@@ -46,6 +46,14 @@ class Ensemble(H5Handle):
         self.n_chains, self.n_rows = int(a["n_chains"]), int(a["n_rows"])
         self.generation_seconds = float(a["generation_seconds"])
         self.extra: dict = json.loads(a.get("extra", "{}"))
+        #: how the rows are weighted (:class:`~latticeflow.ensemble.format.Weighting`)
+        self.weights = weighting(a, self.sampler)
+
+    @property
+    def reweighted(self) -> bool:
+        """Whether averages are reweighted, ⟨O⟩ = Σ w O / Σ w with w = exp(log_weight)
+        (i.i.d. flow samples), rather than plain chain averages."""
+        return self.weights.reweighted
 
     @property
     def n(self) -> int:

@@ -20,7 +20,7 @@ from ..errors import EnsembleError
 from ..files import write_failed
 from ..interrupts import deferred_signals
 from .join import joined_parts
-from .format import (FORMAT, SAMPLERS, VERSION, ROW_CHUNK_BYTES, WEIGHT_COLUMN, check_column,
+from .format import (FORMAT, LEGACY_SAMPLERS, VERSION, ROW_CHUNK_BYTES, Weighting, check_column,
                      attr, committed_slot, describe_theory, numpy_field_dtype, H5Handle, json_attr, normalise_theory, open_h5,
                      row_datasets)
 
@@ -29,23 +29,27 @@ __all__ = ["create", "open_for_append", "read_resume_state", "holds_no_rows", "E
 
 def create(path, *, theory: dict, sampler: str, config_text: str, seed: int, n_chains: int,
            observables: list[str], mcmc: list[str], field_shape: tuple | None,
-           field_dtype=None, extra: dict | None = None) -> "EnsembleWriter":
+           field_dtype=None, extra: dict | None = None,
+           weights: Weighting | None = None) -> "EnsembleWriter":
     """Create a new ensemble file (never overwrites: an existing path is an EnsembleError).
 
     The file is built under a hidden temporary name and renamed into place once its layout
     is on disk, so a run killed during creation leaves either no file or a complete empty
     ensemble, which the same command resumes.
 
-    ``mcmc`` must include ``accepted`` and the sampler's weight column (``delta_h`` for
-    HMC, ``log_weight`` for flows).  ``field_shape=None`` switches configurations off.
-    ``field_dtype`` is a numpy or torch dtype (default float64).
+    ``weights``: the sampler's :class:`~latticeflow.ensemble.format.Weighting` (its weight
+    column and whether it is reweighted), recorded in the file; default: what a built-in
+    sampler's name implies.  ``mcmc`` must include ``accepted`` and the weight column.
+    ``field_shape=None`` switches configurations off.  ``field_dtype`` is a numpy or torch
+    dtype (default float64).
     """
     path = Path(path)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)} (got {sampler!r})")
+    weights = weights or LEGACY_SAMPLERS.get(sampler)
+    if not sampler or weights is None:
+        raise ValueError(f"sampler {sampler!r} is not a built-in one: give its weights (Weighting)")
     if n_chains < 1:
         raise ValueError(f"n_chains must be >= 1 (got {n_chains})")
-    required = ("accepted", WEIGHT_COLUMN[sampler])
+    required = ("accepted", weights.column)
     missing = [c for c in required if c not in mcmc]
     if missing:
         raise ValueError(f"mcmc columns for sampler {sampler!r} must include {', '.join(missing)}")
@@ -69,6 +73,7 @@ def create(path, *, theory: dict, sampler: str, config_text: str, seed: int, n_c
         a["latticeflow_version"] = __version__
         a["n_chains"], a["n_rows"], a["generation_seconds"] = int(n_chains), 0, 0.0
         a["extra"] = json.dumps(extra or {})
+        a["weight_column"], a["reweighted"] = weights.column, bool(weights.reweighted)
         chunk_rows = max(1, ROW_CHUNK_BYTES // (8 * n_chains))
         for group, names in (("observables", observables), ("mcmc", mcmc)):
             g = f.create_group(group)

@@ -2,7 +2,7 @@
 
 A *chain sampler* is any object with
 
-    sampler: str                          # a name of ensemble.SAMPLERS, e.g. "hmc", "mixed"
+    sampler: str                          # its registered name (latticeflow.samplers), e.g. "mixed"
     n_chains: int
     mcmc_columns: list[str]               # e.g. ["accepted", "delta_h"]
     start(state: dict | None) -> None     # None: fresh start (thermalise); else restore
@@ -63,18 +63,20 @@ def restore_generator(gen, state: np.ndarray) -> None:
 
 def run_ensemble(sampler, *, theory, path, n: int, config_text: str, seed: int,
                  block: int = 100, store_configs: bool = True, progress: bool = True,
-                 desc: str | None = None, keep: dict | None = None) -> dict:
+                 desc: str | None = None, keep: dict | None = None, weights=None) -> dict:
     """Generate (or continue) ``path`` until it holds ``n`` configurations.
 
     ``keep``: ``{name: value}`` (JSON values) of the settings a resume must not change; a
     file recorded with other values is refused naming the first that differs.
+    ``weights``: the sampler's :class:`~latticeflow.ensemble.Weighting`, recorded in a new
+    file (default: what a built-in sampler's name implies).
 
     Returns ``{"path", "sampler", "n", "rows_added", "seconds", "resumed"}``.
     """
     path = Path(path)
     with RunLock(path.with_name(f".{path.name}.lock"), str(path)):
         return _run(sampler, theory, path, n, config_text, seed, block, store_configs, progress, desc,
-                    json.loads(json.dumps(keep or {})))
+                    json.loads(json.dumps(keep or {})), weights)
 
 
 def _check_kept(path: Path, keep: dict) -> None:
@@ -106,7 +108,8 @@ def _check_state(state: dict, path: Path, chains: int, field_shape) -> None:
                                 "as it is")
 
 
-def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs, progress, desc, keep):
+def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs, progress, desc, keep,
+         weights):
     params = theory.params()
     if ensemble.holds_no_rows(path):
         # stopped or failed before its first block: no data to keep, and continuing it would
@@ -134,7 +137,7 @@ def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs
             mcmc=sampler.mcmc_columns,
             field_shape=theory.field_shape if store_configs else None,
             field_dtype=theory.field_dtype,
-            extra=sampler.extra() | ({KEPT: keep} if keep else {}))
+            extra=sampler.extra() | ({KEPT: keep} if keep else {}), weights=weights)
     target = ensemble.rows_needed(n, sampler.n_chains)
     chains = sampler.n_chains
     added, total_seconds = 0, 0.0

@@ -342,7 +342,7 @@ class Trainer:
             self.generator.set_state(generator_state)
         self.save_checkpoint(gather=False)
         self._finish()
-        if self.group.is_main:  # model.pt is a snapshot, not the trained flow (pipeline.trained_flow)
+        if self.group.is_main:  # model.pt is a snapshot, not the trained flow (study.trained_flow)
             atomic_write_text(self.run_dir / INTERRUPTED, json.dumps({"step": self.step}) + "\n")
 
     def _log(self, record: dict) -> None:  # appended line by line: a kill loses at most the last

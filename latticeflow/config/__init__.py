@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import sys
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,136 +32,19 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .errors import ConfigError, LatticeflowError
-from .files import read_text
-from .flows.registry import FlowConfig, architecture
-from .schema import (Check, at_least, between, check_value, convert, key, nonnegative, one_of, open_unit, positive,
+from ..errors import ConfigError, LatticeflowError
+from ..files import read_text
+from ..flows.registry import FlowConfig, architecture
+from ..schema import (Check, at_least, between, check_value, convert, key, nonnegative, one_of, open_unit, positive,
                      render_table, render_value, seed_range, table_fields, validate)
-from .theories import THEORIES, coupling_names, theory_class
-from .theories.schwinger import ACTION_TOLERANCE, FERMION_METHODS, FORCE_TOLERANCE
-from .devices import DEVICE_CHECK, DEVICE_DOC
+from ..theories import theory_class
+from ..theories.schwinger import ACTION_TOLERANCE, FERMION_METHODS, FORCE_TOLERANCE
+from ..devices import DEVICE_CHECK, DEVICE_DOC
+from ..samplers.registry import sampler_kind, sampler_names
+from .theory import TheoryConfig, _idle_anneal_key, _theory, anneal_problem
 
 __all__ = ["Config", "TheoryConfig", "FlowConfig", "TrainConfig", "HMCConfig", "SampleConfig",
-           "load_config", "parse_config", "reference_markdown", "anneal_problem"]
-
-
-# --- [theory] -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Geometry:
-    """The ``[theory]`` keys every theory has."""
-
-    name: str = key(doc="the theory: " + ", ".join(f"`{n!r}`" for n in THEORIES))
-    L: int | None = key(None, "extent in every direction (give `L` or `shape`)", at_least(2))
-    shape: tuple[int, ...] | None = key(None, "explicit extents, e.g. `[8, 16]`")
-    dim: int | None = key(None, "number of dimensions with `L` (default 2)", at_least(1))
-
-
-@dataclass(frozen=True)
-class TheoryConfig:
-    """``[theory]``: which theory, on which lattice, at which couplings.
-
-    The couplings read as attributes: ``cfg.theory.beta``.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    coupling_values: tuple[tuple[str, Any], ...] = ()
-
-    @property
-    def dim(self) -> int:
-        return len(self.shape)
-
-    def couplings(self) -> dict[str, Any]:
-        return dict(self.coupling_values)
-
-    def __getattr__(self, name):
-        for k, v in self.__dict__.get("coupling_values", ()):
-            if k == name:
-                return v
-        raise AttributeError(f"the {self.__dict__.get('name')} theory has no coupling {name!r}")
-
-    def build(self):
-        """The :class:`latticeflow.theories.Theory` this table describes."""
-        return theory_class(self.name)(self.shape, **self.couplings())
-
-    def toml_lines(self) -> list[str]:
-        if len(set(self.shape)) == 1:
-            geometry = {"L": self.shape[0], "dim": self.dim}
-        else:
-            geometry = {"shape": self.shape}
-        return render_table({"name": self.name, **geometry, **self.couplings()})
-
-
-def _theory(table, legacy: bool = False) -> TheoryConfig:
-    """``legacy`` (a file latticeflow wrote): couplings it accepted then are not refused now."""
-    if not isinstance(table, dict):
-        raise ConfigError("theory: must be a table")
-    if "name" not in table:
-        raise ConfigError("theory.name: required key is missing")
-    name = check_value("theory.name", convert("theory.name", table["name"], str), one_of(*THEORIES))
-    cls = theory_class(name)
-    mine = coupling_names(cls)
-    for k in table:
-        if k not in mine and any(k in coupling_names(c) for c in THEORIES.values()):
-            raise ConfigError(f"theory.{k}: not a parameter of the {name} theory")
-    g = validate("theory", table, _Geometry, ignore=tuple(mine))
-    couplings = validate("theory", {k: table[k] for k in mine if k in table}, cls.couplings)
-    if g["shape"] is not None:
-        if g["L"] is not None:
-            raise ConfigError("theory.shape: give either L or shape, not both")
-        if not g["shape"] or any(n < 2 for n in g["shape"]):
-            raise ConfigError(f"theory.shape: must be a list of integers >= 2 (got {list(g['shape'])!r})")
-        shape = g["shape"]
-        if g["dim"] is not None and g["dim"] != len(shape):
-            raise ConfigError(f"theory.dim: {g['dim']} does not match shape {list(shape)}")
-    else:
-        if g["L"] is None:
-            raise ConfigError("theory.L: required key is missing (or give shape)")
-        shape = (g["L"],) * (g["dim"] or 2)
-    problem = cls.geometry_problem(tuple(shape)) or (None if legacy else cls.couplings_problem(couplings))
-    if problem:
-        raise ConfigError(f"theory.{problem[0]}: {problem[1]}")
-    return TheoryConfig(name, tuple(shape), tuple(couplings.items()))
-
-
-def anneal_problem(theory: TheoryConfig, tc: "TrainConfig", steps: int | None = None) -> tuple[str, str] | None:
-    """Why ``[train] anneal_from`` cannot schedule this theory's training: ``(key, reason)``
-    naming the ``[train]`` key, or None (also without a schedule).  ``steps``: the length of
-    the training about to start (``train.steps`` or ``--steps``), which must hold the whole
-    schedule; None skips that check (a model file's ``steps`` may be overridden)."""
-    cls = theory_class(theory.name)
-    names = coupling_names(cls)
-    if tc.anneal_from is None and tc.anneal_coupling in (TrainConfig.anneal_coupling, *names):
-        return None
-    if tc.anneal_coupling not in names:
-        return "anneal_coupling", (f"the {theory.name} theory has no coupling {tc.anneal_coupling!r} "
-                                   f"(it has {', '.join(names)})")
-    start = {**theory.couplings(), tc.anneal_coupling: tc.anneal_from}
-    try:
-        start = validate("theory", start, cls.couplings)
-    except ConfigError as exc:
-        return "anneal_from", str(exc)
-    problem = cls.couplings_problem(start)
-    if problem:
-        return "anneal_from", f"at the start of the schedule, {problem[1]}"
-    if tc.anneal_steps == 0:
-        return "anneal_steps", "must be >= 1 with anneal_from (0 steps would drop the schedule)"
-    if steps is not None and tc.anneal_steps > steps:
-        return "anneal_steps", (f"{tc.anneal_steps} is more than the {steps} steps of this training "
-                                f"(train.steps or --steps): it would end before {tc.anneal_coupling} "
-                                "reaches the model's value")
-    return None
-
-
-def _idle_anneal_key(table: dict, tc: "TrainConfig") -> tuple[str, str] | None:
-    """A schedule key given without ``anneal_from``, where it would do nothing (a value equal
-    to the default is what latticeflow's own effective configurations write)."""
-    if tc.anneal_from is not None:
-        return None
-    for name in ("anneal_coupling", "anneal_steps"):
-        if name in table and getattr(tc, name) != getattr(TrainConfig, name):
-            return name, "has no effect without train.anneal_from (give the schedule's start, or remove it)"
-    return None
+           "load_config", "parse_config", "reference_markdown", "anneal_problem", "with_options"]
 
 
 # --- [flow] -------------------------------------------------------------------------------
@@ -183,8 +67,20 @@ def _flow(table, theory: TheoryConfig, legacy: bool) -> FlowConfig:
 
 
 # --- [train], [hmc], [sample] ---------------------------------------------------------------
-#: the flow samplers of ``[sample] sampler`` (``hmc`` is the ``latticeflow hmc`` baseline)
-SAMPLERS = ("flow-mcmc", "flow-iid", "mixed", "flow-hmc")
+class _Registered:
+    """The check of ``[sample] sampler``: a name the sampler registry knows when it is read
+    (``hmc`` is the ``latticeflow hmc`` baseline's)."""
+
+    def fn(self, value) -> bool:
+        return value in sampler_names()
+
+    @property
+    def doc(self) -> str:
+        return "one of " + ", ".join(map(repr, sampler_names()))
+
+    def problem(self, value) -> str | None:
+        return None if self.fn(value) else f"must be {self.doc}"
+
 
 #: more molecular-dynamics steps than this per trajectory is always a mistake (and a hang)
 md_steps = between(1, 100_000)
@@ -271,7 +167,7 @@ class SampleConfig:
                                      "draws with log weights), `mixed` (HMC trajectories, then flow "
                                      "proposals), or `flow-hmc` (HMC in the flow's latent space); the "
                                      "last two integrate with the `[hmc]` integrator settings",
-                       one_of(*SAMPLERS))
+                       _Registered())
     hmc_per_step: int = key(1, "`mixed`: HMC trajectories per step", per_step)
     flow_per_step: int = key(1, "`mixed`: flow independence proposals per step", per_step)
     thermalization: int = key(100, "`mixed`, `flow-hmc`: trajectories from a flow (prior) sample "
@@ -294,6 +190,40 @@ class SampleConfig:
                      one_of("float32", "float64"))
     device: str = key("cpu", DEVICE_DOC + " (`mixed` and `flow-hmc` run their HMC there too)",
                       DEVICE_CHECK)
+    #: the chosen sampler's own keys (its registered ``options``), read as attributes
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __getattr__(self, name):
+        for k, v in self.__dict__.get("options", ()):
+            if k == name:
+                return v
+        raise AttributeError(f"[sample] has no key {name!r} for the {self.__dict__.get('sampler')} sampler")
+
+
+def _sample(table, legacy: bool = False) -> SampleConfig:
+    """``[sample]``: the keys every sampler has, then the chosen sampler's own (validated
+    against its registered options, like a flow architecture's keys)."""
+    if not isinstance(table, dict):
+        raise ConfigError("sample: must be a table")
+    common = [f.name for f in table_fields(SampleConfig)]
+    values = validate("sample", table, SampleConfig, ignore=tuple(k for k in table if k not in common))
+    return with_options(SampleConfig(**values), {k: v for k, v in table.items() if k not in common}, legacy)
+
+
+def with_options(sample: SampleConfig, own: dict, legacy: bool = False) -> SampleConfig:
+    """``sample`` with its sampler's options taken from ``own`` (defaults filled in); keys of
+    no option of that sampler are refused, or dropped for files latticeflow wrote itself
+    (``legacy``) and for a sampler chosen on the command line (``--sampler``)."""
+    kind = sampler_kind(sample.sampler)
+    names = [f.name for f in table_fields(kind.options)]
+    if legacy:
+        own = {k: v for k, v in own.items() if k in names}
+    for k in own:
+        if k not in names:
+            mine = f"its own keys: {', '.join(names)}" if names else "it has no keys of its own"
+            raise ConfigError(f"sample.{k}: unknown key for the {kind.name} sampler ({mine})")
+    options = validate("sample", own, kind.options)
+    return dataclasses.replace(sample, options=tuple(options.items()))
 
 
 _SECTIONS = {"train": TrainConfig, "hmc": HMCConfig, "sample": SampleConfig}
@@ -331,6 +261,7 @@ class Config:
         for name in _SECTIONS:
             section = getattr(self, name)
             values = {f.name: getattr(section, f.name) for f in table_fields(type(section))}
+            values |= dict(getattr(section, "options", ()))
             if section is self.hmc and not theory_class(self.theory.name).has_fermions:
                 values = {k: v for k, v in values.items() if k not in FERMION_KEYS}
             lines += ["", f"[{name}]"] + render_table(values)
@@ -358,7 +289,8 @@ def parse_config(text: str, path: Path | None = None, legacy: bool = False) -> C
             raise ConfigError("theory: the [theory] table is required")
         theory = _theory(data["theory"], legacy)
         flow = _flow(data["flow"], theory, legacy) if "flow" in data else None
-        sections = {k: cls(**validate(k, data.get(k, {}), cls)) for k, cls in _SECTIONS.items()}
+        sections = {k: cls(**validate(k, data.get(k, {}), cls)) for k, cls in _SECTIONS.items() if k != "sample"}
+        sections["sample"] = _sample(data.get("sample", {}), legacy)
         problem = None if legacy else (anneal_problem(theory, sections["train"])
                                        or _idle_anneal_key(data.get("train", {}), sections["train"]))
         if problem:
@@ -387,10 +319,7 @@ def load_config(path: str | Path, legacy: bool = False) -> Config:
 
 def reference_markdown() -> str:
     """``docs/config.md``, generated from the key declarations."""
-    from .config_doc import reference
+    from ..config_doc import reference
 
     return reference()
 
-
-if __name__ == "__main__":  # python -m latticeflow.config > docs/config.md
-    print(reference_markdown(), end="")

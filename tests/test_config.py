@@ -142,7 +142,7 @@ def test_the_sample_samplers_are_the_registered_ones_but_hmc():
     from latticeflow import ensemble
     from latticeflow.samplers import sampler_kind, sampler_names
 
-    assert set(sampler_names()) == set(ensemble.LEGACY_SAMPLERS) - {"hmc"}
+    assert set(sampler_names()) >= set(ensemble.LEGACY_SAMPLERS) - {"hmc"} and "hmc" not in sampler_names()
     for name in sampler_names():
         assert parse_config(U1 + f'[sample]\nsampler = "{name}"\n').sample.sampler == name
     for name, legacy in ensemble.LEGACY_SAMPLERS.items():

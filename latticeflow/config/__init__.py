@@ -163,10 +163,11 @@ FERMION_KEYS = ("fermions", "cg_tolerance", "cg_action_tolerance", "cg_max_itera
 class SampleConfig:
     """``[sample]``: exact sampling with the flow (docs/design.md §7 names the samplers)."""
 
-    sampler: str = key("flow-mcmc", "`flow-mcmc` (Metropolis independence), `flow-iid` (i.i.d. "
-                                     "draws with log weights), `mixed` (HMC trajectories, then flow "
-                                     "proposals), or `flow-hmc` (HMC in the flow's latent space); the "
-                                     "last two integrate with the `[hmc]` integrator settings",
+    sampler: str = key("flow-mcmc", "a registered sampler: `flow-mcmc` (Metropolis independence), "
+                                     "`flow-iid` (i.i.d. draws with log weights), `mixed` (HMC "
+                                     "trajectories, then flow proposals), `flow-hmc` (HMC in the flow's "
+                                     "latent space; these two integrate with the `[hmc]` integrator "
+                                     "settings), or `direct` (exact i.i.d. draws, pure 2D U(1); no flow)",
                        _Registered())
     hmc_per_step: int = key(1, "`mixed`: HMC trajectories per step", per_step)
     flow_per_step: int = key(1, "`mixed`: flow independence proposals per step", per_step)

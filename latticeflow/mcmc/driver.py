@@ -69,14 +69,15 @@ def run_ensemble(sampler, *, theory, path, n: int, config_text: str, seed: int,
     ``keep``: ``{name: value}`` (JSON values) of the settings a resume must not change; a
     file recorded with other values is refused naming the first that differs.
     ``weights``: the sampler's :class:`~latticeflow.ensemble.Weighting`, recorded in a new
-    file (default: what a built-in sampler's name implies).
+    file (default: the sampler's ``weights`` attribute, else what a built-in sampler's name
+    implies).
 
     Returns ``{"path", "sampler", "n", "rows_added", "seconds", "resumed"}``.
     """
     path = Path(path)
     with RunLock(path.with_name(f".{path.name}.lock"), str(path)):
         return _run(sampler, theory, path, n, config_text, seed, block, store_configs, progress, desc,
-                    json.loads(json.dumps(keep or {})), weights)
+                    json.loads(json.dumps(keep or {})), weights or getattr(sampler, "weights", None))
 
 
 def _check_kept(path: Path, keep: dict) -> None:

@@ -195,6 +195,15 @@ class Theory:
         """Exact distributions ``{observable: {value: probability}}`` (may be empty)."""
         return {}
 
+    def exact_sampling_problem(self) -> str | None:
+        """Why :meth:`draw_exact` cannot sample this theory, or None where it can."""
+        return f"no exact (direct) sampler is known for the {self.name} theory"
+
+    def draw_exact(self, n: int, rng):
+        """``n`` independent exact configurations and the proposals each took ``(n,)``,
+        where the theory is directly samplable (``rng``: a numpy Generator)."""
+        raise NotImplementedError(self.exact_sampling_problem())
+
     def params(self) -> dict[str, Any]:
         """The physics as a JSON-able dict: ``name``, ``shape`` and couplings."""
         return {"name": self.name, "shape": list(self.shape),

@@ -182,6 +182,23 @@ class U1(Theory):
 
         return {"topological_charge": exact.u1_charge_distribution(self.beta, self.volume)}
 
+    def exact_sampling_problem(self):
+        if self.dim != 2 or self.has_fermions:
+            return (f"exact (direct) sampling is known for pure 2D U(1) only, not for the {self.name} "
+                    f"theory in {self.dim}D" + (" with fermions" if self.has_fermions else ""))
+        return None
+
+    def draw_exact(self, n, rng):
+        """``n`` exact, independent 2D configurations (:mod:`~latticeflow.theories.u1_direct`),
+        ``(n, 2, L_0, L_1)`` float64, and the proposals each took."""
+        problem = self.exact_sampling_problem()
+        if problem:
+            raise NotImplementedError(problem)
+        from .u1_direct import draw_links
+
+        links, tries = draw_links(self.shape, self.beta, n, rng)
+        return torch.from_numpy(links), tries
+
     def random_field(self, batch, generator=None):
         shape = (batch, *self.field_shape)
         return 2 * math.pi * torch.rand(shape, dtype=torch.float64, generator=generator)

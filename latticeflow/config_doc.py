@@ -12,6 +12,7 @@ import re
 from .config import HMCConfig, SampleConfig, TrainConfig
 from .config.theory import _Geometry
 from .flows.registry import ARCHITECTURES, FlowConfig
+from .samplers import sampler_kind, sampler_names
 from .schema import markdown_table
 from .theories import THEORIES
 
@@ -87,5 +88,16 @@ def reference() -> str:
     for section, cls in (("train", TrainConfig), ("hmc", HMCConfig), ("sample", SampleConfig)):
         out += [f"## `[{section}]`", "", f"{_doc(cls)[:1].upper()}{_doc(cls)[1:]} (`latticeflow/config/__init__.py`)", ""]
         out += markdown_table(cls) + [""]
+        if cls is HMCConfig:
+            for name, theory in THEORIES.items():
+                if len(markdown_table(theory.md_options)) > 2:
+                    module = theory.__module__.replace(".", "/") + ".py"
+                    out += [f"Keys of the `{name}` theory's molecular dynamics (`{module}`), refused for "
+                            "other theories:", ""] + markdown_table(theory.md_options) + [""]
+        if cls is SampleConfig:
+            for name in sampler_names():
+                kind = sampler_kind(name)
+                if len(markdown_table(kind.options)) > 2:
+                    out += [f"Keys of the `{name}` sampler:", ""] + markdown_table(kind.options) + [""]
     out += [_DTYPE]
     return "\n".join(out)

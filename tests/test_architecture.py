@@ -27,7 +27,7 @@ ALLOWED = {
     "ensemble": FOUNDATION,
     "analysis": FOUNDATION | {"theories"},
     "config": FOUNDATION | {"theories", "flows", "config_doc", "samplers", "ensemble"},
-    "config_doc": FOUNDATION | {"theories", "flows", "config"},
+    "config_doc": FOUNDATION | {"theories", "flows", "config", "samplers"},
     "training": FOUNDATION | {"theories", "flows", "mcmc", "analysis", "config"},
     "samplers": FOUNDATION | {"theories", "mcmc", "training", "ensemble"},
     "parallel": FOUNDATION | {"config", "ensemble", "training"},

@@ -38,7 +38,6 @@ from ..flows.registry import FlowConfig, architecture
 from ..schema import (Check, at_least, between, check_value, convert, key, nonnegative, one_of, open_unit, positive,
                      render_table, render_value, seed_range, table_fields, validate)
 from ..theories import theory_class
-from ..theories.schwinger import ACTION_TOLERANCE, FERMION_METHODS, FORCE_TOLERANCE
 from ..devices import DEVICE_CHECK, DEVICE_DOC
 from ..samplers.registry import sampler_kind, sampler_names
 from .theory import TheoryConfig, _idle_anneal_key, _theory, anneal_problem
@@ -141,22 +140,15 @@ class HMCConfig:
     start: str = key("hot", "`hot` (random) or `cold` (unit links / zero field)", one_of("hot", "cold"))
     seed: int = key(0, "RNG seed", seed_range)
     block: int = key(100, "trajectories per chain written per HDF5 block", at_least(1))
-    fermions: str = key("pseudofermion", "theories with fermions (`schwinger`): the determinant by "
-                                         "`pseudofermion` fields φ†(D†D)⁻¹φ (a CG solve per force), or "
-                                         "`exact` (dense; small lattices)", one_of(*FERMION_METHODS))
-    cg_tolerance: float = key(1e-10, "pseudofermions: the CG of the molecular-dynamics force stops at "
-                                     "residual |r| ≤ this · |φ| (a loose force costs acceptance, never "
-                                     "exactness)", FORCE_TOLERANCE)
-    cg_action_tolerance: float = key(1e-10, "pseudofermions: the CG of the action in the Metropolis test "
-                                            "stops at |r| ≤ this · |φ|; at most 1e-8, so that ΔH stays "
-                                            "exact whatever `cg_tolerance` is", ACTION_TOLERANCE)
-    cg_max_iterations: int = key(2000, "pseudofermions: a solve not converged by then rejects its "
-                                       "trajectory", between(1, 10**6))
     device: str = key("cpu", DEVICE_DOC, DEVICE_CHECK)
+    #: the theory's own molecular-dynamics keys (``Theory.md_options``), read as attributes
+    options: tuple[tuple[str, Any], ...] = ()
 
-
-#: the [hmc] keys that only theories with fermions (``has_fermions``) have
-FERMION_KEYS = ("fermions", "cg_tolerance", "cg_action_tolerance", "cg_max_iterations")
+    def __getattr__(self, name):
+        for k, v in self.__dict__.get("options", ()):
+            if k == name:
+                return v
+        raise AttributeError(f"[hmc] has no key {name!r} for this theory")
 
 
 @dataclass(frozen=True)
@@ -216,15 +208,34 @@ def with_options(sample: SampleConfig, own: dict, legacy: bool = False) -> Sampl
     no option of that sampler are refused, or dropped for files latticeflow wrote itself
     (``legacy``) and for a sampler chosen on the command line (``--sampler``)."""
     kind = sampler_kind(sample.sampler)
-    names = [f.name for f in table_fields(kind.options)]
+    options = _own_keys("sample", own, kind.options, f"the {kind.name} sampler", legacy)
+    return dataclasses.replace(sample, options=tuple(options.items()))
+
+
+def _hmc(table, theory: TheoryConfig, legacy: bool = False) -> HMCConfig:
+    """``[hmc]``: the integrator's keys, then the theory's molecular-dynamics keys."""
+    if not isinstance(table, dict):
+        raise ConfigError("hmc: must be a table")
+    common = [f.name for f in table_fields(HMCConfig)]
+    values = validate("hmc", table, HMCConfig, ignore=tuple(k for k in table if k not in common))
+    own = _own_keys("hmc", {k: v for k, v in table.items() if k not in common},
+                    theory_class(theory.name).md_options, f"the {theory.name} theory's molecular dynamics",
+                    legacy)
+    return HMCConfig(**values, options=tuple(own.items()))
+
+
+def _own_keys(section: str, own: dict, cls: type, whose: str, legacy: bool) -> dict:
+    """``own`` validated against ``cls`` (a dataclass of keys: a sampler's options, a
+    theory's molecular dynamics); other keys are refused, or dropped for files latticeflow
+    wrote itself (``legacy``)."""
+    names = [f.name for f in table_fields(cls)]
     if legacy:
         own = {k: v for k, v in own.items() if k in names}
     for k in own:
         if k not in names:
             mine = f"its own keys: {', '.join(names)}" if names else "it has no keys of its own"
-            raise ConfigError(f"sample.{k}: unknown key for the {kind.name} sampler ({mine})")
-    options = validate("sample", own, kind.options)
-    return dataclasses.replace(sample, options=tuple(options.items()))
+            raise ConfigError(f"{section}.{k}: unknown key for {whose} ({mine})")
+    return validate(section, own, cls)
 
 
 _SECTIONS = {"train": TrainConfig, "hmc": HMCConfig, "sample": SampleConfig}
@@ -263,8 +274,6 @@ class Config:
             section = getattr(self, name)
             values = {f.name: getattr(section, f.name) for f in table_fields(type(section))}
             values |= dict(getattr(section, "options", ()))
-            if section is self.hmc and not theory_class(self.theory.name).has_fermions:
-                values = {k: v for k, v in values.items() if k not in FERMION_KEYS}
             lines += ["", f"[{name}]"] + render_table(values)
         return "\n".join(lines) + "\n"
 
@@ -290,16 +299,13 @@ def parse_config(text: str, path: Path | None = None, legacy: bool = False) -> C
             raise ConfigError("theory: the [theory] table is required")
         theory = _theory(data["theory"], legacy)
         flow = _flow(data["flow"], theory, legacy) if "flow" in data else None
-        sections = {k: cls(**validate(k, data.get(k, {}), cls)) for k, cls in _SECTIONS.items() if k != "sample"}
-        sections["sample"] = _sample(data.get("sample", {}), legacy)
+        sections = {"train": TrainConfig(**validate("train", data.get("train", {}), TrainConfig)),
+                    "hmc": _hmc(data.get("hmc", {}), theory, legacy),
+                    "sample": _sample(data.get("sample", {}), legacy)}
         problem = None if legacy else (anneal_problem(theory, sections["train"])
                                        or _idle_anneal_key(data.get("train", {}), sections["train"]))
         if problem:
             raise ConfigError(f"train.{problem[0]}: {problem[1]}")
-        hmc_table = data.get("hmc", {})
-        for k in FERMION_KEYS:
-            if k in hmc_table and not theory_class(theory.name).has_fermions:
-                raise ConfigError(f"hmc.{k}: the {theory.name} theory has no fermions")
         description = data.get("description", "")
         if not isinstance(description, str):
             raise ConfigError("description: expected str")

@@ -38,7 +38,8 @@ import warnings
 
 import torch
 
-from ..theories.base import MDAction, Theory
+from ..schema import table_fields
+from ..theories.base import MDAction, NoMDOptions, Theory
 
 from ..groups import su_n_generators  # noqa: F401  (re-exported)
 
@@ -48,6 +49,16 @@ OMELYAN_LAMBDA = 0.1931833275037836
 INTEGRATORS = ("leapfrog", "omelyan")
 FORCES = ("analytic", "autograd")
 MAX_STEP_REDUCTION = 50  # tuning never makes ε smaller than (initial ε) / this
+
+
+def md_settings(theory, options: dict) -> dict:
+    """The theory's molecular-dynamics options (``Theory.md_options``), defaults filled in;
+    a key it does not have is a ValueError (a theory without options takes none)."""
+    fields = table_fields(getattr(theory, "md_options", NoMDOptions))
+    unknown = set(options) - {f.name for f in fields}
+    if unknown:
+        raise ValueError(f"{type(theory).__name__} has no molecular-dynamics option {sorted(unknown)}")
+    return {f.name: options.get(f.name, f.default) for f in fields}
 
 
 def initial_field(theory, chains: int, start: str = "hot",
@@ -103,6 +114,9 @@ class HMC:
         target_acceptance: the acceptance that :meth:`thermalize` tunes toward.
         reunitarize_every: project fields back onto their manifold every this many
             trajectories (default: the field space's; 0 never).
+        **md_options: the theory's molecular-dynamics options (``theory.md_options``, e.g.
+            the Schwinger model's ``fermions`` and CG tolerances); HMC passes them to
+            ``theory.md_action`` and never reads them itself.
 
     Fields are ``(batch, *theory.field_shape)`` tensors in float64 (complex128 for SU(N)),
     on any device; each batch entry is an independent chain with its own accept/reject.
@@ -122,9 +136,7 @@ class HMC:
 
     def __init__(self, theory, integrator: str = "omelyan", trajectory_length: float = 1.0,
                  steps: int = 10, force: str = "analytic", target_acceptance: float = 0.8,
-                 reunitarize_every: int | None = None, fermions: str = "pseudofermion",
-                 cg_tolerance: float = 1e-10, cg_max_iterations: int = 2000,
-                 cg_action_tolerance: float = 1e-10):
+                 reunitarize_every: int | None = None, **md_options):
         if integrator not in INTEGRATORS:
             raise ValueError(f"integrator must be one of {INTEGRATORS} (got {integrator!r})")
         if force not in FORCES:
@@ -143,14 +155,9 @@ class HMC:
                                      else reunitarize_every)
         self.tuned = False
         self._count = 0  # trajectories since the last projection
-        self.fermion_settings = ({"fermions": fermions, "cg_tolerance": float(cg_tolerance),
-                                  "cg_action_tolerance": float(cg_action_tolerance),
-                                  "cg_max_iterations": int(cg_max_iterations)}
-                                 if getattr(theory, "has_fermions", False) else {})
+        self.md_settings = md_settings(theory, md_options)
         make = getattr(theory, "md_action", None)
-        self.md = (make(fermions=fermions, cg_tolerance=cg_tolerance, cg_max_iterations=cg_max_iterations,
-                        cg_action_tolerance=cg_action_tolerance)
-                   if make else MDAction(theory))
+        self.md = make(**self.md_settings) if make else MDAction(theory)
         self.last_stats: dict[str, torch.Tensor] = {}
         if force == "analytic" and type(theory).force is Theory.force:
             raise ValueError(f"{type(theory).__name__} has no analytic force; use force='autograd'")
@@ -159,11 +166,11 @@ class HMC:
     def from_config(cls, theory, config, force: str | None = None) -> "HMC":
         """Build from an :class:`latticeflow.config.HMCConfig` (the ``[hmc]`` table);
         ``force`` overrides its ``force``."""
+        own = {f.name for f in table_fields(getattr(theory, "md_options", NoMDOptions))}
         return cls(theory, integrator=config.integrator, trajectory_length=config.trajectory_length,
                    steps=config.steps, force=force or config.force,
-                   target_acceptance=config.target_acceptance, fermions=config.fermions,
-                   cg_tolerance=config.cg_tolerance, cg_max_iterations=config.cg_max_iterations,
-                   cg_action_tolerance=config.cg_action_tolerance)
+                   target_acceptance=config.target_acceptance,
+                   **{k: v for k, v in getattr(config, "options", ()) if k in own})
 
     # --- state for ensemble files -------------------------------------------------------
     def state_dict(self) -> dict:
@@ -171,7 +178,7 @@ class HMC:
         return {"integrator": self.integrator, "trajectory_length": self.trajectory_length,
                 "step_size": self.step_size, "steps": self.steps, "force": self.force_kind,
                 "target_acceptance": self.target_acceptance, "tuned": self.tuned,
-                **self.fermion_settings}
+                **self.md_settings}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` saved (e.g. on resume, so tuning is not redone)."""

@@ -60,17 +60,14 @@ def weights_digest(flow, dtype: str = "float32") -> str:
 def integrator_keeps(cfg, theory, physical: bool = True) -> dict:
     """The ``[hmc]`` settings that define HMC chains: integrator, trajectory length, tuning
     (its target, or the fixed step count), and for an integrator of the ``physical`` theory
-    (not flow HMC's latent one, whose force is always autograd) the force and the fermion
-    and CG settings."""
+    (not flow HMC's latent one, whose force is always autograd) the force and the options of
+    the theory's molecular dynamics that define its chains (``Theory.md_keeps``: the
+    Schwinger model's fermions and CG settings)."""
     h = cfg.hmc
     keeps = {f"hmc.{k}": getattr(h, k) for k in ("integrator", "trajectory_length", "tune")}
     keeps |= {"hmc.target_acceptance": h.target_acceptance} if h.tune else {"hmc.steps": h.steps}
-    if physical and getattr(theory, "has_fermions", False):
-        keeps["hmc.fermions"] = h.fermions
-        if h.fermions == "pseudofermion":
-            keeps |= {f"hmc.{k}": getattr(h, k) for k in ("cg_tolerance", "cg_action_tolerance",
-                                                          "cg_max_iterations")}
     if physical:
+        keeps |= {f"hmc.{k}": v for k, v in theory.md_keeps(dict(h.options)).items()}
         keeps["hmc.force"] = h.force
     return keeps
 

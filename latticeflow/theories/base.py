@@ -32,7 +32,7 @@ from ..lattice import Lattice, extent_key
 from ..schema import table_fields
 from .field_space import FieldSpace, RealField
 
-__all__ = ["Theory", "Derived", "MDAction", "register_theory", "THEORIES", "coupling_names", "MAX_EXACT_VOLUME"]
+__all__ = ["NoMDOptions", "Theory", "Derived", "MDAction", "register_theory", "THEORIES", "coupling_names", "MAX_EXACT_VOLUME"]
 
 #: the torus character sums lose precision beyond this many plaquettes (tested up to it)
 MAX_EXACT_VOLUME = 10**6
@@ -66,6 +66,11 @@ class Derived:
     requires: tuple[str, ...]
     series: Callable[[dict], list]
     value: Callable[..., float]
+
+
+@dataclass(frozen=True)
+class NoMDOptions:
+    """The molecular dynamics of a theory without options of its own."""
 
 
 class MDAction:
@@ -112,8 +117,11 @@ class Theory:
     #: observables whose per-configuration values are stored in ensembles
     observable_names: tuple[str, ...] = ()
     headline_observables: tuple[str, ...] = ()
-    #: the ``[hmc]`` keys ``fermions``, ``cg_tolerance``, ``cg_action_tolerance``, ``cg_max_iterations`` apply
+    #: whether the theory has fermions (its molecular dynamics has options of its own)
     has_fermions: bool = False
+    #: the ``[hmc]`` keys of this theory's molecular dynamics (a dataclass of
+    #: :func:`~latticeflow.schema.key` fields, like ``couplings``; none by default)
+    md_options: type = NoMDOptions
 
     def __init__(self, shape: tuple[int, ...]):
         self.lattice = Lattice(tuple(shape))
@@ -173,11 +181,15 @@ class Theory:
         """The analytic force (see :mod:`~latticeflow.theories.field_space`), shaped like x."""
         raise NotImplementedError(f"{type(self).__name__} has no analytic force")
 
-    def md_action(self, **fermion_options) -> MDAction:
-        """What HMC integrates (see :class:`MDAction`); theories without fermions ignore
-        ``fermion_options`` (the ``[hmc]`` keys ``fermions``, ``cg_tolerance``,
-        ``cg_action_tolerance``, ``cg_max_iterations``)."""
+    def md_action(self, **options) -> MDAction:
+        """What HMC integrates (see :class:`MDAction`), given the ``[hmc]`` keys of
+        :attr:`md_options` (all of them, defaults filled in)."""
         return MDAction(self)
+
+    def md_keeps(self, options: dict) -> dict:
+        """The molecular-dynamics options that define a chain (what a resume must keep):
+        by default all of them."""
+        return dict(options)
 
     def observables(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-configuration observables ``{name: (batch,)}`` in float64."""

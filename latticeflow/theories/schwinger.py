@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..schema import Check, key, nonnegative, positive
+from ..schema import Check, between, key, nonnegative, one_of, positive
 from .base import register_theory
 from .fermions import PseudofermionAction, det_force, dirac_matrix, fermion_links
 from .u1 import U1, mean_plaquette
@@ -76,6 +76,22 @@ class Schwinger(U1):
         kappa: float = key(doc="hopping parameter κ of the Wilson fermions (free critical point 1/4; "
                                "bare mass 1/(2κ) − 2)", check=nonnegative)
 
+    @dataclass(frozen=True)
+    class md_options:
+        """``[hmc]`` keys of the Schwinger model's molecular dynamics."""
+
+        fermions: str = key("pseudofermion", "the determinant by `pseudofermion` fields φ†(D†D)⁻¹φ (a "
+                                             "CG solve per force), or `exact` (dense; small lattices)",
+                            one_of(*FERMION_METHODS))
+        cg_tolerance: float = key(1e-10, "pseudofermions: the CG of the molecular-dynamics force stops "
+                                         "at residual |r| ≤ this · |φ| (a loose force costs acceptance, "
+                                         "never exactness)", FORCE_TOLERANCE)
+        cg_action_tolerance: float = key(1e-10, "pseudofermions: the CG of the action in the Metropolis "
+                                                "test stops at |r| ≤ this · |φ|; at most 1e-8, so that ΔH "
+                                                "stays exact whatever `cg_tolerance` is", ACTION_TOLERANCE)
+        cg_max_iterations: int = key(2000, "pseudofermions: a solve not converged by then rejects its "
+                                           "trajectory", between(1, 10**6))
+
     min_dim = max_dim = 2
     max_volume = MAX_VOLUME
     has_fermions = True
@@ -120,6 +136,10 @@ class Schwinger(U1):
         """−∂S_eff/∂θ: the U(1) force plus ``2 Re tr(D⁻¹ ∂D/∂θ)`` from the dense inverse."""
         fermion = torch.cat([det_force(fermion_links(c), self.kappa) for c in self._chunks(x)])
         return self.gauge_force(x) + fermion
+
+    def md_keeps(self, options: dict) -> dict:
+        """The CG settings define the chains of pseudofermion HMC only."""
+        return options if options.get("fermions") == "pseudofermion" else {"fermions": options.get("fermions")}
 
     def md_action(self, fermions: str = "pseudofermion", cg_tolerance: float = 1e-10,
                   cg_max_iterations: int = 2000, cg_action_tolerance: float = 1e-10):

@@ -242,7 +242,8 @@ def test_config_keys_and_refusals():
         (base.replace("\nkappa = 0.26", ""), "kappa"),
         (base + '[hmc]\nfermions = "wilson"\n', "hmc.fermions"),
         (base + "[hmc]\ncg_tolerance = 0\n", "hmc.cg_tolerance"),
-        ('[theory]\nname = "u1"\nL = 8\nbeta = 2.0\n[hmc]\nfermions = "exact"\n', "u1 theory has no fermions"),
+        ('[theory]\nname = "u1"\nL = 8\nbeta = 2.0\n[hmc]\nfermions = "exact"\n',
+         r"hmc.fermions: unknown key for the u1 theory's molecular dynamics \(it has no keys of its own\)"),
         ('[theory]\nname = "u1"\nL = 8\nbeta = 2.0\nkappa = 0.2\n', "not a parameter of the u1 theory"),
     ]:
         with pytest.raises(ConfigError, match=match):

@@ -14,7 +14,7 @@ from .. import __version__
 from ..errors import LatticeflowError
 from ..interrupts import stop_on_signals
 from ..samplers import sampler_names
-from .commands import cmd_analyze, cmd_compare, cmd_exact, cmd_hmc, cmd_sample, cmd_train
+from .commands import cmd_analyze, cmd_compare, cmd_exact, cmd_export, cmd_hmc, cmd_sample, cmd_train
 from .run import cmd_run
 
 __all__ = ["main", "build_parser"]
@@ -106,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="comma-separated names of the files (default: sampler names)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="an ensemble for pyerrors, or as CSV or NumPy arrays, with its provenance")
+    p.add_argument("file", help="HDF5 ensemble file")
+    p.add_argument("--pyerrors", metavar="OUT.json.gz",
+                   help="pyerrors' JSON: one Obs per observable, a replica per chain (reweighted for flow-iid)")
+    p.add_argument("--csv", metavar="OUT.csv", help="one row per chain and Monte Carlo step")
+    p.add_argument("--npz", metavar="OUT.npz", help="NumPy arrays (n_rows, n_chains) as in the HDF5 file")
+    p.add_argument("--name", help="the pyerrors ensemble name (default: the file's stem)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

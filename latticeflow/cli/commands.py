@@ -1,7 +1,8 @@
 """The subcommands of ``latticeflow``: each is ``cmd_<name>(args) -> int``.
 
 They parse nothing (``cli/__init__.py`` does) and compute nothing: each calls the library
-function of the same name in :mod:`latticeflow.pipeline` and prints what it returns.  User
+function of the same name in :mod:`latticeflow.pipeline` and prints what it returns
+(``export``: :mod:`latticeflow.analysis.export` on the open ensemble).  User
 errors raise :class:`LatticeflowError`; :func:`latticeflow.cli.main` prints them as one
 line, exit 2.
 """
@@ -13,7 +14,7 @@ import sys
 
 from .. import pipeline
 
-__all__ = ["cmd_exact", "cmd_train", "cmd_sample", "cmd_hmc", "cmd_analyze", "cmd_compare"]
+__all__ = ["cmd_exact", "cmd_train", "cmd_sample", "cmd_hmc", "cmd_analyze", "cmd_compare", "cmd_export"]
 
 
 def _print_json(obj) -> None:
@@ -122,6 +123,22 @@ def cmd_compare(args) -> int:
         print(markdown)
         if args.out:
             print(f"\nwrote {Path(args.out) / 'comparison.md'} and {len(written)} plots", file=sys.stderr)
+    return 0
+
+
+# --- export -----------------------------------------------------------------------------------
+def cmd_export(args) -> int:
+    from .. import ensemble
+    from ..analysis.export import check_outputs, export_files
+    from ..errors import LatticeflowError
+    from ..files import check_input
+
+    check_outputs(args.file, args.pyerrors, args.csv, args.npz)  # before the file is even read
+    if args.name is not None and args.pyerrors is None:
+        raise LatticeflowError("--name: names the pyerrors ensemble; give --pyerrors OUT.json.gz too")
+    with ensemble.open(check_input(args.file, "ensemble file")) as ens:
+        written = export_files(ens, args.pyerrors, args.csv, args.npz, args.name)
+    print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
     return 0
 
 

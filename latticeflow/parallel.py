@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from pathlib import Path
 
 from .errors import ConfigError
 from .ensemble import rows_needed
 from .ensemble.join import check_join_target, join, part_path
-from .training.distributed import current, rank_seed
+from .training.distributed import current, launched, rank_seed
 
-__all__ = ["split_over_ranks"]
+__all__ = ["split_over_ranks", "first_chain"]
 
 
 @contextlib.contextmanager
@@ -40,7 +39,7 @@ def split_over_ranks(cfg, section: str, out, n: int, device):
     the process group runs its collectives there and is closed when the context ends,
     whatever happens inside.  On one process: the inputs
     and the identity."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launched()[1]
     if world <= 1:
         yield cfg, out, n, lambda result: result
         return
@@ -68,3 +67,10 @@ def split_over_ranks(cfg, section: str, out, n: int, device):
         yield rank_cfg, part_path(out, group.rank), rank_n, finish
     finally:
         group.close()
+
+
+def first_chain(chains: int) -> int:
+    """The index, among all ranks' chains, of this rank's first one (rank r runs chains
+    r·C … (r+1)·C − 1 of a ``torchrun`` run; 0 in one process)."""
+    rank, world = launched()
+    return rank * chains if world > 1 else 0

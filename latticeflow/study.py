@@ -24,6 +24,7 @@ from pathlib import Path
 from . import ensemble, pipeline
 from .analysis.report import agreement, consistency, write_report
 from .config import Config, load_config
+from .config.overrides import check_n
 from .errors import LatticeflowError
 from .files import RunLock, atomic_copy, atomic_write_text, check_input, check_writable, new_run_dir
 from .samplers import sampler_kind
@@ -113,7 +114,7 @@ def run(cfg: Config, run_dir: Path, n: int = DEFAULT_N, retrain: bool = False,
     Returns ``{"run_dir", "report", "comparison", "markdown", "figures", "consistency",
     "agreement"}``.
     """
-    pipeline._check_n(n, 10)
+    check_n(n, 10)
     with RunLock(run_dir / ".run.lock", f"run directory {run_dir}"):
         return _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model or cfg.path)
 

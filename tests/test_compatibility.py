@@ -100,3 +100,46 @@ def test_old_training_checkpoint_resumes_exactly(tmp_path):
     for g, w in zip(got, want):
         g.pop("seconds"), w.pop("seconds")
         assert g == w
+
+
+# --- files of the release before the sampler registry -------------------------------------
+#: ``tests/fixtures/pre_registry/`` was written by the release before the sampler registry
+#: (commit 01fa1ca), from the v0_1_0 fixture's training run and ``tiny_schwinger.toml``::
+#:
+#:     latticeflow sample u1_train -n 20 --sampler mixed --out u1_mixed.h5
+#:     latticeflow sample u1_train -n 20 --sampler flow-hmc --out u1_flow_hmc.h5
+#:     latticeflow hmc tiny_schwinger.toml -n 20 --out schwinger_hmc.h5      (pseudofermions)
+#:
+#: and the same three to ``-n 40`` in one go (``continued_40.npz``).  They record no
+#: ``weight_column``/``reweighted`` attributes and their HMC settings held the fermion keys;
+#: the current code must read them and continue them bit for bit.
+PRE_REGISTRY = Path(__file__).parent / "fixtures" / "pre_registry"
+
+
+@pytest.mark.parametrize("name, source, sampler", [
+    ("u1_mixed", FIXTURES / "u1_train", "mixed"),
+    ("u1_flow_hmc", FIXTURES / "u1_train", "flow-hmc"),
+    ("schwinger_hmc", PRE_REGISTRY / "tiny_schwinger.toml", "hmc"),
+])
+def test_ensembles_of_the_release_before_the_registry_continue_bit_for_bit(tmp_path, name, source, sampler):
+    path = tmp_path / f"{name}.h5"
+    shutil.copy(PRE_REGISTRY / f"{name}.h5", path)
+    with ensemble.open(path) as ens:  # the weighting its sampler's name implies
+        assert ens.sampler == sampler and not ens.reweighted
+        assert ens.weights.column == ("log_weight" if sampler == "mixed" else "delta_h")
+    if sampler == "hmc":
+        result = latticeflow.hmc(source, 40, out=path, progress=False)
+    else:
+        result = latticeflow.sample(source, 40, out=path, sampler=sampler, progress=False)
+    assert result["resumed"] and result["rows_added"] == 10
+    expected = np.load(PRE_REGISTRY / "continued_40.npz")
+    with ensemble.open(path) as ens:
+        got = {f"{name}_40/observables/{k}": v for k, v in ens.observables.items()}
+        got |= {f"{name}_40/mcmc/{k}": v for k, v in ens.mcmc.items()}
+    want = {k: expected[k] for k in expected.files if k.startswith(f"{name}_40/")}
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if sampler != "hmc" and np.issubdtype(value.dtype, np.floating):  # float32 flows: see _same_rows
+            np.testing.assert_allclose(got[key], value, rtol=1e-6, atol=1e-6, err_msg=key)
+        else:
+            np.testing.assert_array_equal(got[key], value, err_msg=key)

@@ -108,7 +108,8 @@ def test_theories_compute_on_the_fields_device(theory):
     x = theory.random_field(2, torch.Generator().manual_seed(0)).to("meta")
     assert theory.action(x).device.type == "meta"
     assert all(v.device.type == "meta" for v in theory.observables(x).values())
-    hmc = HMC(theory, steps=2, force="analytic", fermions="exact")
+    exact_determinant = {"fermions": "exact"} if theory.has_fermions else {}  # only such theories have the key
+    hmc = HMC(theory, steps=2, force="analytic", **exact_determinant)
     x1, accepted, delta_h = hmc.trajectory(x, torch.Generator().manual_seed(0))
     assert x1.device.type == accepted.device.type == delta_h.device.type == "meta"
 

@@ -286,7 +286,7 @@ def test_a_run_on_ranks_never_replaces_another_ensemble(two_parts, monkeypatch):
 
 
 def test_process_group_is_closed_when_a_rank_fails(tmp_path, monkeypatch):
-    from latticeflow import parallel, pipeline
+    from latticeflow import ensemble, parallel, pipeline
 
     class Recorder(Group):
         closed = False
@@ -296,7 +296,7 @@ def test_process_group_is_closed_when_a_rank_fails(tmp_path, monkeypatch):
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(parallel, "current", lambda device: Recorder(0, 2))
-    monkeypatch.setattr(pipeline, "check_ensemble_fits", lambda *a: (_ for _ in ()).throw(RuntimeError("disk")))
+    monkeypatch.setattr(ensemble, "check_fits", lambda *a: (_ for _ in ()).throw(RuntimeError("disk")))
     (tmp_path / "m.toml").write_text(HMC_STUDY)
     with pytest.raises(RuntimeError, match="disk"):
         pipeline.hmc(tmp_path / "m.toml", 40, out=tmp_path / "h.h5", progress=False)
@@ -313,18 +313,19 @@ def test_explicit_gpu_index_is_refused_under_torchrun(monkeypatch):
     assert rank_device("cpu") == torch.device("cpu")
 
 
-def _pids_of_rank(rank: int) -> list[int]:
-    """The latticeflow processes that torchrun started as ``rank`` (from their environment)."""
+def _pids_of_rank(rank: int, launcher: int) -> list[int]:
+    """The processes that the torchrun process ``launcher`` started as ``rank`` (from their
+    environment and their parent: tests on other workers run torchrun too)."""
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
             environ = open(f"/proc/{name}/environ", "rb").read().split(b"\0")
-            cmdline = open(f"/proc/{name}/cmdline", "rb").read()
-        except OSError:
+            parent = int(open(f"/proc/{name}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if f"RANK={rank}".encode() in environ and b"latticeflow" in cmdline:
+        if f"RANK={rank}".encode() in environ and parent == launcher:
             found.append(int(name))
     return found
 
@@ -346,7 +347,7 @@ def test_a_killed_rank_leaves_one_line_on_the_other_and_the_run_resumes(tmp_path
         deadline = time.monotonic() + 120
         while not (tmp_path / "run" / "checkpoint.pt").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        victims = _pids_of_rank(1)
+        victims = _pids_of_rank(1, run.pid)
         assert victims, "rank 1 not found"
         for pid in victims:
             os.kill(pid, signal.SIGKILL)

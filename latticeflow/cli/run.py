@@ -10,6 +10,7 @@ import json
 import sys
 
 from .. import study
+from ..config.overrides import check_n
 from ..training.distributed import rank_device
 
 __all__ = ["cmd_run"]
@@ -17,7 +18,7 @@ __all__ = ["cmd_run"]
 
 def cmd_run(args) -> int:
     n = study.DEFAULT_N if args.n is None else args.n
-    study.pipeline._check_n(n, 10)
+    check_n(n, 10)
     if args.device is not None:  # a missing GPU is refused before the run directory is made
         rank_device(args.device, "--device")
     cfg, run_dir = study.prepare(args.model, args.out, args.resume, args.train_minutes)

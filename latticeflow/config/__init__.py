@@ -35,7 +35,7 @@ else:  # pragma: no cover
 from ..errors import ConfigError, LatticeflowError
 from ..files import read_text
 from ..flows.registry import FlowConfig, architecture
-from ..schema import (Check, at_least, between, check_value, convert, key, nonnegative, one_of, open_unit, positive,
+from ..schema import (Check, at_least, between, key, nonnegative, one_of, open_unit, positive,
                      render_table, render_value, seed_range, table_fields, validate)
 from ..theories import theory_class
 from ..devices import DEVICE_CHECK, DEVICE_DOC

@@ -50,7 +50,8 @@ from ..interrupts import deferred_signals
 from .format import FORMAT, LEGACY_SAMPLERS, VERSION, Weighting, rows_needed
 from .reader import Ensemble, LazyConfigs, open
 from .writer import EnsembleWriter, create, holds_no_rows, open_for_append, read_resume_state
+from .plan import check_fits, continues
 
 __all__ = ["EnsembleError", "FORMAT", "VERSION", "LEGACY_SAMPLERS", "Weighting", "create", "open_for_append", "read_resume_state",
-           "holds_no_rows", "open", "rows_needed",
+           "holds_no_rows", "continues", "check_fits", "open", "rows_needed",
            "deferred_signals", "EnsembleWriter", "Ensemble", "LazyConfigs"]

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import EnsembleError
 from .reader import open as open_ensemble
 
-__all__ = ["StartFields", "start_fields"]
+__all__ = ["StartFields", "start_fields", "find_start"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +70,12 @@ def start_fields(path, theory_name: str, field_shape, chains: int, first: int = 
     if fields.dtype.kind not in "fc" or not np.all(np.isfinite(fields)):
         raise EnsembleError(f"{what}: {path} row {row} holds non-finite fields")
     return StartFields(fields, record)
+
+
+def find_start(name: str, model_path=None) -> Path:
+    """The file ``[sample] start`` names: a relative path is looked up from the current
+    directory, then beside the model file ``model_path``."""
+    candidates = [Path(name)]
+    if not Path(name).is_absolute() and model_path is not None:
+        candidates.append(Path(model_path).parent / name)
+    return next((c for c in candidates if c.exists()), Path(name))

@@ -39,7 +39,7 @@ import torch
 from ..devices import resolve
 from ..errors import ConfigError, LatticeflowError
 
-__all__ = ["Group", "LostPeer", "current", "rank_seed", "rank_device"]
+__all__ = ["Group", "LostPeer", "current", "launched", "local_rank", "rank_seed", "rank_device"]
 
 #: what a rank that lost its peers says to do, until the run knows more (its directory)
 RERUN = "everything committed so far is kept: run the same torchrun command again to continue"
@@ -68,16 +68,27 @@ def rank_seed(seed: int, rank: int, step: int = 0) -> int:
     return int.from_bytes(digest[:8], "little") % 2**63
 
 
+def launched() -> tuple[int, int]:
+    """``(rank, world size)`` of this process as ``torchrun`` set them (``(0, 1)`` without
+    it): the one place that reads torchrun's environment."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    """This process's GPU index under ``torchrun`` (``LOCAL_RANK``)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def rank_device(name: str = "cpu", what: str = "train.device") -> torch.device:
     """This process's device for a ``device`` setting: under ``torchrun`` a bare ``cuda``
     (or ``auto`` on a GPU machine) means ``cuda:LOCAL_RANK``, one GPU per rank."""
-    ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    ranks = launched()[1]
     if ranks > 1 and str(name).startswith("cuda:"):  # every rank on one GPU: refuse, don't crowd it
         raise ConfigError(f"{what}: {str(name)!r} under torchrun would put all {ranks} ranks on one GPU; "
                           "use \"cuda\" (rank r then runs on cuda:LOCAL_RANK)")
     device = resolve(name, what)
     if device.type == "cuda" and ranks > 1:
-        device = resolve(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}", what)
+        device = resolve(f"cuda:{local_rank()}", what)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device
@@ -202,7 +213,7 @@ def current(device: torch.device | str = "cpu") -> Group:
     first use (backend NCCL when this rank trains on a GPU, gloo on the CPU;
     ``LATTICEFLOW_BACKEND`` overrides it); a one-rank group otherwise."""
     device = torch.device(device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world = launched()
     if world <= 1:
         return Group(device=device)
     if not torch.distributed.is_available():  # pragma: no cover - every supported build has it
@@ -214,6 +225,6 @@ def current(device: torch.device | str = "cpu") -> Group:
             torch.distributed.init_process_group(backend=os.environ.get("LATTICEFLOW_BACKEND", default),
                                                  timeout=datetime.timedelta(minutes=minutes))
         except RuntimeError as exc:  # the rendezvous failed: a peer died before it met the others
-            raise LostPeer(int(os.environ.get("RANK", "0")), exc, RERUN) from None
+            raise LostPeer(rank, exc, RERUN) from None
     return Group(torch.distributed.get_rank(), torch.distributed.get_world_size(),
                  torch.distributed.get_backend(), device)

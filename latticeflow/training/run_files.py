@@ -23,11 +23,13 @@ import torch
 from .. import __version__
 from ..config import Config, load_config, parse_config
 from ..errors import LatticeflowError
-from ..files import atomic_write_text, check_input, new_run_dir
+from ..config.overrides import as_path
+from ..files import atomic_write_text, check_input, input_problem, new_run_dir
 from ..flows import build_flow
 from ..flows.registry import ARCHITECTURES
 
 __all__ = ["CHECKPOINT", "MODEL", "METRICS", "PLOT", "CONFIG", "EFFECTIVE_CONFIG", "load_flow",
+           "resolve_model", "load_model", "check_weights", "require_flow",
            "model_file", "mismatch", "read_metrics", "last_metrics", "truncate_metrics",
            "prepare_run_dir", "write_configs", "run_config", "init_weights", "record_init", "INIT",
            "INTERRUPTED"]
@@ -245,3 +247,46 @@ def init_weights(cfg: Config) -> tuple[dict, dict] | None:
 def record_init(run_dir: Path, record: dict) -> None:
     """``run_dir/init.json``: where the run's starting weights came from."""
     atomic_write_text(Path(run_dir) / INIT, json.dumps(record, indent=2) + "\n")
+
+
+def resolve_model(source, weights_needed: bool = True) -> tuple[Config, Path]:
+    """``(config, weights)`` of a training run directory or of a model TOML whose weights are
+    shipped beside it (same stem, ``.pt``; ``weights_needed=False``: a classical sampler's
+    model, whose weights may be absent)."""
+    source = as_path(source, "sample")
+    if source.is_dir():
+        return run_config(source), source
+    if source.suffix != ".toml":
+        raise LatticeflowError(f"{source}: expected a run directory or a model .toml file")
+    cfg = load_config(source)
+    weights = source.with_suffix(".pt")
+    if weights_needed and cfg.flow is not None:
+        check_weights(source, weights)
+    return cfg, weights
+
+
+def check_weights(source: Path, weights: Path) -> None:
+    """Refuse shipped weights that are missing (saying how to train them) or not a file."""
+    problem = input_problem(weights, "weights file")
+    if problem == "no such file":
+        raise LatticeflowError(f"{source}: no shipped weights {weights.name} beside it "
+                               f"(train them: latticeflow train {source})")
+    if problem:
+        raise LatticeflowError(f"{weights}: {problem}")
+
+
+def require_flow(cfg: Config, what: str = "sample") -> None:
+    """Refuse a model without a ``[flow]`` table where a flow is needed."""
+    if cfg.flow is None:
+        raise LatticeflowError(f"{cfg.path or 'the model file'}: no [flow] table, so there is no "
+                               f"flow to {what}")
+
+
+def load_model(source):
+    """``(config, flow)`` from a run directory or a model TOML with weights beside it."""
+    cfg, weights = resolve_model(source)
+    require_flow(cfg)
+    return cfg, load_flow(weights, cfg)
+
+
+# --- commands -----------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .driver import Block, generator_state, restore_generator
-from .independence import chain_log_weight, independence_chain, require_some_weight
+from .independence import independence_chain, require_some_weight
+from .kernels import proposal_weights, start_tensor
 
 __all__ = ["IndependenceMetropolis", "IIDWithWeights"]
 
@@ -43,9 +44,8 @@ class _FlowSampler:
         for start in range(0, n, self.batch_size):
             m = min(self.batch_size, n - start)
             with torch.no_grad():
-                x, log_q = self.propose(m, self.generator)  # on the flow's device
-                x = x.to(self.theory.field_dtype)
-                log_w = chain_log_weight(self.theory.action(x), log_q).cpu()
+                x, log_w = proposal_weights(self.theory, *self.propose(m, self.generator))  # the flow's device
+                log_w = log_w.cpu()
                 obs.append({k: v.cpu() for k, v in self.theory.observables(x).items()})
             xs.append(x.cpu() if self.store_configs else None)
             log_ws.append(log_w)
@@ -95,9 +95,9 @@ class IndependenceMetropolis(_FlowSampler):
 
     def _given(self):
         """The ``start_fields`` with their observables and log weights, like :meth:`_draw`."""
-        x = torch.from_numpy(self.start_fields.fields).to(self.theory.field_dtype)
+        x = start_tensor(self.start_fields, self.theory)
         with torch.no_grad():
-            log_w = chain_log_weight(self.theory.action(x), self.density(x).cpu())
+            x, log_w = proposal_weights(self.theory, x, self.density(x).cpu())
             obs = {k: v.cpu() for k, v in self.theory.observables(x).items()}
         return (x if self.store_configs else None), obs, log_w
 

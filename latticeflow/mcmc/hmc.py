@@ -40,6 +40,7 @@ import torch
 
 from ..schema import table_fields
 from ..theories.base import MDAction, NoMDOptions, Theory
+from .accept import metropolis
 
 from ..groups import su_n_generators  # noqa: F401  (re-exported)
 
@@ -253,7 +254,7 @@ class HMC:
             delta_h = self.hamiltonian(x1, p1) - h0
             self.last_stats = self.md.stats()
             u = torch.rand(x.shape[0], dtype=torch.float64, generator=generator).to(x.device)
-            accepted = torch.log(u) < -delta_h  # False for NaN
+            accepted = metropolis(-delta_h, torch.log(u))  # False for NaN
             mask = accepted.view(-1, *([1] * (x.dim() - 1)))
             x_new = torch.where(mask, x1, x)
             self._count += 1

@@ -18,6 +18,7 @@ from ..devices import to_numpy
 from ..errors import LatticeflowError
 from .driver import Block, generator_state, restore_generator
 from .hmc import HMC, initial_field
+from .kernels import start_tensor
 
 __all__ = ["HMCChains"]
 
@@ -92,8 +93,7 @@ class HMCChains:
 
     def given_fields(self) -> torch.Tensor:
         """``start_fields`` as a tensor of the theory's field dtype on the chains' device."""
-        x = torch.from_numpy(np.ascontiguousarray(self.start_fields.fields))
-        return x.to(device=self.device, dtype=self.theory.field_dtype)
+        return start_tensor(self.start_fields, self.theory, self.device)
 
     def _check_energies(self, mcmc: dict, rows: int) -> None:
         if not np.isfinite(mcmc["delta_h"]).any():

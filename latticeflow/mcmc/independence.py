@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import LatticeflowError
+from .accept import metropolis
 
 __all__ = ["log_weight", "chain_log_weight", "require_some_weight", "independence_chain", "independence_acceptance"]
 
@@ -64,7 +65,7 @@ def independence_chain(log_w_proposals: torch.Tensor, log_w_start: torch.Tensor,
     current = log_w_start.clone()
     holder = torch.full((chains,), -1, dtype=torch.long)
     for t in range(steps):
-        acc = log_u[t] < log_w_proposals[t] - current
+        acc = metropolis(log_w_proposals[t] - current, log_u[t])
         current = torch.where(acc, log_w_proposals[t], current)
         holder = torch.where(acc, torch.full_like(holder, t), holder)
         accepted[t], source[t], log_w[t] = acc, holder, current

@@ -32,10 +32,11 @@ import torch
 
 from ..devices import to_numpy
 from ..errors import LatticeflowError
-from .driver import Block, generator_state, restore_generator
+from .driver import Block
 from .hmc import HMC
 from .hmc_chains import HMCChains
-from .independence import chain_log_weight, require_some_weight
+from .independence import require_some_weight
+from .kernels import ChainState, Composite, HMCKernel, IndependenceKernel, ProposalStream
 
 __all__ = ["MixedKernel"]
 
@@ -43,7 +44,9 @@ __all__ = ["MixedKernel"]
 class MixedKernel(HMCChains):
     """``C`` chains of k HMC trajectories then m flow independence proposals per step.
 
-    The HMC part (fresh start and thermalisation, resume state, settings) is
+    One step is the kernel ``Composite([HMCKernel(hmc)] * k + [IndependenceKernel] * m)``
+    (:mod:`latticeflow.mcmc.kernels`), its proposals one :class:`ProposalStream`.  The HMC
+    part (fresh start and thermalisation, resume state, settings) is
     :class:`~latticeflow.mcmc.hmc_chains.HMCChains`; a fresh start thermalises from flow
     samples.
 
@@ -84,38 +87,11 @@ class MixedKernel(HMCChains):
             raise ValueError("need hmc_per_step >= 1 and flow_per_step >= 1")
         super().__init__(theory, hmc, n_chains, thermalization, tune, "hot", seed, store_configs,
                          progress, device, start_fields)  # self.generator: momenta, accept/reject
-        self.propose, self.density = propose, density
         self.k, self.m, self.batch_size = int(hmc_per_step), int(flow_per_step), int(batch_size)
         # the flow's proposals: a stream of their own (seeded from the same seed), so a block
         # or a resume never changes which proposals the chains see
-        self.proposal_generator = torch.Generator().manual_seed(int(seed) ^ 0x5DEECE66D)
-
-    # --- the flow proposals: one stream, in fixed chunks --------------------------------
-    def _chunk(self) -> None:
-        """The next ``batch_size`` proposals; the stream's state at the chunk's start is what
-        a resume stores, so the proposals never depend on where blocks or runs ended."""
-        self.chunk_start = generator_state(self.proposal_generator)
-        with torch.no_grad():
-            x, log_q = self.propose(self.batch_size, self.proposal_generator)
-            x = self.theory.field_space.to_action_dtype(x).to(self.device)
-            log_w = chain_log_weight(self.theory.action(x), log_q.to(self.device))
-        self.buffer, self.offset = (x, log_w), 0
-
-    def _take(self, n: int):
-        """The next n proposals of the stream: fields and log w."""
-        xs, log_ws = [], []
-        while n > 0:
-            if self.offset == self.batch_size:
-                self._chunk()
-            k = min(n, self.batch_size - self.offset)
-            xs.append(self.buffer[0][self.offset : self.offset + k])
-            log_ws.append(self.buffer[1][self.offset : self.offset + k])
-            self.offset, n = self.offset + k, n - k
-        return torch.cat(xs), torch.cat(log_ws)
-
-    def _log_w(self, x: torch.Tensor) -> torch.Tensor:
-        """log w of the chains' current fields (recomputed after HMC moved them)."""
-        return chain_log_weight(self.theory.action(x), self.density(x))
+        self.stream = ProposalStream(propose, theory, self.batch_size, int(seed) ^ 0x5DEECE66D, device)
+        self.kernel = Composite([HMCKernel(hmc)] * self.k + [IndependenceKernel(theory, self.stream, density)] * self.m)
 
     # --- chain-sampler protocol ----------------------------------------------------------
     def start(self, state: dict | None) -> None:
@@ -128,49 +104,35 @@ class MixedKernel(HMCChains):
                     f"sample.batch_size: this file's chains draw their flow proposals in chunks of "
                     f"{was}, and a resume must keep that stream; continue it with the same "
                     f"batch_size (now {self.batch_size})")
-            restore_generator(self.proposal_generator, state["proposal_rng"])
-            self._chunk()
-            self.offset = offset
-            if self.offset < 0:
-                raise ValueError(f"proposal offset {self.offset} outside its chunk")
-        else:
-            self._chunk()
+            self.stream.load_state(state["proposal_rng"], offset)
         super().start(state)
 
     def initial_field(self) -> torch.Tensor:
         """``start_fields``, else the stream's first C flow proposals."""
         if self.start_fields is not None:
             return self.given_fields()
-        return self._take(self.n_chains)[0]
+        return self.stream.take(self.n_chains)[0]
 
     def advance(self, rows: int) -> Block:
-        c, k, m = self.n_chains, self.k, self.m
         columns = {name: [] for name in self.mcmc_columns}
         observables, fields = {}, []
         x = self.x
         for _ in range(rows):
-            x, history = self.hmc.sample(x, k, self.generator, measure=False)
-            log_u = torch.log(torch.rand(m, c, dtype=torch.float64, generator=self.generator)).to(x.device)
+            state, infos = self.kernel.step(ChainState(x), self.generator)
+            x = state.x
+            hmc, flow = infos[: self.k], infos[self.k :]
+            n_accepted = torch.stack([i["accepted"] for i in flow]).to(torch.float64).sum(0)
             with torch.no_grad():
-                current = self._log_w(x)
-                n_accepted = torch.zeros(c, dtype=torch.float64, device=x.device)
-                for j in range(m):  # C proposals at a time: memory does not grow with m
-                    proposal, proposal_log_w = self._take(c)
-                    accept = log_u[j] < proposal_log_w - current
-                    mask = accept.view(-1, *([1] * (x.dim() - 1)))
-                    x = torch.where(mask, proposal, x)
-                    current = torch.where(accept, proposal_log_w, current)
-                    n_accepted += accept
                 for name, value in self.theory.observables(x).items():
                     observables.setdefault(name, []).append(value)
             columns["accepted"].append(n_accepted > 0)
-            columns["flow_acceptance"].append(n_accepted / m)
-            columns["hmc_acceptance"].append(history["accepted"].to(torch.float64).mean(0))
-            columns["delta_h"].append(history["delta_h"][-1])
-            columns["log_weight"].append(current)
-            columns["proposal_log_weight"].append(proposal_log_w)
+            columns["flow_acceptance"].append(n_accepted / self.m)
+            columns["hmc_acceptance"].append(torch.stack([i["accepted"] for i in hmc]).to(torch.float64).mean(0))
+            columns["delta_h"].append(hmc[-1]["delta_h"])
+            columns["log_weight"].append(state.log_weight)
+            columns["proposal_log_weight"].append(flow[-1]["proposal_log_weight"])
             for name in self.hmc.md.stat_names:
-                columns[name].append(history[name].to(torch.float64).sum(0))
+                columns[name].append(torch.stack([i[name] for i in hmc]).to(torch.float64).sum(0))
             if self.store_configs:
                 fields.append(x.clone())
         self.x = x
@@ -181,8 +143,8 @@ class MixedKernel(HMCChains):
         return Block(obs, mcmc, to_numpy(torch.stack(fields)) if self.store_configs else None)
 
     def state(self) -> dict:
-        return super().state() | {"proposal_rng": self.chunk_start,
-                                  "proposal_offset": np.array(self.offset),
+        stream = self.stream.state()
+        return super().state() | {"proposal_rng": stream["rng"], "proposal_offset": np.array(stream["offset"]),
                                   "proposal_batch_size": np.array(self.batch_size)}
 
     def extra(self) -> dict:

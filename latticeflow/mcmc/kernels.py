@@ -1,0 +1,279 @@
+"""Markov kernels with one contract, ``kernel.step(state, generator) -> (state, info)``.
+
+A :class:`ChainState` holds what the next step needs: the fields of C chains and, where a
+kernel knows it, their log weight log w = −S − log q.  The info is a dict of ``(C,)``
+tensors for the diagnostics (``accepted``, ``delta_h``, ``proposal_log_weight``, …).
+Kernels compose: :class:`Composite` runs its kernels in sequence, and each of them leaves
+p ∝ e^{−S} invariant on its own, so their composition does too.
+
+- :func:`~latticeflow.mcmc.accept.metropolis`: the one accept/reject of the package: accept
+  where log u < log of the acceptance ratio; a NaN ratio is a rejection.  HMC (ratio
+  e^{−ΔH}), Metropolis independence (w′/w) and every kernel below use it.
+- :class:`HMCKernel`: one HMC trajectory per chain (:class:`~latticeflow.mcmc.hmc.HMC`; on
+  the flow's pull-back ``LatentTheory`` it is flow HMC).
+- :class:`ProposalStream`: a flow's proposals with their log weights, drawn in fixed chunks
+  of ``batch_size`` from a generator of their own, so the proposals never depend on how a
+  run was split into blocks (its state is the stream's state at the chunk's start and the
+  offset into it).
+- :class:`IndependenceKernel`: one Metropolis independence proposal per chain from a stream.
+- :class:`Composite`: kernels in sequence (``Composite([hmc] * k + [flow] * m)`` is the
+  mixed kernel of :mod:`latticeflow.mcmc.mixed`).
+- :class:`KernelChains`: C chains of any kernel as a chain sampler, so that a kernel
+  composed in a script runs to an ensemble file like the command line's samplers
+  (docs/kernels.md).
+
+Example (HMC trajectories interleaved with flow proposals, from a script; ``flow`` is a
+trained flow, e.g. ``latticeflow.load_model("models/u1_L8_b2.toml")[1]``):
+
+    >>> from latticeflow.samplers import flow_density, flow_proposal     # doctest: +SKIP
+    >>> stream = ProposalStream(flow_proposal(flow), theory, batch_size=256, seed=1)
+    >>> kernel = Composite([HMCKernel(HMC(theory, steps=8))] * 2
+    ...                    + [IndependenceKernel(theory, stream, flow_density(flow))])
+    >>> state, infos = kernel.step(ChainState(x), torch.Generator().manual_seed(0))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .accept import metropolis
+from .independence import chain_log_weight
+
+__all__ = ["ChainState", "HMCKernel", "ProposalStream", "IndependenceKernel", "Composite",
+           "KernelChains", "proposal_weights", "start_tensor", "metropolis"]
+
+
+@dataclass
+class ChainState:
+    """The fields ``x`` ``(C, *field_shape)`` of C chains and their log w ``(C,)`` float64
+    where known (None: a kernel moved them without a flow's density, e.g. HMC)."""
+
+    x: torch.Tensor
+    log_weight: torch.Tensor | None = None
+
+
+def proposal_weights(theory, x: torch.Tensor, log_q: torch.Tensor, device=None):
+    """Proposals cast to the precision of the action, on ``device``, and their log w =
+    −S − log q in float64 (a NaN weight becomes −inf: never accepted)."""
+    x = theory.field_space.to_action_dtype(x)
+    if device is not None:
+        x, log_q = x.to(device), log_q.to(device)
+    return x, chain_log_weight(theory.action(x), log_q)
+
+
+def start_tensor(start_fields, theory, device="cpu") -> torch.Tensor:
+    """The fields of a :class:`~latticeflow.ensemble.start.StartFields` (``[sample] start``)
+    as a tensor in the theory's field dtype on ``device``: the one way chains start from
+    given fields."""
+    x = torch.from_numpy(np.ascontiguousarray(start_fields.fields))
+    return x.to(device=device, dtype=theory.field_dtype)
+
+
+class HMCKernel:
+    """One HMC trajectory per chain; info: ``accepted``, ``delta_h`` and the integrator's
+    diagnostics (``hmc.md.stat_names``, e.g. ``cg_iterations``)."""
+
+    def __init__(self, hmc):
+        self.hmc = hmc
+
+    def step(self, state: ChainState, generator: torch.Generator):
+        x, accepted, delta_h = self.hmc.trajectory(state.x, generator)
+        return ChainState(x), {"accepted": accepted, "delta_h": delta_h, **self.hmc.last_stats}
+
+
+class ProposalStream:
+    """A flow's proposals with their log weights, in chunks of ``batch_size`` (see the
+    module docstring).
+
+    Arguments:
+        propose: ``propose(n, generator) -> (x, log_q)`` (e.g. ``samplers.flow_proposal``).
+        theory: the target theory (its action gives log w).
+        batch_size: proposals per flow call.
+        seed: seeds the stream's own generator.
+        device: where the proposals and their weights are returned.
+    """
+
+    def __init__(self, propose, theory, batch_size: int = 1024, seed: int = 0, device="cpu"):
+        self.propose, self.theory, self.batch_size = propose, theory, int(batch_size)
+        self.device = torch.device(device)
+        self.generator = torch.Generator().manual_seed(int(seed))
+        self.offset = self.batch_size  # empty: the first take draws a chunk
+
+    def _chunk(self) -> None:
+        self.chunk_start = self.generator.get_state().numpy().copy()
+        with torch.no_grad():
+            x, log_q = self.propose(self.batch_size, self.generator)
+            self.buffer = proposal_weights(self.theory, x, log_q, self.device)
+        self.offset = 0
+
+    def take(self, n: int):
+        """The next ``n`` proposals of the stream: fields and log w."""
+        xs, log_ws = [], []
+        while n > 0:
+            if self.offset == self.batch_size:
+                self._chunk()
+            k = min(n, self.batch_size - self.offset)
+            xs.append(self.buffer[0][self.offset : self.offset + k])
+            log_ws.append(self.buffer[1][self.offset : self.offset + k])
+            self.offset, n = self.offset + k, n - k
+        return torch.cat(xs), torch.cat(log_ws)
+
+    def state(self) -> dict:
+        """What a resume needs: the stream at its chunk's start, the offset into the chunk."""
+        if self.offset == self.batch_size and not hasattr(self, "chunk_start"):
+            self._chunk()
+        return {"rng": self.chunk_start, "offset": self.offset}
+
+    def load_state(self, rng: np.ndarray, offset: int) -> None:
+        """Continue a stream saved by :meth:`state` (``offset`` ≤ ``batch_size``)."""
+        self.generator.set_state(torch.from_numpy(np.asarray(rng, dtype=np.uint8).copy()))
+        self._chunk()
+        if not 0 <= int(offset) <= self.batch_size:
+            raise ValueError(f"proposal offset {offset} outside its chunk")
+        self.offset = int(offset)
+
+
+class IndependenceKernel:
+    """One Metropolis independence proposal per chain from a :class:`ProposalStream`:
+    accept x′ with min(1, w(x′)/w(x)); the current log w comes from the state, or from
+    ``density`` (the flow's log q, through its inverse) where a kernel before it moved the
+    fields.  Info: ``accepted`` and ``proposal_log_weight``."""
+
+    def __init__(self, theory, stream: ProposalStream, density):
+        self.theory, self.stream, self.density = theory, stream, density
+
+    def step(self, state: ChainState, generator: torch.Generator):
+        x = state.x
+        log_u = torch.log(torch.rand(x.shape[0], dtype=torch.float64, generator=generator)).to(x.device)
+        with torch.no_grad():
+            current = state.log_weight
+            if current is None:
+                current = chain_log_weight(self.theory.action(x), self.density(x))
+            proposal, proposal_log_w = self.stream.take(x.shape[0])
+            accept = metropolis(proposal_log_w - current, log_u)
+            x = torch.where(accept.view(-1, *([1] * (x.dim() - 1))), proposal, x)
+            current = torch.where(accept, proposal_log_w, current)
+        return ChainState(x, current), {"accepted": accept, "proposal_log_weight": proposal_log_w}
+
+
+class Composite:
+    """Kernels in sequence; info: the list of their infos, in order."""
+
+    def __init__(self, kernels):
+        self.kernels = list(kernels)
+        if not self.kernels:
+            raise ValueError("a composite kernel needs at least one kernel")
+
+    def step(self, state: ChainState, generator: torch.Generator):
+        infos = []
+        for kernel in self.kernels:
+            state, info = kernel.step(state, generator)
+            infos.append(info)
+        return state, infos
+
+
+def _streams(kernel) -> list[ProposalStream]:
+    """The proposal streams inside a kernel (each once), in order."""
+    found = []
+    for k in getattr(kernel, "kernels", [kernel]):
+        stream = getattr(k, "stream", None)
+        if stream is not None and all(stream is not s for s in found):
+            found.append(stream)
+    return found
+
+
+class KernelChains:
+    """C chains of any kernel as a chain sampler (the protocol of :mod:`.driver`), so that a
+    kernel composed in a script runs to an ensemble file exactly as the command line's
+    samplers do (``run_ensemble``: blocks, resume, kill safety).
+
+    Each step is one ``kernel.step``; its row records the observables of the fields and the
+    ``columns`` taken from the step's info (of a composite kernel, the last info that has
+    the column), plus ``log_weight`` where the state knows it.  The resume state is the
+    fields, the generator and the kernel's proposal streams.
+
+    Arguments:
+        theory: the target theory.
+        kernel: a kernel (:class:`HMCKernel`, :class:`IndependenceKernel`, :class:`Composite`, …).
+        n_chains: C.
+        columns: the ``mcmc/`` columns; ``accepted`` and the weight column among them.
+        weight_column: the column that weights the rows (``delta_h`` or ``log_weight``).
+        name: the ensemble's ``sampler`` attribute.
+        seed: seeds the chains' generator (momenta, accept/reject, hot starts).
+        thermalization: steps before the first stored one.
+        start: ``"hot"`` or ``"cold"``; ``start_fields`` (``[sample] start``) override it.
+        store_configs: keep every step's fields.
+        device: where the chains live.
+    """
+
+    def __init__(self, theory, kernel, n_chains: int, columns=("accepted", "delta_h"), weight_column="delta_h",
+                 name: str = "kernels", seed: int = 0, thermalization: int = 0, start: str = "hot",
+                 start_fields=None, store_configs: bool = True, device="cpu"):
+        from ..ensemble.format import Weighting
+
+        if "accepted" not in columns or weight_column not in columns:
+            raise ValueError(f"columns must include 'accepted' and the weight column {weight_column!r}")
+        self.theory, self.kernel, self.n_chains = theory, kernel, int(n_chains)
+        self.sampler, self.mcmc_columns = name, list(columns)
+        self.weights = Weighting(weight_column)
+        self.thermalization, self.start_kind, self.start_fields = int(thermalization), start, start_fields
+        self.store_configs, self.device = store_configs, torch.device(device)
+        self.generator = torch.Generator().manual_seed(int(seed))
+
+    def start(self, state: dict | None) -> None:
+        from .driver import restore_generator
+        from .hmc import initial_field
+
+        if state:
+            restore_generator(self.generator, state["rng"])
+            self.x = torch.from_numpy(state["field"]).to(self.device)
+            for i, stream in enumerate(_streams(self.kernel)):
+                stream.load_state(state[f"stream{i}_rng"], int(state[f"stream{i}_offset"]))
+            return
+        if self.start_fields is not None:
+            self.x = start_tensor(self.start_fields, self.theory, self.device)
+        else:
+            self.x = initial_field(self.theory, self.n_chains, self.start_kind, self.generator).to(self.device)
+        for _ in range(self.thermalization):
+            self.x = self.kernel.step(ChainState(self.x), self.generator)[0].x
+
+    def advance(self, rows: int):
+        from ..devices import to_numpy
+        from .driver import Block
+
+        columns = {name: [] for name in self.mcmc_columns}
+        observables, fields = {}, []
+        for _ in range(rows):
+            state, infos = self.kernel.step(ChainState(self.x), self.generator)
+            self.x = state.x
+            merged = {}
+            for info in infos if isinstance(infos, list) else [infos]:
+                merged |= info
+            if state.log_weight is not None:
+                merged.setdefault("log_weight", state.log_weight)
+            for name in self.mcmc_columns:
+                columns[name].append(merged[name])
+            with torch.no_grad():
+                for name, value in self.theory.observables(self.x).items():
+                    observables.setdefault(name, []).append(value)
+            if self.store_configs:
+                fields.append(self.x.clone())
+        mcmc = {name: to_numpy(torch.stack(v)) for name, v in columns.items()}
+        obs = {name: to_numpy(torch.stack(v)) for name, v in observables.items()}
+        return Block(obs, mcmc, to_numpy(torch.stack(fields)) if self.store_configs else None)
+
+    def state(self) -> dict:
+        from ..devices import to_numpy
+        from .driver import generator_state
+
+        state = {"rng": generator_state(self.generator), "field": to_numpy(self.x)}
+        for i, stream in enumerate(_streams(self.kernel)):
+            saved = stream.state()
+            state |= {f"stream{i}_rng": saved["rng"], f"stream{i}_offset": np.array(saved["offset"])}
+        return state
+
+    def extra(self) -> dict:
+        return {"kernels": [type(k).__name__ for k in getattr(self.kernel, "kernels", [self.kernel])]}

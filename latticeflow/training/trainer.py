@@ -35,6 +35,7 @@ from ..interrupts import check_stop
 from ..flows import build_flow
 from ..mcmc.independence import independence_acceptance, log_weight
 from .distributed import Group, rank_device, rank_seed
+from .guard import UpdateGuard, finite
 from .loss import frozen_twin, kl_loss, learning_rate
 from .run_files import (CHECKPOINT, INTERRUPTED, METRICS, MODEL, PLOT, last_metrics, mismatch, model_file, read_metrics,
                         truncate_metrics)
@@ -114,7 +115,7 @@ class Trainer:
         self.group.broadcast_parameters(self.flow)  # every rank starts from rank 0's weights
         self.snapshot = self._snapshot()
         self.last: dict = {}
-        self._updating = False  # inside optimizer.step(): an interrupt there must not be saved
+        self.guard = UpdateGuard(self.flow, self.optimizer, self.group, self.tc.grad_clip)
 
     # --- state ------------------------------------------------------------------------------
     def _snapshot(self):
@@ -130,7 +131,7 @@ class Trainer:
     def save_checkpoint(self, generator_state=None, gather: bool = True) -> None:
         """Rank 0 writes the checkpoint; with ``gather`` (every rank calls it) it holds every
         rank's generator state, otherwise (an interrupt, seen by one rank) rank 0's only."""
-        if not _finite(self.flow):  # never written: roll back to the last good weights instead
+        if not finite(self.flow):  # never written: roll back to the last good weights instead
             self._rollback()
             return
         own = generator_state if generator_state is not None else self.generator.get_state()
@@ -185,7 +186,7 @@ class Trainer:
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise LatticeflowError(f"{path}: not a readable latticeflow checkpoint "
                                    f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-        if self.step < 0 or self.total < 1 or not _finite(self.flow):
+        if self.step < 0 or self.total < 1 or not finite(self.flow):
             raise LatticeflowError(f"{path}: a damaged checkpoint (step {self.step}, or non-finite "
                                    "weights); it cannot be resumed")
         truncate_metrics(self.run_dir / METRICS, self.step)
@@ -213,42 +214,14 @@ class Trainer:
         lr = learning_rate(self.step, self.tc.lr, self.total, self.tc.schedule, self.tc.warmup)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.optimizer.zero_grad(set_to_none=True)
         target = self.schedule.theory_at(self.step)
-        loss, log_q, action = kl_loss(self.flow, target, self.rank_batch, self.generator,
-                                      self.estimator_at(self.step), self.twin)
-        grad_norm = float("nan")
-        if torch.isfinite(loss):
-            loss.backward()
-        elif self.group.active:  # every rank must join the all-reduce: a NaN skips the step on all
-            for p in self.flow.parameters():
-                p.grad = torch.full_like(p, float("nan"))
-        self.group.average_gradients(self.flow.parameters())
-        loss = self.group.all_mean(loss.detach())
-        if torch.isfinite(loss):
-            grads = [p.grad.flatten() for p in self.flow.parameters() if p.grad is not None]
-            grad_norm = float(torch.linalg.vector_norm(torch.cat(grads))) if grads else 0.0
-        skipped = not (math.isfinite(grad_norm) and torch.isfinite(loss))
-        if skipped:
-            self.bad_steps += 1
-            self.consecutive_bad += 1
-        else:
-            if self.tc.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.flow.parameters(), self.tc.grad_clip)
-            self._updating = True
-            self.optimizer.step()
-            self.consecutive_bad = 0
-            if not _finite(self.flow):  # the update itself diverged: never keep such weights
-                self.bad_steps += 1
-                self.consecutive_bad = MAX_BAD_STEPS
-        self.step += 1
-        self._updating = False
-        self.optimizer.zero_grad(set_to_none=True)
+        with self.guard.update(self._count) as u:  # reverse KL (training/loss.py); the guard: training/guard.py
+            u.loss, log_q, action = kl_loss(self.flow, target, self.rank_batch, self.generator,
+                                            self.estimator_at(self.step), self.twin)
         log_w = to_numpy(torch.cat(self.group.gather(log_weight(action, log_q))))  # the whole batch
-        finite = bool(np.all(np.isfinite(log_w)))
-        record = {"step": self.step, "loss": _num(loss), "log_z_bound": _num(-loss),
-                  "ess": batch_ess(log_w) if finite else None, "lr": lr, "grad_norm": _num(grad_norm),
-                  "skipped": skipped}
+        record = {"step": self.step, "loss": _num(u.loss), "log_z_bound": _num(-u.loss),
+                  "ess": batch_ess(log_w) if np.all(np.isfinite(log_w)) else None, "lr": lr,
+                  "grad_norm": _num(u.grad_norm), "skipped": u.skipped}
         if self.schedule.start is not None:
             record[f"train_{self.schedule.name}"] = self.schedule.value_at(self.step - 1)
         if self.consecutive_bad >= MAX_BAD_STEPS:
@@ -258,6 +231,13 @@ class Trainer:
             self.recent_rollbacks = self.recent_rollbacks + 1 if near else 1
             self.last_rollback = self.step
         return record
+
+    def _count(self, u) -> None:
+        """After an update (or a skipped one): the step counter and the bad-step bookkeeping."""
+        if u.skipped or u.diverged:
+            self.bad_steps += 1
+        self.consecutive_bad = (self.consecutive_bad + 1 if u.skipped else MAX_BAD_STEPS if u.diverged else 0)
+        self.step += 1
 
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -335,7 +315,7 @@ class Trainer:
 
     def _interrupted(self, generator_state, step_before, bar) -> None:
         """Ctrl-C: checkpoint the last whole step, so that a resume continues exactly."""
-        if self._updating:
+        if self.guard.updating:  # inside an update: an interrupt there must not be saved
             bar.write("latticeflow: interrupted inside an update; the last checkpoint stays valid")
             return
         if self.step == step_before:  # the step was cut short before its update: undo its sampling
@@ -359,7 +339,7 @@ class Trainer:
         self.last = full
 
     def _finish(self) -> None:
-        if not _finite(self.flow):
+        if not finite(self.flow):
             self._rollback()
         if not self.group.is_main:
             return
@@ -368,10 +348,6 @@ class Trainer:
 
     def plot(self) -> None:
         plot_training(read_metrics(self.run_dir / METRICS), self.run_dir / PLOT)
-
-
-def _finite(module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
 
 def _num(v) -> float | None:

@@ -21,6 +21,7 @@ recorded in the file's ``extra`` and a resume that changes one is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from ..errors import EnsembleError
 from ..files import RunLock
 from ..interrupts import check_stop
 
-__all__ = ["Block", "run_ensemble", "generator_state", "restore_generator"]
+__all__ = ["Block", "run_ensemble", "run_guard", "generator_state", "restore_generator"]
 
 KEPT = "resume_keeps"  #: the key of ``extra`` that records ``keep``
 
@@ -74,10 +75,68 @@ def run_ensemble(sampler, *, theory, path, n: int, config_text: str, seed: int,
 
     Returns ``{"path", "sampler", "n", "rows_added", "seconds", "resumed"}``.
     """
-    path = Path(path)
+    path, weights = Path(path), weights or getattr(sampler, "weights", None)
+    keep = json.loads(json.dumps(keep or {}))
+    chains = sampler.n_chains
+    target = ensemble.rows_needed(n, chains)
+    added, total_seconds, accepted = 0, 0.0, []
+    with run_guard(sampler, theory, path, config_text, seed, store_configs, keep, weights) as (writer, resumed):
+        bar = tqdm(total=target * chains, initial=min(writer.n_rows, target) * chains, unit="cfg",
+                   desc=desc or sampler.sampler, disable=not progress, dynamic_ncols=True)
+        with bar:
+            while writer.n_rows < target:
+                check_stop()  # an interrupt that Python swallowed (interrupts.py)
+                rows = min(block, target - writer.n_rows)
+                t0 = time.perf_counter()
+                blk = sampler.advance(rows)
+                seconds = time.perf_counter() - t0
+                writer.append(observables=blk.observables, mcmc=blk.mcmc,
+                              configs=blk.configs if writer.has_configs else None,
+                              state=sampler.state(), seconds=seconds, extra=sampler.extra())
+                added, total_seconds = added + rows, total_seconds + seconds
+                if "accepted" in blk.mcmc:
+                    accepted.append(float(np.mean(blk.mcmc["accepted"])))
+                    bar.set_postfix(acc=f"{np.mean(accepted):.3f}", refresh=False)
+                bar.update(rows * chains)
+        n_rows = writer.n_rows
+    return {"path": str(path), "sampler": sampler.sampler, "n": n_rows * chains, "rows_added": added,
+            "seconds": total_seconds, "resumed": resumed}
+
+
+@contextlib.contextmanager
+def run_guard(sampler, theory, path: Path, config_text: str, seed: int, store_configs: bool, keep: dict,
+              weights=None):
+    """The guard rails of a run around its blocks: one writer at a time (a lock beside the
+    file); a file stopped before its first block replaced; a resume refused unless the
+    physics, the sampler, the kept settings and the resume state fit (the file untouched);
+    the sampler started — restored from the file, or fresh before the file exists, so that
+    an interrupted thermalisation leaves no file.  Yields ``(writer, resumed)``."""
     with RunLock(path.with_name(f".{path.name}.lock"), str(path)):
-        return _run(sampler, theory, path, n, config_text, seed, block, store_configs, progress, desc,
-                    json.loads(json.dumps(keep or {})), weights or getattr(sampler, "weights", None))
+        if ensemble.holds_no_rows(path):
+            # stopped or failed before its first block: no data to keep, and continuing it would
+            # keep that run's settings (and start from the flow, not from [sample] start)
+            path.unlink()
+        resumed = path.exists()
+        spec = dict(theory=theory.params(), sampler=sampler.sampler, n_chains=sampler.n_chains,
+                    observables=list(theory.observable_names), mcmc=list(sampler.mcmc_columns))
+        if resumed:
+            state = ensemble.read_resume_state(path, **spec, field_shape=theory.field_shape)
+            _check_kept(path, keep)
+            _check_state(state, path, sampler.n_chains, theory.field_shape)
+            try:
+                sampler.start(state if state else None)
+            except (KeyError, ValueError, TypeError, RuntimeError, IndexError, UnicodeDecodeError) as exc:
+                raise EnsembleError(f"{path}: its resume state is damaged ({type(exc).__name__}: "
+                                    f"{exc}); the file is left as it is") from None
+            writer = ensemble.open_for_append(path, **spec, field_shape=theory.field_shape)
+        else:
+            sampler.start(None)
+            writer = ensemble.create(path, **spec, config_text=config_text, seed=seed,
+                                     field_shape=theory.field_shape if store_configs else None,
+                                     field_dtype=theory.field_dtype,
+                                     extra=sampler.extra() | ({KEPT: keep} if keep else {}), weights=weights)
+        with writer:
+            yield writer, resumed
 
 
 def _check_kept(path: Path, keep: dict) -> None:
@@ -107,64 +166,3 @@ def _check_state(state: dict, path: Path, chains: int, field_shape) -> None:
         if a.dtype.kind in "fc" and not np.all(finite):
             raise EnsembleError(f"{path}: its resume state {key} is not finite; the file is left "
                                 "as it is")
-
-
-def _run(sampler, theory, path: Path, n, config_text, seed, block, store_configs, progress, desc, keep,
-         weights):
-    params = theory.params()
-    if ensemble.holds_no_rows(path):
-        # stopped or failed before its first block: no data to keep, and continuing it would
-        # keep that run's settings (and start from the flow, not from [sample] start)
-        path.unlink()
-    resumed = path.exists()
-    if resumed:
-        spec = dict(theory=params, sampler=sampler.sampler, n_chains=sampler.n_chains,
-                    observables=list(theory.observable_names), mcmc=list(sampler.mcmc_columns),
-                    field_shape=theory.field_shape)
-        state = ensemble.read_resume_state(path, **spec)
-        _check_kept(path, keep)
-        _check_state(state, path, sampler.n_chains, theory.field_shape)
-        try:
-            sampler.start(state if state else None)
-        except (KeyError, ValueError, TypeError, RuntimeError, IndexError, UnicodeDecodeError) as exc:
-            raise EnsembleError(f"{path}: its resume state is damaged ({type(exc).__name__}: "
-                                f"{exc}); the file is left as it is") from None
-        writer = ensemble.open_for_append(path, **spec)
-    else:
-        sampler.start(None)
-        writer = ensemble.create(
-            path, theory=params, sampler=sampler.sampler, config_text=config_text, seed=seed,
-            n_chains=sampler.n_chains, observables=list(theory.observable_names),
-            mcmc=sampler.mcmc_columns,
-            field_shape=theory.field_shape if store_configs else None,
-            field_dtype=theory.field_dtype,
-            extra=sampler.extra() | ({KEPT: keep} if keep else {}), weights=weights)
-    target = ensemble.rows_needed(n, sampler.n_chains)
-    chains = sampler.n_chains
-    added, total_seconds = 0, 0.0
-    with writer:
-        bar = tqdm(total=target * chains, initial=min(writer.n_rows, target) * chains,
-                   unit="cfg", desc=desc or sampler.sampler, disable=not progress,
-                   dynamic_ncols=True)
-        accepted = []
-        try:
-            while writer.n_rows < target:
-                check_stop()  # an interrupt that Python swallowed (interrupts.py)
-                rows = min(block, target - writer.n_rows)
-                t0 = time.perf_counter()
-                blk = sampler.advance(rows)
-                seconds = time.perf_counter() - t0
-                writer.append(observables=blk.observables, mcmc=blk.mcmc,
-                              configs=blk.configs if writer.has_configs else None,
-                              state=sampler.state(), seconds=seconds, extra=sampler.extra())
-                added += rows
-                total_seconds += seconds
-                if "accepted" in blk.mcmc:
-                    accepted.append(float(np.mean(blk.mcmc["accepted"])))
-                    bar.set_postfix(acc=f"{np.mean(accepted):.3f}", refresh=False)
-                bar.update(rows * chains)
-        finally:
-            bar.close()
-        n_rows = writer.n_rows
-    return {"path": str(path), "sampler": sampler.sampler, "n": n_rows * chains, "rows_added": added,
-            "seconds": total_seconds, "resumed": resumed}

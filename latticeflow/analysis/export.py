@@ -248,18 +248,39 @@ def check_outputs(ensemble_path, pyerrors=None, csv=None, npz=None) -> list[Path
     if not given:
         raise LatticeflowError("export: give at least one output: --pyerrors OUT.json.gz, "
                                "--csv OUT.csv or --npz OUT.npz")
-    seen = {Path(os.path.abspath(ensemble_path)): "the ensemble file"}
+    seen = {Path(os.path.realpath(ensemble_path)): "the ensemble file"}
     for flag, path in given.items():
-        where = Path(os.path.abspath(path))
+        where = Path(os.path.realpath(path))  # symbolic links resolved: never write over the input
         if where in seen:
             raise LatticeflowError(f"{flag}: {path} is also {seen[where]}; name another file")
         seen[where] = f"the {flag} output"
+        _check_replaceable(flag, path)
     if "--pyerrors" in given:
         _pyerrors_path(given["--pyerrors"])
         require_pyerrors()
     for path in given.values():
         check_writable(path)
     return list(given.values())
+
+
+def _check_replaceable(flag: str, path: Path) -> None:
+    """An output may replace a regular file of its own kind, never a FIFO, a device, a
+    directory or an HDF5 file (an ensemble), and its directory must exist."""
+    import h5py
+
+    parent = Path(os.path.realpath(path)).parent
+    if not parent.is_dir():
+        raise LatticeflowError(f"{flag}: {path}: the directory {parent} does not exist")
+    if not os.path.lexists(path):
+        return
+    if os.path.isdir(path):
+        raise LatticeflowError(f"{flag}: {path} is a directory, not a file")
+    if not os.path.isfile(path):
+        raise LatticeflowError(f"{flag}: {path} exists and is not a regular file (a FIFO, socket or device); "
+                               "name another file")
+    if h5py.is_hdf5(path):
+        raise LatticeflowError(f"{flag}: {path} is an HDF5 file (an ensemble?); exports never replace one: "
+                               "name another file")
 
 
 def export_files(ens, pyerrors=None, csv=None, npz=None, name: str | None = None) -> list[Path]:

@@ -138,7 +138,7 @@ def cmd_export(args) -> int:
         raise LatticeflowError("--name: names the pyerrors ensemble; give --pyerrors OUT.json.gz too")
     with ensemble.open(check_input(args.file, "ensemble file")) as ens:
         written = export_files(ens, args.pyerrors, args.csv, args.npz, args.name)
-    print(f"wrote {', '.join(map(str, written))}", file=sys.stderr)
+    print(f"wrote {', '.join(map(str, written))}".replace("\n", "\\n"), file=sys.stderr)  # one line
     return 0
 
 

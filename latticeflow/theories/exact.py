@@ -46,6 +46,22 @@ __all__ = [
 _NMAX = 60  # |n| cut-off of the character sums; I_n(β) for n > 60 is negligible for β ≤ 20
 
 
+def _nmax(beta: float, volume: int) -> int:
+    """The |n| cut-off of a U(1) character sum over V plaquettes: I_n(β)^V/I_0(β)^V ≈
+    e^{−V n²/(2β)} must have fallen below e^{−40} (at least ``_NMAX``)."""
+    return max(_NMAX, math.ceil(math.sqrt(80.0 * beta / max(volume, 1))) + 10)
+
+
+def _phi_max(beta: float) -> float:
+    """Where e^{β(cos φ − 1)} < e^{−60}: the quadrature of J(ν) covers |φ| ≤ this (π up to
+    β ≈ 30), so that its nodes resolve the peak of width 1/√β at any β."""
+    return min(math.pi, math.sqrt(240.0 / beta)) if beta > 0 else math.pi
+
+
+#: P(Q) by its quadrature on |ν| ≤ 60 holds up to β = this × V (where _nmax exceeds 60)
+MAX_BETA_PER_PLAQUETTE = 40
+
+
 def _check(beta: float, volume: int) -> None:
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")
@@ -62,7 +78,8 @@ def _log_bessel(n: np.ndarray, beta: float) -> np.ndarray:
 def u1_wilson_loop(beta: float, volume: int, area: int) -> float:
     """⟨cos W⟩ of a contractible loop enclosing ``area`` plaquettes on the 2D torus."""
     _check(beta, volume)
-    n = np.arange(-_NMAX, _NMAX + 1)
+    nmax = _nmax(beta, volume - area + 1)
+    n = np.arange(-nmax, nmax + 1)
     ln, ln1 = _log_bessel(n, beta), _log_bessel(n + 1, beta)
     num = logsumexp((volume - area) * ln + area * ln1)
     den = logsumexp(volume * ln)
@@ -74,14 +91,14 @@ def u1_plaquette(beta: float, volume: int) -> float:
     return u1_wilson_loop(beta, volume, 1)
 
 
-def _gauss_legendre(n: int = 400):
+def _gauss_legendre(n: int = 400, half_width: float = math.pi):
     x, w = np.polynomial.legendre.leggauss(n)
-    return math.pi * x, math.pi * w
+    return half_width * x, half_width * w
 
 
 def _j_and_derivatives(nu: np.ndarray, beta: float):
     """J(ν), J'(ν), J''(ν) scaled by e^{−β}: ∫ e^{β(cos φ − 1)} {cos νφ, −φ sin νφ, −φ² cos νφ} dφ."""
-    phi, w = _gauss_legendre()
+    phi, w = _gauss_legendre(half_width=_phi_max(beta))
     weight = w * np.exp(beta * (np.cos(phi) - 1.0))
     arg = np.outer(nu, phi)
     j0 = np.cos(arg) @ weight
@@ -93,14 +110,15 @@ def _j_and_derivatives(nu: np.ndarray, beta: float):
 def u1_q_squared(beta: float, volume: int) -> float:
     """⟨Q²⟩ of the geometric charge on the 2D torus with ``volume`` plaquettes."""
     _check(beta, volume)
-    n = np.arange(-_NMAX, _NMAX + 1, dtype=float)
+    nmax = _nmax(beta, volume)
+    n = np.arange(-nmax, nmax + 1, dtype=float)
     j0, j1, j2 = _j_and_derivatives(n, beta)
     scale = j0.max()
     j0, j1, j2 = j0 / scale, j1 / scale, j2 / scale
     v = volume
     z = np.sum(j0**v)
     z2 = np.sum(v * (v - 1) * j0 ** (v - 2) * j1**2 + v * j0 ** (v - 1) * j2) / (2 * math.pi) ** 2
-    return float(-z2 / z)
+    return float(max(-z2 / z, 0.0))  # a non-negative quantity; round-off leaves ~1e-19 either side at large β
 
 
 def u1_topological_susceptibility(beta: float, volume: int) -> float:
@@ -112,9 +130,12 @@ def u1_charge_distribution(beta: float, volume: int, qmax: int = 10) -> dict[int
     """P(Q) for |Q| ≤ qmax on the 2D torus (normalised over that range).
 
     P(Q) ∝ ∫_ℝ dν J(ν)^V cos(2πνQ): the Fourier sum over n and the θ integral combine
-    into one integral over the real line, done by quadrature on |ν| ≤ 60.
+    into one integral over the real line, done by quadrature on |ν| ≤ 60, which holds the
+    integrand up to β ≈ 45 V (:data:`MAX_BETA_PER_PLAQUETTE`); beyond, a ValueError.
     """
     _check(beta, volume)
+    if _nmax(beta, volume) > _NMAX:
+        raise ValueError(f"P(Q) by quadrature is limited to beta <= {MAX_BETA_PER_PLAQUETTE} V")
     nu = np.linspace(0.0, _NMAX, 12001)
     j0, _, _ = _j_and_derivatives(nu, beta)
     f = (j0 / j0[0]) ** volume

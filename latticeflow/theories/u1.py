@@ -176,16 +176,21 @@ class U1(Theory):
 
     def exact_distributions(self):
         """P(Q) on the 2D torus."""
-        if self.dim != 2:
-            return {}
         from . import exact
 
+        if self.dim != 2 or self.beta > exact.MAX_BETA_PER_PLAQUETTE * self.volume:
+            return {}  # its quadrature does not reach that far (exact.u1_charge_distribution)
         return {"topological_charge": exact.u1_charge_distribution(self.beta, self.volume)}
 
     def exact_sampling_problem(self):
         if self.dim != 2 or self.has_fermions:
             return (f"exact (direct) sampling is known for pure 2D U(1) only, not for the {self.name} "
                     f"theory in {self.dim}D" + (" with fermions" if self.has_fermions else ""))
+        from .u1_direct import MAX_BETA
+
+        if self.beta > MAX_BETA:
+            return (f"theory.beta = {self.beta:g}: the direct sampler's rejection step accepts about "
+                    f"1/sqrt(2 pi beta) of its proposals, so it is limited to beta <= {MAX_BETA:g}")
         return None
 
     def draw_exact(self, n, rng):

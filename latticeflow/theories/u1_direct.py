@@ -29,7 +29,12 @@ import math
 
 import numpy as np
 
-__all__ = ["draw_plaquettes", "links_from_plaquettes", "draw_links"]
+__all__ = ["draw_plaquettes", "links_from_plaquettes", "draw_links", "MAX_BETA"]
+
+#: beyond this β the rejection step accepts fewer than 1 in 2500 proposals
+MAX_BETA = 1e6
+#: proposals × plaquettes drawn at once (32 MB of angles): memory stays bounded at any β
+_CHUNK = 1 << 22
 
 
 def _wrap(a: np.ndarray) -> np.ndarray:
@@ -41,9 +46,9 @@ def draw_plaquettes(volume: int, beta: float, n: int, rng: np.random.Generator):
     """``n`` sets of plaquette angles ``(n, volume)`` in (−π, π] with the torus constraint,
     and the proposals each accepted set took ``(n,)`` (its cost)."""
     out, tries, pending, accepted = [], [], 0, 0
-    rate = min(1.0, 1.0 / math.sqrt(2 * math.pi * beta))  # about the acceptance at large β
+    rate = min(1.0, 1.0 / math.sqrt(2 * math.pi * max(beta, 1e-300)))  # about the acceptance at large β
     while accepted < n:
-        k = math.ceil(1.25 * (n - accepted) / rate) + 4
+        k = min(math.ceil(1.25 * (n - accepted) / rate) + 4, max(1, _CHUNK // volume))
         free = rng.vonmises(0.0, beta, size=(k, volume - 1))
         last = _wrap(-free.sum(1))
         keep = rng.random(k) < np.exp(beta * (np.cos(last) - 1.0))

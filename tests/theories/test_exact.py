@@ -179,3 +179,20 @@ def test_sun_torus_formula_reduces_to_su2_and_to_infinite_volume():
             exact.sun_plaquette_infinite_volume(beta, 3), rel=1e-9)
     # on a small torus the global constraint is visible
     assert exact.sun_plaquette_torus(6.0, 3, 4) - exact.sun_plaquette_infinite_volume(6.0, 3) > 5e-3
+
+
+def test_u1_torus_references_hold_at_large_beta():
+    """The character sums' cut-off grows with β/V and the quadrature of J(ν) follows the
+    peak of width 1/√β: at β = 1e6 the plaquette is 1 − (1 − 1/V)/(2β) + O(β⁻²) (it was
+    0.9999995006 with a fixed cut-off), χ_Q is never negative, and P(Q), whose quadrature
+    does not reach that far, is omitted rather than wrong."""
+    from latticeflow.theories import U1
+
+    for beta in (1e3, 1e6):
+        t = U1((4, 4), beta=beta)
+        e = t.exact()
+        assert abs((1 - e["plaquette"]) - (1 - 1 / 16) / (2 * beta)) < 2 / beta**2
+        assert e["chi_Q"] >= 0 and e["chi_Q"] < 1e-12
+        assert t.exact_distributions() == {}
+    assert U1((8, 8), beta=2.0).exact_distributions()  # still there where it holds
+    assert U1((4, 4), beta=50.0).exact()["chi_Q"] >= 0

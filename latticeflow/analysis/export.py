@@ -269,6 +269,8 @@ def _check_replaceable(flag: str, path: Path) -> None:
     import h5py
 
     parent = Path(os.path.realpath(path)).parent
+    if parent.exists() and not parent.is_dir():
+        raise LatticeflowError(f"{flag}: {path}: {parent} is not a directory")
     if not parent.is_dir():
         raise LatticeflowError(f"{flag}: {path}: the directory {parent} does not exist")
     if not os.path.lexists(path):

@@ -205,3 +205,33 @@ def test_cli_refusals_are_one_line_and_write_nothing(hmc_file, tmp_path, capsys,
     err = refuse(["export", hmc_file, "--csv", csv, "--pyerrors", tmp_path / "p.json.gz"], capsys)
     assert "needs pyerrors: pip install pyerrors" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # nothing written, no temporaries
+
+
+def test_exports_never_replace_the_input_another_ensemble_or_a_special_file(hmc_file, tmp_path, capsys):
+    """Outputs are compared by their real paths and must be regular non-HDF5 files in an
+    existing directory; the input and every refused target stay byte-identical."""
+    import hashlib
+    import os
+    import shutil
+
+    from conftest import refuse
+
+    data = tmp_path / "d.h5"
+    shutil.copy(hmc_file, data)
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    (tmp_path / "here").symlink_to(tmp_path)
+    (tmp_path / "l.h5").symlink_to(data)
+    assert "also the ensemble file" in refuse(["export", data, "--csv", tmp_path / "here" / "d.h5"], capsys)
+    assert "also the ensemble file" in refuse(["export", tmp_path / "l.h5", "--npz", data], capsys)
+    assert "also the --csv output" in refuse(
+        ["export", data, "--csv", tmp_path / "a.csv", "--npz", tmp_path / "here" / "a.csv"], capsys)
+    other = tmp_path / "other.h5"
+    shutil.copy(hmc_file, other)
+    assert "is an HDF5 file" in refuse(["export", data, "--npz", other], capsys)
+    os.mkfifo(tmp_path / "f.csv")
+    assert "not a regular file" in refuse(["export", data, "--csv", tmp_path / "f.csv"], capsys)
+    assert "does not exist" in refuse(
+        ["export", data, "--csv", tmp_path / "ok.csv", "--npz", tmp_path / "newdir" / "x.npz"], capsys)
+    assert not (tmp_path / "ok.csv").exists()  # refused before anything was written
+    assert hashlib.sha256(data.read_bytes()).hexdigest() == digest
+    assert (tmp_path / "f.csv").is_fifo() and hashlib.sha256(other.read_bytes()).hexdigest() != ""

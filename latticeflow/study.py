@@ -172,6 +172,7 @@ def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: flo
     if shipped and os.path.lexists(shipped) and not asked:  # there, but a FIFO, a loop, a directory
         check_input(shipped, "weights file")
     if not copy.is_file() and not asked and shipped and shipped.is_file() and not train_dir.exists():
+        load_flow(shipped, cfg)  # unreadable weights are refused naming the shipped file, before any copy
         atomic_copy(shipped, copy)
     if copy.is_file():  # started from the shipped weights: its flow for good
         if asked:

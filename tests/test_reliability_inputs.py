@@ -151,3 +151,39 @@ def test_what_latticeflow_wrote_itself_still_loads():
     assert parse_config(cfg.toml).train == cfg.train  # defaults are not "idle keys"
     old = parse_config(SU2 + 'loops = ["plaquette", "plaquette"]\n', legacy=True)
     assert old.flow.loops == ("plaquette",)
+
+
+def test_continuing_a_file_with_configurations_without_them_is_refused_untouched(tmp_path, capsys):
+    """`--no-configs` on a file that stores configurations was an internal error (exit 3)
+    after the resume had rewritten the file; now one line, the file byte-identical."""
+    import hashlib
+
+    model = tmp_path / "u1.toml"
+    model.write_text('[theory]\nname = "u1"\nL = 4\nbeta = 1.0\n[hmc]\nthermalization = 4\nchains = 2\n')
+    assert main(["hmc", str(model), "-n", "20", "--out", str(tmp_path / "h.h5"), "--quiet"]) == 0
+    capsys.readouterr()
+    digest = hashlib.sha256((tmp_path / "h.h5").read_bytes()).hexdigest()
+    err = refuse(["hmc", model, "-n", 40, "--out", tmp_path / "h.h5", "--no-configs", "--quiet"], capsys)
+    assert "stores configurations and this run stores none" in err
+    assert hashlib.sha256((tmp_path / "h.h5").read_bytes()).hexdigest() == digest
+
+
+def test_unreadable_shipped_weights_are_refused_before_run_copies_them(tmp_path, capsys):
+    """An empty .pt beside a model was copied into the run directory first, so the run stayed
+    refused (naming the copy) after the shipped file was fixed."""
+    import shutil
+
+    model = tmp_path / "u.toml"
+    shutil.copy(ROOT / "models" / "u1_L8_b2.toml", model)
+    (tmp_path / "u.pt").write_bytes(b"")
+    err = refuse(["run", model, "-n", 20, "--out", tmp_path / "r", "--quiet"], capsys)
+    assert "u.pt: not a readable latticeflow model" in err and not (tmp_path / "r" / "model.pt").exists()
+
+
+def test_extending_a_file_beyond_the_disk_is_refused_like_a_new_one(tmp_path, capsys):
+    model = tmp_path / "u1.toml"
+    model.write_text('[theory]\nname = "u1"\nL = 4\nbeta = 1.0\n[sample]\nsampler = "direct"\nchains = 2\n')
+    assert main(["sample", str(model), "-n", "8", "--out", str(tmp_path / "d.h5"), "--quiet"]) == 0
+    capsys.readouterr()
+    err = refuse(["sample", model, "-n", 10**12, "--out", tmp_path / "d.h5", "--quiet"], capsys)
+    assert "GiB" in err and "an ensemble of 1000000000000 configurations" in err

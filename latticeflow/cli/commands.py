@@ -136,7 +136,7 @@ def cmd_export(args) -> int:
     check_outputs(args.file, args.pyerrors, args.csv, args.npz)  # before the file is even read
     if args.name is not None and args.pyerrors is None:
         raise LatticeflowError("--name: names the pyerrors ensemble; give --pyerrors OUT.json.gz too")
-    with ensemble.open(check_input(args.file, "ensemble file")) as ens:
+    with ensemble.open(check_input(args.file, "latticeflow ensemble file")) as ens:
         written = export_files(ens, args.pyerrors, args.csv, args.npz, args.name)
     print(f"wrote {', '.join(map(str, written))}".replace("\n", "\\n"), file=sys.stderr)  # one line
     return 0

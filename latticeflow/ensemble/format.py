@@ -12,6 +12,7 @@ import h5py
 import numpy as np
 
 from ..errors import EnsembleError
+from ..files import input_problem
 
 __all__ = ["FORMAT", "VERSION", "LEGACY_SAMPLERS", "Weighting", "rows_needed", "weighting"]
 
@@ -82,8 +83,9 @@ def numpy_field_dtype(dtype) -> np.dtype:
 
 def open_h5(path: Path, mode: str) -> h5py.File:
     """Open an existing ensemble file and check what it claims to be."""
-    if not path.exists():
-        raise EnsembleError(f"{path}: no such file")
+    problem = input_problem(path, "latticeflow ensemble file")
+    if problem and not path.is_dir():  # a symbolic link loop or to nothing, a FIFO: say which
+        raise EnsembleError(f"{path}: {problem}")
     if path.is_dir():
         raise EnsembleError(f"{path} is a directory, not a latticeflow ensemble file")
     if not path.is_file() or not h5py.is_hdf5(path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .. import resources
 from ..files import check_writable
+from .reader import open as open_ensemble
 from .writer import holds_no_rows
 
 __all__ = ["continues", "check_fits"]
@@ -20,8 +21,11 @@ def continues(out) -> bool:
 def check_fits(theory, n: int, out, chains: int, configs: bool, columns: int) -> None:
     """Refuse, before any work, an ensemble of ``n`` configurations of ``theory`` (a
     ``[theory]`` table) with ``columns`` stored columns that cannot be written or would not
-    fit on disk (a continued file already holds part of it)."""
+    fit on disk (a continued file already holds part of it: the rest must fit)."""
     check_writable(out)
-    if not continues(out):
-        need = resources.ensemble_bytes(theory, n, columns, configs)
-        resources.check_disk(need, out, f"an ensemble of {n} configurations")
+    more = n
+    if continues(out):  # it holds part of them already: the rest must fit
+        with open_ensemble(out) as ens:
+            more = max(n - ens.n, 0)
+    need = resources.ensemble_bytes(theory, more, columns, configs)
+    resources.check_disk(need, out, f"an ensemble of {n} configurations")

@@ -121,7 +121,7 @@ def run_guard(sampler, theory, path: Path, config_text: str, seed: int, store_co
                     observables=list(theory.observable_names), mcmc=list(sampler.mcmc_columns))
         if resumed:
             state = ensemble.read_resume_state(path, **spec, field_shape=theory.field_shape)
-            _check_kept(path, keep)
+            _check_kept(path, keep, store_configs)
             _check_state(state, path, sampler.n_chains, theory.field_shape)
             try:
                 sampler.start(state if state else None)
@@ -139,11 +139,15 @@ def run_guard(sampler, theory, path: Path, config_text: str, seed: int, store_co
             yield writer, resumed
 
 
-def _check_kept(path: Path, keep: dict) -> None:
+def _check_kept(path: Path, keep: dict, store_configs: bool) -> None:
     """Refuse to continue a file made with other ``keep`` settings (files written before
-    they were recorded are not checked)."""
+    they were recorded are not checked), or one that stores configurations with a run that
+    produces none (``--no-configs``)."""
     with ensemble.open(path) as ens:
-        held = ens.extra.get(KEPT, {})
+        held, stores = ens.extra.get(KEPT, {}), ens.has_configs
+    if stores and not store_configs:
+        raise EnsembleError(f"{path} stores configurations and this run stores none (--no-configs or "
+                            "configs = false): continue it storing them, or write a new file")
     for name, value in keep.items():
         if name in held and held[name] != value:
             raise EnsembleError(f"{path} was made with {name} = {held[name]!r}, this run has "

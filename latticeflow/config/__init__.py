@@ -78,7 +78,10 @@ class _Registered:
         return "one of " + ", ".join(map(repr, sampler_names()))
 
     def problem(self, value) -> str | None:
-        return None if self.fn(value) else f"must be {self.doc}"
+        if self.fn(value):
+            return None
+        other = value in sampler_names(None) and sampler_kind(value).command
+        return f"must be {self.doc}" + (f" ({value} ensembles are made by `latticeflow {other}`)" if other else "")
 
 
 #: more molecular-dynamics steps than this per trajectory is always a mistake (and a hang)

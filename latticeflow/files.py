@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import LatticeflowError
 
-__all__ = ["input_problem", "check_input", "read_text", "check_writable", "write_failed", "atomic_write_text", "atomic_save", "atomic_copy",
+__all__ = ["input_problem", "check_input", "read_text", "check_writable", "write_failed", "atomic_write", "atomic_write_text", "atomic_save", "atomic_copy",
            "new_run_dir", "RunLock", "RUNS"]
 
 #: where run directories go unless ``--out`` names one
@@ -111,15 +111,16 @@ def write_failed(path, exc: OSError) -> LatticeflowError:
     return LatticeflowError(f"{path}: writing failed: {reason}; everything committed before is kept")
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+def _temporary(path: Path, suffix: str = "") -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
 
 
-def _atomic(path, write) -> None:
-    """``write(tmp)`` into a temporary name beside ``path``, then rename it into place, so that
+def atomic_write(path, write, suffix: str = "") -> None:
+    """``write(tmp)`` into a temporary name beside ``path`` (ending in ``suffix``, for writers
+    that choose the format by it: ``.png``, ``.json.gz``), then rename it into place, so that
     ``path`` is either the old file or the whole new one; a failed write is one line."""
     path = Path(path)
-    tmp = _temporary(path)
+    tmp = _temporary(path, suffix)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -131,7 +132,7 @@ def _atomic(path, write) -> None:
 
 def atomic_write_text(path, text: str) -> None:
     """Write ``text`` to ``path`` so that it is either the old file or the whole new one."""
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def atomic_save(obj, path) -> None:
@@ -146,14 +147,14 @@ def atomic_save(obj, path) -> None:
                 raise
             raise OSError(errno.ENOSPC, str(exc)) from None
 
-    _atomic(path, save)
+    atomic_write(path, save)
 
 
 def atomic_copy(source, path) -> None:
     """Copy the file ``source`` to ``path`` with the same guarantee as :func:`atomic_write_text`."""
     import shutil
 
-    _atomic(path, lambda tmp: shutil.copyfile(source, tmp))
+    atomic_write(path, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def new_run_dir(name: str, base: Path = RUNS) -> Path:

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import LatticeflowError
-from ..files import atomic_write_text, check_writable, write_failed
+from ..files import atomic_write, atomic_write_text, check_writable
 
 __all__ = ["to_pyerrors", "provenance", "write_pyerrors", "write_csv", "write_npz",
            "export_files", "check_outputs", "require_pyerrors", "REWEIGHTING_FACTOR"]
@@ -140,18 +140,6 @@ def provenance(ens) -> dict[str, str]:
     }
 
 
-def _atomic_binary(path: Path, suffix: str, write) -> None:
-    """``write(tmp)`` to a temporary name beside ``path`` (ending in ``suffix``), then rename."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise write_failed(path, exc) from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_pyerrors(ens, path, name: str | None = None) -> Path:
     """pyerrors' own gzipped JSON (``pe.input.json.load_json_dict(path)`` reads it back) of
     :func:`to_pyerrors`, with :func:`provenance` (theory as a dict) as its description."""
@@ -160,8 +148,8 @@ def write_pyerrors(ens, path, name: str | None = None) -> Path:
     pe = require_pyerrors()
     data = to_pyerrors(ens, name)
     description = provenance(ens) | {"theory": ens.theory, "format": "latticeflow export (docs/export.md)"}
-    _atomic_binary(path, ".json.gz", lambda tmp: pe.input.json.dump_dict_to_json(
-        data, str(tmp), description=description, gz=True))
+    atomic_write(path, lambda tmp: pe.input.json.dump_dict_to_json(
+        data, str(tmp), description=description, gz=True), ".json.gz")
     return path
 
 
@@ -236,7 +224,7 @@ def write_npz(ens, path) -> Path:
         with open(tmp, "wb") as fh:  # a file object: numpy adds no ".npz" to the name
             np.savez_compressed(fh, **arrays)
 
-    _atomic_binary(path, ".npz", save)
+    atomic_write(path, save, ".npz")
     return path
 
 

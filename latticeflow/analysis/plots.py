@@ -12,18 +12,13 @@ Matplotlib runs on the Agg backend: no display needed.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ..files import write_failed  # noqa: E402
-from .gamma import ShortChainWarning, gamma_method  # noqa: E402
+from ..files import atomic_write
+from .gamma import ShortChainWarning, gamma_method
 
 __all__ = ["plot_observable", "plot_comparison", "plot_training", "histogram_bins"]
 
@@ -48,7 +43,8 @@ def plot_observable(name: str, ensembles, labels, path, exact: float | None = No
 
     ``distribution`` ({value: probability}, e.g. the exact P(Q)) is drawn over the histogram.
     """
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    fig = _figure((11, 7.5))
+    axes = fig.subplots(2, 2)
     (ax_hist, ax_dist), (ax_rho, ax_tau) = axes
     for i, (ens, label) in enumerate(zip(ensembles, labels)):
         colour = f"C{i}"
@@ -95,25 +91,25 @@ def plot_observable(name: str, ensembles, labels, path, exact: float | None = No
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        save_png(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
+    save_png(fig, path, dpi=110)
     return path
+
+
+def _figure(size):
+    """A figure drawn by the Agg canvas, without pyplot (no global state, and matplotlib is
+    imported only by the commands that draw)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def save_png(fig, path, dpi: int) -> None:
     """Write a figure under a temporary name, then rename it into place (a full disk is
     one line, and leaves no temporary file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise write_failed(path, exc) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi), ".png")
 
 
 def plot_comparison(ensembles, labels, out_dir, names, exact: dict | None = None,
@@ -131,11 +127,7 @@ def plot_comparison(ensembles, labels, out_dir, names, exact: dict | None = None
 def plot_training(records: list[dict], out) -> None:
     """Loss, batch ESS and acceptance of training metrics records against step, as a PNG
     (written under a temporary name, then renamed)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure  # no pyplot: no global backend state
-
-    fig = Figure(figsize=(7, 7.5))
-    FigureCanvasAgg(fig)
+    fig = _figure((7, 7.5))
     axes = fig.subplots(3, 1, sharex=True)
     for ax, key, label in zip(axes, ("loss", "ess", "acceptance"),
                               ("loss = KL − log Z", "batch ESS", "Metropolis acceptance")):

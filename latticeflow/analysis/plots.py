@@ -20,7 +20,7 @@ import numpy as np
 from ..files import atomic_write
 from .gamma import ShortChainWarning, gamma_method
 
-__all__ = ["plot_observable", "plot_comparison", "plot_training", "histogram_bins"]
+__all__ = ["load_matplotlib", "plot_observable", "plot_comparison", "plot_training", "histogram_bins"]
 
 _MAX_HISTORY = 5000  # points of history drawn per ensemble
 
@@ -95,14 +95,22 @@ def plot_observable(name: str, ensembles, labels, path, exact: float | None = No
     return path
 
 
-def _figure(size):
-    """A figure drawn by the Agg canvas, without pyplot (no global state, and matplotlib is
-    imported only by the commands that draw)."""
+def load_matplotlib():
+    """Import what the plots need (``(Figure, FigureCanvasAgg)``).  Commands that draw call
+    it before their long work: an import cut short by Ctrl-C or SIGTERM leaves matplotlib
+    half-initialised, and the figure of an interrupted training is drawn after the signal."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=size)
-    FigureCanvasAgg(fig)
+    return Figure, FigureCanvasAgg
+
+
+def _figure(size):
+    """A figure drawn by the Agg canvas, without pyplot (no global state, and matplotlib is
+    imported only by the commands that draw)."""
+    figure, canvas = load_matplotlib()
+    fig = figure(figsize=size)
+    canvas(fig)
     return fig
 
 

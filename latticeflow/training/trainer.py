@@ -26,7 +26,7 @@ import torch
 
 from .. import __version__
 from ..analysis.gamma import ess as batch_ess
-from ..analysis.plots import plot_training
+from ..analysis.plots import load_matplotlib, plot_training
 from ..config import Config, parse_config
 from ..devices import to_numpy
 from ..errors import ConfigError, LatticeflowError
@@ -257,6 +257,7 @@ class Trainer:
     def run(self, progress: bool = True) -> TrainResult:
         from tqdm.auto import tqdm
 
+        load_matplotlib()  # before any signal can land: the training figure is drawn on every exit
         start, stopped = time.perf_counter(), "steps"
         elapsed0, tc = self.elapsed, self.tc
         bar = tqdm(total=self.total, initial=self.step, disable=not progress, desc=self.cfg.name,

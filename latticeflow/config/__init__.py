@@ -93,6 +93,14 @@ a_path = Check(lambda v: bool(v.strip()), "a non-empty path")
 #: proposals for one acceptance measurement during training (chunked, so only a time limit)
 eval_proposals = between(2, 1 << 20)
 
+def _option(table, name: str, section: str, whose: str):
+    """A key of ``table.options`` (the keys a sampler or a theory declares) as an attribute."""
+    for k, v in table.__dict__.get("options", ()):
+        if k == name:
+            return v
+    raise AttributeError(f"{section} has no key {name!r} for {whose}")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """``[train]``: reverse-KL training."""
@@ -148,10 +156,7 @@ class HMCConfig:
     options: tuple[tuple[str, Any], ...] = ()
 
     def __getattr__(self, name):
-        for k, v in self.__dict__.get("options", ()):
-            if k == name:
-                return v
-        raise AttributeError(f"[hmc] has no key {name!r} for this theory")
+        return _option(self, name, "[hmc]", "this theory")
 
 
 @dataclass(frozen=True)
@@ -190,10 +195,7 @@ class SampleConfig:
     options: tuple[tuple[str, Any], ...] = ()
 
     def __getattr__(self, name):
-        for k, v in self.__dict__.get("options", ()):
-            if k == name:
-                return v
-        raise AttributeError(f"[sample] has no key {name!r} for the {self.__dict__.get('sampler')} sampler")
+        return _option(self, name, "[sample]", f"the {self.__dict__.get('sampler')} sampler")
 
 
 def _sample(table, legacy: bool = False) -> SampleConfig:

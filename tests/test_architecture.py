@@ -241,9 +241,9 @@ class RandomWalk:
     def start(self, state):
         from latticeflow.mcmc.driver import restore_generator
 
-        if state:
-            restore_generator(self.generator, state["rng"])
-            self.x = torch.from_numpy(state["field"])
+        if state:  # a latticeflow.mcmc.state.ChainState
+            restore_generator(self.generator, state.rng)
+            self.x = torch.from_numpy(state.field)
             return
         self.x = torch.zeros(self.n_chains, *self.theory.field_shape, dtype=torch.float64)
 
@@ -267,8 +267,9 @@ class RandomWalk:
 
     def state(self):
         from latticeflow.mcmc.driver import generator_state
+        from latticeflow.mcmc.state import ChainState
 
-        return {"rng": generator_state(self.generator), "field": self.x.numpy()}
+        return ChainState(field=self.x.numpy(), rng=generator_state(self.generator))
 
     def extra(self):
         return {"step_size": self.step}

@@ -17,6 +17,7 @@ import torch
 
 from ..ensemble.format import Weighting
 from .driver import Block
+from .state import ChainState
 
 __all__ = ["DirectSamples"]
 
@@ -44,8 +45,8 @@ class DirectSamples:
         self.theory, self.n_chains, self.seed = theory, int(n_chains), int(seed)
         self.store_configs, self.batch_size = store_configs, int(batch_size)
 
-    def start(self, state: dict | None) -> None:
-        self.rows = int(state["rows"]) if state else 0
+    def start(self, state: ChainState | None) -> None:
+        self.rows = int(state.settings["rows"]) if state else 0
 
     def advance(self, rows: int) -> Block:
         c = self.n_chains
@@ -65,8 +66,8 @@ class DirectSamples:
         configs = x.view(rows, c, *x.shape[1:]).numpy() if self.store_configs else None
         return Block(observables, mcmc, configs)
 
-    def state(self) -> dict:
-        return {"rows": np.array(self.rows)}
+    def state(self) -> ChainState:
+        return ChainState(settings={"rows": np.array(self.rows)})
 
     def extra(self) -> dict:
         return {"batch_size": self.batch_size}

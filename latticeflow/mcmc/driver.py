@@ -5,9 +5,9 @@ A *chain sampler* is any object with
     sampler: str                          # its registered name (latticeflow.samplers), e.g. "mixed"
     n_chains: int
     mcmc_columns: list[str]               # e.g. ["accepted", "delta_h"]
-    start(state: dict | None) -> None     # None: fresh start (thermalise); else restore
+    start(state: ChainState | None) -> None  # None: fresh start (thermalise); else restore
     advance(rows: int) -> Block           # the next `rows` steps of every chain
-    state() -> dict[str, np.ndarray]      # what a resume needs (fields, RNG, step size)
+    state() -> ChainState                 # what a resume needs (fields, RNG, step size), typed
     extra() -> dict                       # settings to record (tuned step size, ...)
 
 :func:`run_ensemble` starts a fresh sampler *before* creating the file (so an interrupted
@@ -34,6 +34,7 @@ from .. import ensemble
 from ..errors import EnsembleError
 from ..files import RunLock
 from ..interrupts import check_stop
+from .state import ChainState
 
 __all__ = ["Block", "run_ensemble", "run_guard", "generator_state", "restore_generator"]
 
@@ -92,7 +93,7 @@ def run_ensemble(sampler, *, theory, path, n: int, config_text: str, seed: int,
                 seconds = time.perf_counter() - t0
                 writer.append(observables=blk.observables, mcmc=blk.mcmc,
                               configs=blk.configs if writer.has_configs else None,
-                              state=sampler.state(), seconds=seconds, extra=sampler.extra())
+                              state=sampler.state().to_arrays(), seconds=seconds, extra=sampler.extra())
                 added, total_seconds = added + rows, total_seconds + seconds
                 if "accepted" in blk.mcmc:
                     accepted.append(float(np.mean(blk.mcmc["accepted"])))
@@ -120,11 +121,15 @@ def run_guard(sampler, theory, path: Path, config_text: str, seed: int, store_co
         spec = dict(theory=theory.params(), sampler=sampler.sampler, n_chains=sampler.n_chains,
                     observables=list(theory.observable_names), mcmc=list(sampler.mcmc_columns))
         if resumed:
-            state = ensemble.read_resume_state(path, **spec, field_shape=theory.field_shape)
+            arrays = ensemble.read_resume_state(path, **spec, field_shape=theory.field_shape)
             _check_kept(path, keep, store_configs)
+            try:
+                state = ChainState.from_arrays(arrays)
+            except (ValueError, TypeError) as exc:
+                raise EnsembleError(f"{path}: {exc}; the file is left as it is") from None
             _check_state(state, path, sampler.n_chains, theory.field_shape)
             try:
-                sampler.start(state if state else None)
+                sampler.start(state)
             except (KeyError, ValueError, TypeError, RuntimeError, IndexError, UnicodeDecodeError) as exc:
                 raise EnsembleError(f"{path}: its resume state is damaged ({type(exc).__name__}: "
                                     f"{exc}); the file is left as it is") from None
@@ -155,14 +160,16 @@ def _check_kept(path: Path, keep: dict, store_configs: bool) -> None:
                                 f"restore {name}, or write a new file")
 
 
-def _check_state(state: dict, path: Path, chains: int, field_shape) -> None:
+def _check_state(state: ChainState | None, path: Path, chains: int, field_shape) -> None:
     """A resume state whose fields or weights cannot belong to this run is damage, refused
     before the file is touched (NaN fields would otherwise be sampled on)."""
+    if state is None:
+        return
     want = {"field": (chains, *field_shape), "log_weight": (chains,)}
     for key, shape in want.items():
-        if key not in state:
+        a = getattr(state, key)
+        if a is None:
             continue
-        a = state[key]
         if tuple(a.shape) != shape and not (key == "field" and a.size == 0):
             raise EnsembleError(f"{path}: its resume state {key} has shape {tuple(a.shape)}, this "
                                 f"run needs {shape}; the file is left as it is")

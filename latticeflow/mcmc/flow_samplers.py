@@ -22,6 +22,7 @@ import torch
 from .driver import Block, generator_state, restore_generator
 from .independence import independence_chain, require_some_weight
 from .kernels import proposal_weights, start_tensor
+from .state import ChainState
 
 __all__ = ["IndependenceMetropolis", "IIDWithWeights"]
 
@@ -79,12 +80,12 @@ class IndependenceMetropolis(_FlowSampler):
     sampler = "flow-mcmc"
     mcmc_columns = ["accepted", "log_weight", "proposal_log_weight"]
 
-    def start(self, state: dict | None) -> None:
+    def start(self, state: ChainState | None) -> None:
         if state:
-            restore_generator(self.generator, state["rng"])
-            self.x = torch.from_numpy(state["field"])
-            self.log_w = torch.from_numpy(state["log_weight"])
-            self.obs = {k[5:]: torch.from_numpy(v) for k, v in state.items() if k.startswith("obs__")}
+            restore_generator(self.generator, state.rng)
+            self.x = torch.from_numpy(state.field)
+            self.log_w = torch.from_numpy(state.log_weight)
+            self.obs = {k: torch.from_numpy(v) for k, v in state.observables.items()}
             return
         if self.start_fields is not None:
             x, obs, log_w = self._given()
@@ -127,11 +128,9 @@ class IndependenceMetropolis(_FlowSampler):
         return Block(out_obs, {"accepted": accepted.numpy(), "log_weight": chain_log_w.numpy(),
                                "proposal_log_weight": log_w.numpy()}, configs)
 
-    def state(self) -> dict:
-        state = {"rng": generator_state(self.generator), "log_weight": self.log_w.numpy(),
-                 "field": self.x.numpy()}
-        state.update({f"obs__{k}": v.numpy() for k, v in self.obs.items()})
-        return state
+    def state(self) -> ChainState:
+        return ChainState(field=self.x.numpy(), rng=generator_state(self.generator),
+                          log_weight=self.log_w.numpy(), observables={k: v.numpy() for k, v in self.obs.items()})
 
 
 class IIDWithWeights(_FlowSampler):
@@ -143,9 +142,9 @@ class IIDWithWeights(_FlowSampler):
     sampler = "flow-iid"
     mcmc_columns = ["accepted", "log_weight"]
 
-    def start(self, state: dict | None) -> None:
+    def start(self, state: ChainState | None) -> None:
         if state:
-            restore_generator(self.generator, state["rng"])
+            restore_generator(self.generator, state.rng)
 
     def advance(self, rows: int) -> Block:
         c = self.n_chains
@@ -156,5 +155,5 @@ class IIDWithWeights(_FlowSampler):
         return Block(out_obs, {"accepted": np.ones((rows, c), dtype=bool),
                                "log_weight": log_w.view(rows, c).numpy()}, configs)
 
-    def state(self) -> dict:
-        return {"rng": generator_state(self.generator)}
+    def state(self) -> ChainState:
+        return ChainState(rng=generator_state(self.generator))

@@ -19,6 +19,7 @@ from ..errors import LatticeflowError
 from .driver import Block, generator_state, restore_generator
 from .hmc import HMC, initial_field
 from .kernels import start_tensor
+from .state import ChainState
 
 __all__ = ["HMCChains"]
 
@@ -62,12 +63,12 @@ class HMCChains:
         self.store_configs, self.progress = store_configs, progress
         self.generator = torch.Generator().manual_seed(int(seed))
 
-    def start(self, state: dict | None) -> None:
+    def start(self, state: ChainState | None) -> None:
         if state:
-            restore_generator(self.generator, state["rng"])
-            self.x = torch.from_numpy(state["field"]).to(self.device)
-            self.hmc.load_state_dict(json.loads(bytes(state["hmc"]).decode()))
-            self.hmc._count = int(state.get("reunitarize_count", np.array(0)))
+            restore_generator(self.generator, state.rng)
+            self.x = torch.from_numpy(state.field).to(self.device)
+            self.hmc.load_state_dict(json.loads(bytes(state.settings["hmc"]).decode()))
+            self.hmc._count = int(state.settings.get("reunitarize_count", np.array(0)))
             return
         x = self.initial_field()
         with tqdm(total=self.thermalization, desc="thermalising", unit="traj",
@@ -103,11 +104,11 @@ class HMCChains:
             raise LatticeflowError(f"{self.sampler}: all {rows} trajectories of every chain had a "
                                    f"non-finite energy change; {why} (nothing of this block was written)")
 
-    def state(self) -> dict:
+    def state(self) -> ChainState:
         hmc_state = json.dumps(self.hmc.state_dict()).encode()
-        return {"rng": generator_state(self.generator), "field": to_numpy(self.x),
-                "hmc": np.frombuffer(hmc_state, dtype=np.uint8).copy(),
-                "reunitarize_count": np.array(self.hmc._count)}
+        return ChainState(field=to_numpy(self.x), rng=generator_state(self.generator),
+                          settings={"hmc": np.frombuffer(hmc_state, dtype=np.uint8).copy(),
+                                    "reunitarize_count": np.array(self.hmc._count)})
 
     def extra(self) -> dict:
         extra = {"hmc": self.hmc.state_dict(), "thermalization": self.thermalization}

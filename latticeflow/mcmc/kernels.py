@@ -1,6 +1,6 @@
 """Markov kernels with one contract, ``kernel.step(state, generator) -> (state, info)``.
 
-A :class:`ChainState` holds what the next step needs: the fields of C chains and, where a
+A :class:`KernelState` holds what the next step needs: the fields of C chains and, where a
 kernel knows it, their log weight log w = −S − log q.  The info is a dict of ``(C,)``
 tensors for the diagnostics (``accepted``, ``delta_h``, ``proposal_log_weight``, …).
 Kernels compose: :class:`Composite` runs its kernels in sequence, and each of them leaves
@@ -29,7 +29,7 @@ trained flow, e.g. ``latticeflow.load_model("models/u1_L8_b2.toml")[1]``):
     >>> stream = ProposalStream(flow_proposal(flow), theory, batch_size=256, seed=1)
     >>> kernel = Composite([HMCKernel(HMC(theory, steps=8))] * 2
     ...                    + [IndependenceKernel(theory, stream, flow_density(flow))])
-    >>> state, infos = kernel.step(ChainState(x), torch.Generator().manual_seed(0))
+    >>> state, infos = kernel.step(KernelState(x), torch.Generator().manual_seed(0))
 """
 
 from __future__ import annotations
@@ -42,12 +42,12 @@ import torch
 from .accept import metropolis
 from .independence import chain_log_weight
 
-__all__ = ["ChainState", "HMCKernel", "ProposalStream", "IndependenceKernel", "Composite",
+__all__ = ["KernelState", "HMCKernel", "ProposalStream", "IndependenceKernel", "Composite",
            "KernelChains", "proposal_weights", "start_tensor", "metropolis"]
 
 
 @dataclass
-class ChainState:
+class KernelState:
     """The fields ``x`` ``(C, *field_shape)`` of C chains and their log w ``(C,)`` float64
     where known (None: a kernel moved them without a flow's density, e.g. HMC)."""
 
@@ -79,9 +79,9 @@ class HMCKernel:
     def __init__(self, hmc):
         self.hmc = hmc
 
-    def step(self, state: ChainState, generator: torch.Generator):
+    def step(self, state: KernelState, generator: torch.Generator):
         x, accepted, delta_h = self.hmc.trajectory(state.x, generator)
-        return ChainState(x), {"accepted": accepted, "delta_h": delta_h, **self.hmc.last_stats}
+        return KernelState(x), {"accepted": accepted, "delta_h": delta_h, **self.hmc.last_stats}
 
 
 class ProposalStream:
@@ -145,7 +145,7 @@ class IndependenceKernel:
     def __init__(self, theory, stream: ProposalStream, density):
         self.theory, self.stream, self.density = theory, stream, density
 
-    def step(self, state: ChainState, generator: torch.Generator):
+    def step(self, state: KernelState, generator: torch.Generator):
         x = state.x
         log_u = torch.log(torch.rand(x.shape[0], dtype=torch.float64, generator=generator)).to(x.device)
         with torch.no_grad():
@@ -156,7 +156,7 @@ class IndependenceKernel:
             accept = metropolis(proposal_log_w - current, log_u)
             x = torch.where(accept.view(-1, *([1] * (x.dim() - 1))), proposal, x)
             current = torch.where(accept, proposal_log_w, current)
-        return ChainState(x, current), {"accepted": accept, "proposal_log_weight": proposal_log_w}
+        return KernelState(x, current), {"accepted": accept, "proposal_log_weight": proposal_log_w}
 
 
 class Composite:
@@ -167,7 +167,7 @@ class Composite:
         if not self.kernels:
             raise ValueError("a composite kernel needs at least one kernel")
 
-    def step(self, state: ChainState, generator: torch.Generator):
+    def step(self, state: KernelState, generator: torch.Generator):
         infos = []
         for kernel in self.kernels:
             state, info = kernel.step(state, generator)
@@ -228,17 +228,17 @@ class KernelChains:
         from .hmc import initial_field
 
         if state:
-            restore_generator(self.generator, state["rng"])
-            self.x = torch.from_numpy(state["field"]).to(self.device)
+            restore_generator(self.generator, state.rng)
+            self.x = torch.from_numpy(state.field).to(self.device)
             for i, stream in enumerate(_streams(self.kernel)):
-                stream.load_state(state[f"stream{i}_rng"], int(state[f"stream{i}_offset"]))
+                stream.load_state(state.settings[f"stream{i}_rng"], int(state.settings[f"stream{i}_offset"]))
             return
         if self.start_fields is not None:
             self.x = start_tensor(self.start_fields, self.theory, self.device)
         else:
             self.x = initial_field(self.theory, self.n_chains, self.start_kind, self.generator).to(self.device)
         for _ in range(self.thermalization):
-            self.x = self.kernel.step(ChainState(self.x), self.generator)[0].x
+            self.x = self.kernel.step(KernelState(self.x), self.generator)[0].x
 
     def advance(self, rows: int):
         from ..devices import to_numpy
@@ -247,7 +247,7 @@ class KernelChains:
         columns = {name: [] for name in self.mcmc_columns}
         observables, fields = {}, []
         for _ in range(rows):
-            state, infos = self.kernel.step(ChainState(self.x), self.generator)
+            state, infos = self.kernel.step(KernelState(self.x), self.generator)
             self.x = state.x
             merged = {}
             for info in infos if isinstance(infos, list) else [infos]:
@@ -265,15 +265,16 @@ class KernelChains:
         obs = {name: to_numpy(torch.stack(v)) for name, v in observables.items()}
         return Block(obs, mcmc, to_numpy(torch.stack(fields)) if self.store_configs else None)
 
-    def state(self) -> dict:
+    def state(self):
         from ..devices import to_numpy
         from .driver import generator_state
+        from .state import ChainState
 
-        state = {"rng": generator_state(self.generator), "field": to_numpy(self.x)}
+        settings = {}
         for i, stream in enumerate(_streams(self.kernel)):
             saved = stream.state()
-            state |= {f"stream{i}_rng": saved["rng"], f"stream{i}_offset": np.array(saved["offset"])}
-        return state
+            settings |= {f"stream{i}_rng": saved["rng"], f"stream{i}_offset": np.array(saved["offset"])}
+        return ChainState(field=to_numpy(self.x), rng=generator_state(self.generator), settings=settings)
 
     def extra(self) -> dict:
         return {"kernels": [type(k).__name__ for k in getattr(self.kernel, "kernels", [self.kernel])]}

@@ -36,7 +36,8 @@ from .driver import Block
 from .hmc import HMC
 from .hmc_chains import HMCChains
 from .independence import require_some_weight
-from .kernels import ChainState, Composite, HMCKernel, IndependenceKernel, ProposalStream
+from .kernels import Composite, HMCKernel, IndependenceKernel, KernelState, ProposalStream
+from .state import ChainState
 
 __all__ = ["MixedKernel"]
 
@@ -94,17 +95,17 @@ class MixedKernel(HMCChains):
         self.kernel = Composite([HMCKernel(hmc)] * self.k + [IndependenceKernel(theory, self.stream, density)] * self.m)
 
     # --- chain-sampler protocol ----------------------------------------------------------
-    def start(self, state: dict | None) -> None:
+    def start(self, state: ChainState | None) -> None:
         if state:
-            written = int(state.get("proposal_batch_size", self.batch_size))
-            offset = int(state["proposal_offset"])
+            written = int(state.settings.get("proposal_batch_size", self.batch_size))
+            offset = int(state.settings["proposal_offset"])
             if written != self.batch_size or offset > self.batch_size:
                 was = f"batch_size = {written}" if written != self.batch_size else "a larger batch_size"
                 raise LatticeflowError(
                     f"sample.batch_size: this file's chains draw their flow proposals in chunks of "
                     f"{was}, and a resume must keep that stream; continue it with the same "
                     f"batch_size (now {self.batch_size})")
-            self.stream.load_state(state["proposal_rng"], offset)
+            self.stream.load_state(state.settings["proposal_rng"], offset)
         super().start(state)
 
     def initial_field(self) -> torch.Tensor:
@@ -118,7 +119,7 @@ class MixedKernel(HMCChains):
         observables, fields = {}, []
         x = self.x
         for _ in range(rows):
-            state, infos = self.kernel.step(ChainState(x), self.generator)
+            state, infos = self.kernel.step(KernelState(x), self.generator)
             x = state.x
             hmc, flow = infos[: self.k], infos[self.k :]
             n_accepted = torch.stack([i["accepted"] for i in flow]).to(torch.float64).sum(0)
@@ -142,10 +143,11 @@ class MixedKernel(HMCChains):
         obs = {name: to_numpy(torch.stack(v)) for name, v in observables.items()}
         return Block(obs, mcmc, to_numpy(torch.stack(fields)) if self.store_configs else None)
 
-    def state(self) -> dict:
-        stream = self.stream.state()
-        return super().state() | {"proposal_rng": stream["rng"], "proposal_offset": np.array(stream["offset"]),
-                                  "proposal_batch_size": np.array(self.batch_size)}
+    def state(self) -> ChainState:
+        state, stream = super().state(), self.stream.state()
+        state.settings |= {"proposal_rng": stream["rng"], "proposal_offset": np.array(stream["offset"]),
+                           "proposal_batch_size": np.array(self.batch_size)}
+        return state
 
     def extra(self) -> dict:
         return super().extra() | {"hmc_per_step": self.k, "flow_per_step": self.m,

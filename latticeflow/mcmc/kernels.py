@@ -39,8 +39,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..devices import to_numpy
+from ..ensemble.format import Weighting
 from .accept import metropolis
+from .driver import Block, generator_state, restore_generator
+from .hmc import initial_field
 from .independence import chain_log_weight
+from .state import ChainState
 
 __all__ = ["KernelState", "HMCKernel", "ProposalStream", "IndependenceKernel", "Composite",
            "KernelChains", "proposal_weights", "start_tensor", "metropolis"]
@@ -100,10 +105,10 @@ class ProposalStream:
         self.propose, self.theory, self.batch_size = propose, theory, int(batch_size)
         self.device = torch.device(device)
         self.generator = torch.Generator().manual_seed(int(seed))
-        self.offset = self.batch_size  # empty: the first take draws a chunk
+        self.offset, self.chunk_start = self.batch_size, None  # empty: the first take draws a chunk
 
     def _chunk(self) -> None:
-        self.chunk_start = self.generator.get_state().numpy().copy()
+        self.chunk_start = generator_state(self.generator)
         with torch.no_grad():
             x, log_q = self.propose(self.batch_size, self.generator)
             self.buffer = proposal_weights(self.theory, x, log_q, self.device)
@@ -123,13 +128,13 @@ class ProposalStream:
 
     def state(self) -> dict:
         """What a resume needs: the stream at its chunk's start, the offset into the chunk."""
-        if self.offset == self.batch_size and not hasattr(self, "chunk_start"):
+        if self.chunk_start is None:  # nothing drawn yet: the stream's first chunk
             self._chunk()
         return {"rng": self.chunk_start, "offset": self.offset}
 
     def load_state(self, rng: np.ndarray, offset: int) -> None:
         """Continue a stream saved by :meth:`state` (``offset`` ≤ ``batch_size``)."""
-        self.generator.set_state(torch.from_numpy(np.asarray(rng, dtype=np.uint8).copy()))
+        restore_generator(self.generator, rng)
         self._chunk()
         if not 0 <= int(offset) <= self.batch_size:
             raise ValueError(f"proposal offset {offset} outside its chunk")
@@ -212,8 +217,6 @@ class KernelChains:
     def __init__(self, theory, kernel, n_chains: int, columns=("accepted", "delta_h"), weight_column="delta_h",
                  name: str = "kernels", seed: int = 0, thermalization: int = 0, start: str = "hot",
                  start_fields=None, store_configs: bool = True, device="cpu"):
-        from ..ensemble.format import Weighting
-
         if "accepted" not in columns or weight_column not in columns:
             raise ValueError(f"columns must include 'accepted' and the weight column {weight_column!r}")
         self.theory, self.kernel, self.n_chains = theory, kernel, int(n_chains)
@@ -223,10 +226,7 @@ class KernelChains:
         self.store_configs, self.device = store_configs, torch.device(device)
         self.generator = torch.Generator().manual_seed(int(seed))
 
-    def start(self, state: dict | None) -> None:
-        from .driver import restore_generator
-        from .hmc import initial_field
-
+    def start(self, state: ChainState | None) -> None:
         if state:
             restore_generator(self.generator, state.rng)
             self.x = torch.from_numpy(state.field).to(self.device)
@@ -240,10 +240,7 @@ class KernelChains:
         for _ in range(self.thermalization):
             self.x = self.kernel.step(KernelState(self.x), self.generator)[0].x
 
-    def advance(self, rows: int):
-        from ..devices import to_numpy
-        from .driver import Block
-
+    def advance(self, rows: int) -> Block:
         columns = {name: [] for name in self.mcmc_columns}
         observables, fields = {}, []
         for _ in range(rows):
@@ -265,11 +262,7 @@ class KernelChains:
         obs = {name: to_numpy(torch.stack(v)) for name, v in observables.items()}
         return Block(obs, mcmc, to_numpy(torch.stack(fields)) if self.store_configs else None)
 
-    def state(self):
-        from ..devices import to_numpy
-        from .driver import generator_state
-        from .state import ChainState
-
+    def state(self) -> ChainState:
         settings = {}
         for i, stream in enumerate(_streams(self.kernel)):
             saved = stream.state()

@@ -49,11 +49,6 @@ class SamplerContext:
     device: Any = "cpu"
     start_fields: Any = None  #: fields that start fresh chains (``[sample] start``), or None
 
-    @property
-    def options(self):
-        """The kind's own ``[sample]`` keys, as attributes (``ctx.options.step_size``)."""
-        return self.cfg.sample
-
 
 @dataclass(frozen=True)
 class SamplerKind:

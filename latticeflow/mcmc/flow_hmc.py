@@ -32,7 +32,6 @@ import copy
 import torch
 
 from ..devices import to_numpy
-from .driver import Block
 from .hmc import HMC
 from .hmc_chains import HMCChains
 
@@ -114,12 +113,12 @@ class FlowHMCChains(HMCChains):
                            for i in range(0, x.shape[0], self.batch_size)])
         return self.theory.field_space.to_action_dtype(z)
 
-    def advance(self, rows: int) -> Block:
-        self.x, history = self.hmc.sample(self.x, rows, self.generator, measure=False,
-                                          keep_fields=True)
-        mcmc = {k: to_numpy(history[k]) for k in self.mcmc_columns}
-        self._check_energies(mcmc, rows)
-        z = history["fields"].flatten(0, 1)
+    measure_each_step = False  # the block's latent fields are pushed through the flow at once
+
+    def measure_block(self, z: torch.Tensor):
+        """Observables and physical fields x = f(z) of a block's latent fields, pushed
+        through the flow ``batch_size`` at a time."""
+        rows, z = z.shape[0], z.flatten(0, 1)
         xs, obs = [], {}
         with torch.no_grad():
             for start in range(0, z.shape[0], self.batch_size):
@@ -130,7 +129,7 @@ class FlowHMCChains(HMCChains):
                     xs.append(x)
         observables = {k: to_numpy(torch.cat(v).view(rows, self.n_chains)) for k, v in obs.items()}
         configs = to_numpy(torch.cat(xs).view(rows, self.n_chains, *z.shape[1:])) if xs else None
-        return Block(observables, mcmc, configs)
+        return observables, configs
 
     def extra(self) -> dict:
         return super().extra() | {"batch_size": self.batch_size}

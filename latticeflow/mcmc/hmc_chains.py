@@ -1,4 +1,6 @@
-"""HMC as a chain sampler for :func:`latticeflow.mcmc.driver.run_ensemble`.
+"""HMC as a chain sampler for :func:`latticeflow.mcmc.driver.run_ensemble`: the
+:class:`~latticeflow.mcmc.kernels.HMCKernel` run by the chain runner
+(:class:`~latticeflow.mcmc.chains.KernelChains`).
 
 A fresh start thermalises (tuning the step size, then freezing it); the state written
 with every block — current fields, generator state, the frozen integrator settings and
@@ -12,19 +14,16 @@ import json
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ..devices import to_numpy
 from ..errors import LatticeflowError
-from .driver import Block, generator_state, restore_generator
-from .hmc import HMC, initial_field
-from .kernels import start_tensor
-from .state import ChainState
+from .chains import KernelChains
+from .hmc import HMC
+from .kernels import HMCKernel
 
 __all__ = ["HMCChains"]
 
 
-class HMCChains:
+class HMCChains(KernelChains):
     """``C`` HMC chains advanced as one batch.
 
     Arguments:
@@ -42,61 +41,30 @@ class HMCChains:
         start_fields: a :class:`~latticeflow.ensemble.start.StartFields` whose fields start
             a fresh run instead of ``start`` (``[sample] start``; its record goes into
             ``extra``).
+        kernel: the kernel of one step (default: one trajectory, ``HMCKernel(hmc)``).
     """
 
     sampler = "hmc"
-
-    @property
-    def mcmc_columns(self) -> list[str]:
-        """``accepted``, ``delta_h`` and the integrator's diagnostics (``cg_iterations``)."""
-        return ["accepted", "delta_h", *self.hmc.md.stat_names]
+    weight_column = "delta_h"
 
     def __init__(self, theory, hmc: HMC, n_chains: int, thermalization: int = 200,
                  tune: bool = True, start: str = "hot", seed: int = 0,
                  store_configs: bool = True, progress: bool = True, device="cpu",
-                 start_fields=None):
-        self.theory, self.hmc = theory, hmc
-        self.start_fields = start_fields
-        self.device = torch.device(device)
-        self.n_chains = int(n_chains)
-        self.thermalization, self.tune, self.start_kind = int(thermalization), tune, start
-        self.store_configs, self.progress = store_configs, progress
-        self.generator = torch.Generator().manual_seed(int(seed))
+                 start_fields=None, kernel=None):
+        self.hmc, self.tune = hmc, tune
+        super().__init__(theory, kernel or HMCKernel(hmc), n_chains, self.columns(), self.weight_column, self.sampler, seed,
+                         thermalization, start, start_fields, store_configs, device, progress)
 
-    def start(self, state: ChainState | None) -> None:
-        if state:
-            restore_generator(self.generator, state.rng)
-            self.x = torch.from_numpy(state.field).to(self.device)
-            self.hmc.load_state_dict(json.loads(bytes(state.settings["hmc"]).decode()))
-            self.hmc._count = int(state.settings.get("reunitarize_count", np.array(0)))
-            return
-        x = self.initial_field()
-        with tqdm(total=self.thermalization, desc="thermalising", unit="traj",
-                  disable=not self.progress, dynamic_ncols=True) as bar:
-            self.x = self.hmc.thermalize(x, self.thermalization, self.generator,
-                                         tune=self.tune, callback=lambda: bar.update(1))
+    def columns(self) -> list[str]:
+        """``accepted``, ``delta_h`` and the integrator's diagnostics (``cg_iterations``)."""
+        return ["accepted", "delta_h", *self.hmc.md.stat_names]
 
-    def initial_field(self) -> torch.Tensor:
-        """The fields a fresh start thermalises from (``start_fields``, else ``start``: hot
-        or cold)."""
-        if self.start_fields is not None:
-            return self.given_fields()
-        return initial_field(self.theory, self.n_chains, self.start_kind, self.generator).to(self.device)
+    def thermalize(self, x: torch.Tensor, callback) -> torch.Tensor:
+        """HMC trajectories from ``x``, tuning the step size (then frozen) when ``tune``."""
+        return self.hmc.thermalize(x, self.thermalization, self.generator, tune=self.tune, callback=callback)
 
-    def advance(self, rows: int) -> Block:
-        self.x, history = self.hmc.sample(self.x, rows, self.generator, measure=True,
-                                          keep_fields=self.store_configs)
-        mcmc = {k: to_numpy(history.pop(k)) for k in self.mcmc_columns}
-        self._check_energies(mcmc, rows)
-        fields = history.pop("fields", None)
-        return Block({k: to_numpy(v) for k, v in history.items()}, mcmc,
-                     to_numpy(fields) if fields is not None else None)
-
-    def given_fields(self) -> torch.Tensor:
-        """``start_fields`` as a tensor of the theory's field dtype on the chains' device."""
-        return start_tensor(self.start_fields, self.theory, self.device)
-
-    def _check_energies(self, mcmc: dict, rows: int) -> None:
+    def check(self, mcmc: dict, rows: int) -> None:
+        """Refuse a block whose every trajectory had a non-finite energy change."""
         if not np.isfinite(mcmc["delta_h"]).any():
             why = "the action overflows at these couplings or this step size"
             if "cg_iterations" in self.hmc.md.stat_names:
@@ -104,11 +72,14 @@ class HMCChains:
             raise LatticeflowError(f"{self.sampler}: all {rows} trajectories of every chain had a "
                                    f"non-finite energy change; {why} (nothing of this block was written)")
 
-    def state(self) -> ChainState:
+    def save_settings(self) -> dict:
         hmc_state = json.dumps(self.hmc.state_dict()).encode()
-        return ChainState(field=to_numpy(self.x), rng=generator_state(self.generator),
-                          settings={"hmc": np.frombuffer(hmc_state, dtype=np.uint8).copy(),
-                                    "reunitarize_count": np.array(self.hmc._count)})
+        return {"hmc": np.frombuffer(hmc_state, dtype=np.uint8).copy(),
+                "reunitarize_count": np.array(self.hmc._count)}
+
+    def load_settings(self, settings: dict) -> None:
+        self.hmc.load_state_dict(json.loads(bytes(settings["hmc"]).decode()))
+        self.hmc._count = int(settings.get("reunitarize_count", np.array(0)))
 
     def extra(self) -> dict:
         extra = {"hmc": self.hmc.state_dict(), "thermalization": self.thermalization}

@@ -18,9 +18,10 @@ p ∝ e^{−S} invariant on its own, so their composition does too.
 - :class:`IndependenceKernel`: one Metropolis independence proposal per chain from a stream.
 - :class:`Composite`: kernels in sequence (``Composite([hmc] * k + [flow] * m)`` is the
   mixed kernel of :mod:`latticeflow.mcmc.mixed`).
-- :class:`KernelChains`: C chains of any kernel as a chain sampler, so that a kernel
-  composed in a script runs to an ensemble file like the command line's samplers
-  (docs/kernels.md).
+- :class:`~latticeflow.mcmc.chains.KernelChains` (importable from here too): C chains of
+  any kernel as a chain sampler — the one chain runner of every Markov-chain sampler —, so
+  that a kernel composed in a script runs to an ensemble file like the command line's
+  samplers (docs/kernels.md).
 
 Example (HMC trajectories interleaved with flow proposals, from a script; ``flow`` is a
 trained flow, e.g. ``latticeflow.load_model("models/u1_L8_b2.toml")[1]``):
@@ -39,16 +40,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..devices import to_numpy
-from ..ensemble.format import Weighting
 from .accept import metropolis
-from .driver import Block, generator_state, restore_generator
-from .hmc import initial_field
+from .driver import generator_state, restore_generator
 from .independence import chain_log_weight
-from .state import ChainState
 
 __all__ = ["KernelState", "HMCKernel", "ProposalStream", "IndependenceKernel", "Composite",
-           "KernelChains", "proposal_weights", "start_tensor", "metropolis"]
+           "proposal_weights", "start_tensor", "metropolis"]
 
 
 @dataclass
@@ -180,94 +177,10 @@ class Composite:
         return state, infos
 
 
-def _streams(kernel) -> list[ProposalStream]:
-    """The proposal streams inside a kernel (each once), in order."""
-    found = []
-    for k in getattr(kernel, "kernels", [kernel]):
-        stream = getattr(k, "stream", None)
-        if stream is not None and all(stream is not s for s in found):
-            found.append(stream)
-    return found
+def __getattr__(name):
+    # KernelChains, the chain runner, lives in .chains (which imports this module)
+    if name == "KernelChains":
+        from .chains import KernelChains
 
-
-class KernelChains:
-    """C chains of any kernel as a chain sampler (the protocol of :mod:`.driver`), so that a
-    kernel composed in a script runs to an ensemble file exactly as the command line's
-    samplers do (``run_ensemble``: blocks, resume, kill safety).
-
-    Each step is one ``kernel.step``; its row records the observables of the fields and the
-    ``columns`` taken from the step's info (of a composite kernel, the last info that has
-    the column), plus ``log_weight`` where the state knows it.  The resume state is the
-    fields, the generator and the kernel's proposal streams.
-
-    Arguments:
-        theory: the target theory.
-        kernel: a kernel (:class:`HMCKernel`, :class:`IndependenceKernel`, :class:`Composite`, …).
-        n_chains: C.
-        columns: the ``mcmc/`` columns; ``accepted`` and the weight column among them.
-        weight_column: the column that weights the rows (``delta_h`` or ``log_weight``).
-        name: the ensemble's ``sampler`` attribute.
-        seed: seeds the chains' generator (momenta, accept/reject, hot starts).
-        thermalization: steps before the first stored one.
-        start: ``"hot"`` or ``"cold"``; ``start_fields`` (``[sample] start``) override it.
-        store_configs: keep every step's fields.
-        device: where the chains live.
-    """
-
-    def __init__(self, theory, kernel, n_chains: int, columns=("accepted", "delta_h"), weight_column="delta_h",
-                 name: str = "kernels", seed: int = 0, thermalization: int = 0, start: str = "hot",
-                 start_fields=None, store_configs: bool = True, device="cpu"):
-        if "accepted" not in columns or weight_column not in columns:
-            raise ValueError(f"columns must include 'accepted' and the weight column {weight_column!r}")
-        self.theory, self.kernel, self.n_chains = theory, kernel, int(n_chains)
-        self.sampler, self.mcmc_columns = name, list(columns)
-        self.weights = Weighting(weight_column)
-        self.thermalization, self.start_kind, self.start_fields = int(thermalization), start, start_fields
-        self.store_configs, self.device = store_configs, torch.device(device)
-        self.generator = torch.Generator().manual_seed(int(seed))
-
-    def start(self, state: ChainState | None) -> None:
-        if state:
-            restore_generator(self.generator, state.rng)
-            self.x = torch.from_numpy(state.field).to(self.device)
-            for i, stream in enumerate(_streams(self.kernel)):
-                stream.load_state(state.settings[f"stream{i}_rng"], int(state.settings[f"stream{i}_offset"]))
-            return
-        if self.start_fields is not None:
-            self.x = start_tensor(self.start_fields, self.theory, self.device)
-        else:
-            self.x = initial_field(self.theory, self.n_chains, self.start_kind, self.generator).to(self.device)
-        for _ in range(self.thermalization):
-            self.x = self.kernel.step(KernelState(self.x), self.generator)[0].x
-
-    def advance(self, rows: int) -> Block:
-        columns = {name: [] for name in self.mcmc_columns}
-        observables, fields = {}, []
-        for _ in range(rows):
-            state, infos = self.kernel.step(KernelState(self.x), self.generator)
-            self.x = state.x
-            merged = {}
-            for info in infos if isinstance(infos, list) else [infos]:
-                merged |= info
-            if state.log_weight is not None:
-                merged.setdefault("log_weight", state.log_weight)
-            for name in self.mcmc_columns:
-                columns[name].append(merged[name])
-            with torch.no_grad():
-                for name, value in self.theory.observables(self.x).items():
-                    observables.setdefault(name, []).append(value)
-            if self.store_configs:
-                fields.append(self.x.clone())
-        mcmc = {name: to_numpy(torch.stack(v)) for name, v in columns.items()}
-        obs = {name: to_numpy(torch.stack(v)) for name, v in observables.items()}
-        return Block(obs, mcmc, to_numpy(torch.stack(fields)) if self.store_configs else None)
-
-    def state(self) -> ChainState:
-        settings = {}
-        for i, stream in enumerate(_streams(self.kernel)):
-            saved = stream.state()
-            settings |= {f"stream{i}_rng": saved["rng"], f"stream{i}_offset": np.array(saved["offset"])}
-        return ChainState(field=to_numpy(self.x), rng=generator_state(self.generator), settings=settings)
-
-    def extra(self) -> dict:
-        return {"kernels": [type(k).__name__ for k in getattr(self.kernel, "kernels", [self.kernel])]}
+        return KernelChains
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

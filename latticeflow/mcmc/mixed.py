@@ -30,14 +30,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..devices import to_numpy
 from ..errors import LatticeflowError
-from .driver import Block
 from .hmc import HMC
 from .hmc_chains import HMCChains
 from .independence import require_some_weight
 from .kernels import Composite, HMCKernel, IndependenceKernel, KernelState, ProposalStream
-from .state import ChainState
 
 __all__ = ["MixedKernel"]
 
@@ -72,13 +69,7 @@ class MixedKernel(HMCChains):
     """
 
     sampler = "mixed"
-
-    @property
-    def mcmc_columns(self) -> list[str]:
-        """The kernel's columns, then the HMC integrator's diagnostics (``cg_iterations``,
-        summed over the step's trajectories)."""
-        return ["accepted", "flow_acceptance", "hmc_acceptance", "delta_h", "log_weight",
-                "proposal_log_weight", *self.hmc.md.stat_names]
+    weight_column = "log_weight"
 
     def __init__(self, theory, hmc: HMC, propose, density, n_chains: int, hmc_per_step: int = 1,
                  flow_per_step: int = 1, thermalization: int = 100, tune: bool = True,
@@ -86,27 +77,19 @@ class MixedKernel(HMCChains):
                  progress: bool = True, device="cpu", start_fields=None):
         if int(hmc_per_step) < 1 or int(flow_per_step) < 1:
             raise ValueError("need hmc_per_step >= 1 and flow_per_step >= 1")
-        super().__init__(theory, hmc, n_chains, thermalization, tune, "hot", seed, store_configs,
-                         progress, device, start_fields)  # self.generator: momenta, accept/reject
         self.k, self.m, self.batch_size = int(hmc_per_step), int(flow_per_step), int(batch_size)
         # the flow's proposals: a stream of their own (seeded from the same seed), so a block
         # or a resume never changes which proposals the chains see
         self.stream = ProposalStream(propose, theory, self.batch_size, int(seed) ^ 0x5DEECE66D, device)
-        self.kernel = Composite([HMCKernel(hmc)] * self.k + [IndependenceKernel(theory, self.stream, density)] * self.m)
+        kernel = Composite([HMCKernel(hmc)] * self.k + [IndependenceKernel(theory, self.stream, density)] * self.m)
+        super().__init__(theory, hmc, n_chains, thermalization, tune, "hot", seed, store_configs,
+                         progress, device, start_fields, kernel)  # self.generator: momenta, accept/reject
 
-    # --- chain-sampler protocol ----------------------------------------------------------
-    def start(self, state: ChainState | None) -> None:
-        if state:
-            written = int(state.settings.get("proposal_batch_size", self.batch_size))
-            offset = int(state.settings["proposal_offset"])
-            if written != self.batch_size or offset > self.batch_size:
-                was = f"batch_size = {written}" if written != self.batch_size else "a larger batch_size"
-                raise LatticeflowError(
-                    f"sample.batch_size: this file's chains draw their flow proposals in chunks of "
-                    f"{was}, and a resume must keep that stream; continue it with the same "
-                    f"batch_size (now {self.batch_size})")
-            self.stream.load_state(state.settings["proposal_rng"], offset)
-        super().start(state)
+    def columns(self) -> list[str]:
+        """The kernel's columns, then the HMC integrator's diagnostics (``cg_iterations``,
+        summed over the step's trajectories)."""
+        return ["accepted", "flow_acceptance", "hmc_acceptance", "delta_h", "log_weight",
+                "proposal_log_weight", *self.hmc.md.stat_names]
 
     def initial_field(self) -> torch.Tensor:
         """``start_fields``, else the stream's first C flow proposals."""
@@ -114,40 +97,37 @@ class MixedKernel(HMCChains):
             return self.given_fields()
         return self.stream.take(self.n_chains)[0]
 
-    def advance(self, rows: int) -> Block:
-        columns = {name: [] for name in self.mcmc_columns}
-        observables, fields = {}, []
-        x = self.x
-        for _ in range(rows):
-            state, infos = self.kernel.step(KernelState(x), self.generator)
-            x = state.x
-            hmc, flow = infos[: self.k], infos[self.k :]
-            n_accepted = torch.stack([i["accepted"] for i in flow]).to(torch.float64).sum(0)
-            with torch.no_grad():
-                for name, value in self.theory.observables(x).items():
-                    observables.setdefault(name, []).append(value)
-            columns["accepted"].append(n_accepted > 0)
-            columns["flow_acceptance"].append(n_accepted / self.m)
-            columns["hmc_acceptance"].append(torch.stack([i["accepted"] for i in hmc]).to(torch.float64).mean(0))
-            columns["delta_h"].append(hmc[-1]["delta_h"])
-            columns["log_weight"].append(state.log_weight)
-            columns["proposal_log_weight"].append(flow[-1]["proposal_log_weight"])
-            for name in self.hmc.md.stat_names:
-                columns[name].append(torch.stack([i[name] for i in hmc]).to(torch.float64).sum(0))
-            if self.store_configs:
-                fields.append(x.clone())
-        self.x = x
-        mcmc = {name: to_numpy(torch.stack(v)) for name, v in columns.items()}
-        self._check_energies(mcmc, rows)
-        require_some_weight(torch.from_numpy(mcmc["proposal_log_weight"]))
-        obs = {name: to_numpy(torch.stack(v)) for name, v in observables.items()}
-        return Block(obs, mcmc, to_numpy(torch.stack(fields)) if self.store_configs else None)
+    def record(self, state: KernelState, infos: list) -> dict:
+        hmc, flow = infos[: self.k], infos[self.k :]
+        n_accepted = torch.stack([i["accepted"] for i in flow]).to(torch.float64).sum(0)
+        columns = {"accepted": n_accepted > 0, "flow_acceptance": n_accepted / self.m,
+                   "hmc_acceptance": torch.stack([i["accepted"] for i in hmc]).to(torch.float64).mean(0),
+                   "delta_h": hmc[-1]["delta_h"], "log_weight": state.log_weight,
+                   "proposal_log_weight": flow[-1]["proposal_log_weight"]}
+        for name in self.hmc.md.stat_names:
+            columns[name] = torch.stack([i[name] for i in hmc]).to(torch.float64).sum(0)
+        return columns
 
-    def state(self) -> ChainState:
-        state, stream = super().state(), self.stream.state()
-        state.settings |= {"proposal_rng": stream["rng"], "proposal_offset": np.array(stream["offset"]),
-                           "proposal_batch_size": np.array(self.batch_size)}
-        return state
+    def check(self, mcmc: dict, rows: int) -> None:
+        super().check(mcmc, rows)
+        require_some_weight(torch.from_numpy(mcmc["proposal_log_weight"]))
+
+    def save_settings(self) -> dict:
+        stream = self.stream.state()
+        return super().save_settings() | {"proposal_rng": stream["rng"], "proposal_offset": np.array(stream["offset"]),
+                                          "proposal_batch_size": np.array(self.batch_size)}
+
+    def load_settings(self, settings: dict) -> None:
+        written = int(settings.get("proposal_batch_size", self.batch_size))
+        offset = int(settings["proposal_offset"])
+        if written != self.batch_size or offset > self.batch_size:
+            was = f"batch_size = {written}" if written != self.batch_size else "a larger batch_size"
+            raise LatticeflowError(
+                f"sample.batch_size: this file's chains draw their flow proposals in chunks of "
+                f"{was}, and a resume must keep that stream; continue it with the same "
+                f"batch_size (now {self.batch_size})")
+        self.stream.load_state(settings["proposal_rng"], offset)
+        super().load_settings(settings)
 
     def extra(self) -> dict:
         return super().extra() | {"hmc_per_step": self.k, "flow_per_step": self.m,

@@ -1,0 +1,85 @@
+"""``instanton-jump``: k base updates (HMC trajectories of the ``[hmc]`` integrator, or heat-bath
+sweeps) then m instanton jumps per step, for 2D U(1) and the Schwinger model
+(:mod:`latticeflow.mcmc.jumps`).  The jumps change the topological sector in one exact
+Metropolis step, which HMC at large β almost never does (docs/instanton_jumps.md).  No flow:
+it runs on a model file without weights; rows are plain chain averages (not reweighted)."""
+
+from dataclasses import dataclass
+
+from ..ensemble.format import Weighting
+from ..errors import ConfigError
+from ..schema import between, key, one_of
+from .flows import integrator_keeps
+from .registry import SamplerKind, register_sampler
+
+NAME = "instanton-jump"
+BASES = ("hmc", "heatbath")
+
+
+@dataclass(frozen=True)
+class Options:
+    """The ``[sample]`` keys of the instanton-jump sampler."""
+
+    updates_per_step: int = key(1, f"`{NAME}`: base updates per step (HMC trajectories or heat-bath sweeps), "
+                                   "before its jumps", between(1, 100_000))
+    jumps_per_step: int = key(1, f"`{NAME}`: instanton jumps (Q → Q ± 1 proposals) per step",
+                              between(1, 100_000))
+    jump_base: str = key("hmc", f"`{NAME}`: the base update: `hmc` (the `[hmc]` integrator, its step size "
+                                "tuned during thermalisation) or `heatbath` (pure U(1))", one_of(*BASES))
+    overrelaxation: int = key(0, f"`{NAME}` with `jump_base = \"heatbath\"`: overrelaxation sweeps after each "
+                                 "heat-bath sweep", between(0, 1000))
+    fresh_start: str = key("hot", f"`{NAME}`: a new file's chains start `hot` (random links) or `cold` (unit "
+                                  "links), unless `start` names an ensemble file", one_of("hot", "cold"))
+
+
+def _base(ctx):
+    """The base update of ``[sample] jump_base``: an HMC, or the heat-bath kernel."""
+    s, theory = ctx.cfg.sample, ctx.theory
+    if s.jump_base == "hmc":
+        if s.overrelaxation:
+            raise ConfigError("sample.overrelaxation: overrelaxation sweeps belong to jump_base = \"heatbath\"; "
+                              "HMC has none (remove the key)")
+        from ..mcmc.hmc import HMC
+
+        return HMC.from_config(theory, ctx.cfg.hmc)
+    if theory.has_fermions:
+        raise ConfigError(f"sample.jump_base: heatbath updates pure U(1) only; the {theory.name} theory "
+                          "has fermions (use jump_base = \"hmc\")")
+    try:
+        from ..mcmc.heatbath import HeatbathKernel
+    except ImportError:
+        raise ConfigError("sample.jump_base: heatbath needs the heat-bath kernel (latticeflow.mcmc.heatbath), "
+                          "which this installation lacks; use jump_base = \"hmc\"") from None
+    return HeatbathKernel(theory, overrelaxation=s.overrelaxation)
+
+
+def build(ctx):
+    from ..mcmc.jumps import InstantonJump, jump_chains, jump_problem
+
+    problem = jump_problem(ctx.theory)
+    if problem:
+        raise ConfigError(f"sample.sampler: {NAME}: {problem}")
+    s, h = ctx.cfg.sample, ctx.cfg.hmc
+    base = _base(ctx)
+    jump = InstantonJump(ctx.theory, **dict(h.options))  # the [hmc] fermion settings, as HMC's
+    options = {"tune": h.tune} if s.jump_base == "hmc" else {}
+    return jump_chains(ctx.theory, base, jump, s.chains, s.updates_per_step, s.jumps_per_step,
+                       thermalization=s.thermalization, start=s.fresh_start, seed=s.seed,
+                       store_configs=ctx.store_configs, progress=ctx.progress, device=ctx.device,
+                       start_fields=ctx.start_fields, **options)
+
+
+def keeps(cfg, theory) -> dict:
+    """Seed, steps per update, base (and its overrelaxation), and the integrator and fermion
+    settings (the jump's fermion settings are the integrator's)."""
+    s = cfg.sample
+    names = ("seed", "updates_per_step", "jumps_per_step", "jump_base", "overrelaxation")
+    own = {f"sample.{k}": getattr(s, k) for k in names}
+    return own | (integrator_keeps(cfg, theory) if s.jump_base == "hmc"
+                  else {f"hmc.{k}": v for k, v in theory.md_keeps(dict(cfg.hmc.options)).items()})
+
+
+register_sampler(SamplerKind(
+    NAME, "instanton jumps", build, Weighting("jump_delta_s"),
+    "base updates (HMC or heat bath), then instanton jumps Q → Q ± 1, every step (2D U(1), Schwinger)",
+    options=Options, needs_flow=False, keeps=keeps))

@@ -167,12 +167,13 @@ class SampleConfig:
                                      "`flow-iid` (i.i.d. draws with log weights), `mixed` (HMC "
                                      "trajectories, then flow proposals), `flow-hmc` (HMC in the flow's "
                                      "latent space; these two integrate with the `[hmc]` integrator "
-                                     "settings), or `direct` (exact i.i.d. draws, pure 2D U(1); no flow)",
+                                     "settings), `direct` (exact i.i.d. draws, pure 2D U(1); no flow), or "
+                                     "`heatbath` (heat bath + overrelaxation of pure gauge links; no flow)",
                        _Registered())
     hmc_per_step: int = key(1, "`mixed`: HMC trajectories per step", per_step)
     flow_per_step: int = key(1, "`mixed`: flow independence proposals per step", per_step)
     thermalization: int = key(100, "`mixed`, `flow-hmc`: trajectories from a flow (prior) sample "
-                                   "before the first stored step; the step size is tuned there",
+                                   "before the first stored step; the step size is tuned there; `heatbath`: steps",
                               nonnegative)
     chains: int = key(4, "independent chains", at_least(1))
     start: str = key("flow", "where a new file's chains start: `flow` (a flow sample; `mixed` and "

@@ -192,6 +192,11 @@ class HMC:
         self.force_kind = state.get("force", self.force_kind)
         self.target_acceptance = float(state.get("target_acceptance", self.target_acceptance))
         self.tuned = bool(state.get("tuned", True))
+        # a file written before some molecular-dynamics options existed continues as it was made
+        legacy = {k: v for k, v in getattr(self.theory, "md_legacy", {}).items() if k not in state}
+        if any(self.md_settings.get(k) != v for k, v in legacy.items()):
+            self.md_settings = {**self.md_settings, **legacy}
+            self.md = self.theory.md_action(**self.md_settings)
 
     # --- the Hamiltonian system -----------------------------------------------------------
     def sample_momenta(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -34,6 +34,8 @@ import math
 
 import torch
 
+from .chrono import SolutionHistory
+
 __all__ = ["GAMMA", "GAMMA5", "fermion_links", "apply_dirac", "apply_dirac_dagger", "dirac_matrix",
            "conjugate_gradient", "det_force", "PseudofermionAction", "free_dirac_eigenvalues"]
 
@@ -162,22 +164,29 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.conj() * b).flatten(1).sum(1)
 
 
-def conjugate_gradient(apply, b: torch.Tensor, tolerance: float, max_iterations: int):
+def conjugate_gradient(apply, b: torch.Tensor, tolerance: float, max_iterations: int,
+                       x0: torch.Tensor | None = None, r0: torch.Tensor | None = None):
     """Solve ``A x = b`` for Hermitian positive-definite ``A`` (``apply(x) = A x``), batched.
 
     Each batch entry stops when its residual ``|r| ≤ tolerance · |b|``; the others go on.
-    Starts from x = 0, so the solution is a deterministic function of ``A`` and ``b`` (which
-    HMC's reversibility needs).
+    Starts from x = 0 by default, so the solution is a deterministic function of ``A`` and
+    ``b`` (which HMC's reversibility needs), or from a guess ``x0`` (its residual
+    ``r0 = b − A x0`` where known, else one more application of A): the solution then
+    depends on the guess within the tolerance (:mod:`~latticeflow.theories.chrono`).
 
     Returns:
         ``(x, iterations, converged)``: the solution, ``(batch,)`` int iterations each entry
         took, and ``(batch,)`` bool.
     """
-    x = torch.zeros_like(b)
-    r = b.clone()
+    if x0 is None:
+        x = torch.zeros_like(b)
+        r = b.clone()
+    else:
+        x = x0
+        r = b - apply(x0) if r0 is None else r0
     p = r.clone()
     rr = _dot(r, r).real
-    stop = tolerance**2 * rr
+    stop = tolerance**2 * (rr if x0 is None else _dot(b, b).real)
     iterations = torch.zeros(b.shape[0], dtype=torch.int64, device=b.device)
     done = rr <= stop
     shape = (-1,) + (1,) * (b.dim() - 1)
@@ -245,12 +254,13 @@ class PseudofermionAction:
 
     :meth:`refresh` draws ``φ = D† η`` at the start of each trajectory, where the action is
     then exactly ``S_gauge + η†η`` (no solve, no CG error at the start point); elsewhere the
-    action and the force solve ``D†D X = φ`` by :func:`conjugate_gradient` from zero.
+    action and the force solve ``D†D X = φ`` by :func:`conjugate_gradient` (from zero, or
+    from ``guess``).
     ``stats()`` reports, per chain, the most CG iterations any solve of the current
     trajectory took (``cg_iterations``).
 
-    Exactness: two tolerances, as in production codes.  The force is a deterministic
-    function of the links whatever its tolerance (CG from zero, a fixed stopping rule), so
+    Exactness: two tolerances, as in production codes.  From zero, the force is a
+    deterministic function of the links whatever its tolerance (a fixed stopping rule), so
     the integrator stays reversible and volume-preserving, and a loose force tolerance costs
     acceptance only.  The Metropolis test needs the action itself: the end point's
     ``φ†(D†D)⁻¹φ`` is solved to ``action_tolerance`` (an error of at most
@@ -264,16 +274,23 @@ class PseudofermionAction:
             trajectory's ΔH non-finite, i.e. a rejection (counted in ``cg_failures``); a
             force solve stops there too (still deterministic, so still reversible).
         action_tolerance: relative residual of the action's CG (the Metropolis test).
+        guess: where the solves start: ``"zero"`` (the deterministic force above), or from
+            the history of this trajectory's solutions, ``"last"`` or ``"chrono"``
+            (:mod:`~latticeflow.theories.chrono`; the force is then reversible only to about
+            ``tolerance``, so keep it tight); ``depth``: the chronological basis.
+
+    ``applications`` counts, per chain, the applications of D†D in the current trajectory.
     """
 
     stat_names = ("cg_iterations",)
 
     def __init__(self, theory, tolerance: float = 1e-10, max_iterations: int = 2000,
-                 action_tolerance: float = 1e-10):
+                 action_tolerance: float = 1e-10, guess: str = "zero", depth: int = 4):
         self.theory = theory
         self.kappa = theory.kappa
         self.tolerance, self.max_iterations = float(tolerance), int(max_iterations)
         self.action_tolerance = float(action_tolerance)
+        self.history = SolutionHistory(guess, depth)
         self.phi, self._start = None, (None, None)
         self.cg_failures = 0
 
@@ -286,6 +303,8 @@ class PseudofermionAction:
         self.phi = apply_dirac_dagger(fermion_links(x), eta, self.kappa)
         self._start = (x, (eta.abs() ** 2).flatten(1).sum(1))
         self._iterations = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        self.applications = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        self.history.reset()
 
     def _solve(self, u, tolerance: float):
         kappa = self.kappa
@@ -293,8 +312,10 @@ class PseudofermionAction:
         def normal(p):
             return apply_dirac_dagger(u, apply_dirac(u, p, kappa), kappa)
 
-        x, its, ok = conjugate_gradient(normal, self.phi, tolerance, self.max_iterations)
+        x0, r0, used = self.history.guess(normal, self.phi)
+        x, its, ok = conjugate_gradient(normal, self.phi, tolerance, self.max_iterations, x0=x0, r0=r0)
         self._iterations = torch.maximum(self._iterations, its)
+        self.applications += its + used + int(x0 is not None and r0 is None)
         return x, ok
 
     def action(self, x: torch.Tensor) -> torch.Tensor:
@@ -312,6 +333,7 @@ class PseudofermionAction:
     def force(self, x: torch.Tensor) -> torch.Tensor:
         u = fermion_links(x)
         sol, _ = self._solve(u, self.tolerance)
+        self.history.push(sol)
         dsol = apply_dirac(u, sol, self.kappa)
         fermion = 2 * _link_derivative_terms(u, dsol, sol, self.kappa).real
         return self.theory.gauge_force(x) + fermion

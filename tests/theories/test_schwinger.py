@@ -191,7 +191,7 @@ def test_pseudofermion_action_and_force():
     t = theory((4, 6), kappa=0.26)
     g = torch.Generator().manual_seed(3)
     x = fields(t, 3)
-    md = t.md_action(fermions="pseudofermion", cg_tolerance=1e-12, cg_max_iterations=1000)
+    md = t.md_action(fermions="pseudofermion", cg_tolerance=1e-12, cg_max_iterations=1000, even_odd=False)
     state = g.get_state()
     md.refresh(x, g)
     dense = pseudofermion_dense(t, md.phi)
@@ -222,7 +222,7 @@ def test_pseudofermion_heat_bath_has_the_right_variance():
     dense solve independent of the refresh point's shortcut."""
     t = theory((4, 4), kappa=0.26)
     x = fields(t, 400, seed=7)
-    md = t.md_action(fermions="pseudofermion")
+    md = t.md_action(fermions="pseudofermion", even_odd=False)
     md.refresh(x, torch.Generator().manual_seed(8))
     s_pf = pseudofermion_dense(t, md.phi)(x) - t.gauge_action(x)
     n = 2 * t.volume

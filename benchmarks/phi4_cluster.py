@@ -115,7 +115,8 @@ def main():
                   flush=True)
         rows.append(row)
     ref = {r["ensemble"]: r for r in reference}
-    print("\n| ensemble | L | sampler | acceptance | ⟨\\|M\\|⟩ | τ_int(\\|M\\|) | τ_int(χ₂) | CPU ms/step | CPU ms per independent \\|M\\| |")
+    print("\n| ensemble | L | sampler | acceptance | ⟨\\|M\\|⟩ | τ_int(\\|M\\|) | τ_int(χ₂) | CPU ms/step "
+          "| CPU ms per independent \\|M\\| |")
     print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         old = ref.get(row["ensemble"], {})

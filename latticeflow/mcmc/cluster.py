@@ -19,12 +19,13 @@ flips the cluster of one uniformly chosen site.  Both leave e^{−S} invariant a
 but never change |φ|: composed with an ergodic update of the field (HMC trajectories, or
 :class:`LocalMetropolisKernel` sweeps) they sample e^{−S} exactly.
 
-Clusters are found for all chains and sites at once (:func:`cluster_labels`): every site
-starts with its own index as label; each iteration takes the minimum label over the active
-bonds of every site, then jumps pointers (label ← label[label]), until no label changes.
-The fixed point labels each cluster by its smallest site index (row-major), so the result
-does not depend on how it was computed.  The iterations grow like log of a cluster's
-diameter, not with the number of sites.
+Clusters are found for all chains and sites at once (:func:`cluster_labels`), with no loop
+over sites: every site starts with its own index as label; each round takes the minimum
+label over the active bonds of every site, lets the owner of each label take the minimum
+of the sites pointing to it (hooking), then jumps pointers (label ← label[label]), until no
+label changes.  The fixed point labels each cluster by its smallest site index
+(row-major), so the result does not depend on how it was computed; the rounds grow like
+the log of a cluster's diameter (docs/cluster.md has the measured alternatives).
 """
 
 from __future__ import annotations
@@ -124,8 +125,10 @@ class WolffKernel:
 
 
 def _flipped(x: torch.Tensor, flip: torch.Tensor):
+    """φ → −φ where ``flip``; info: the fraction flipped, and ``accepted`` (always)."""
     size = flip.flatten(1).to(torch.float64).mean(1)
-    return KernelState(torch.where(flip, -x, x)), {"cluster_size": size, "accepted": torch.ones_like(size, dtype=torch.bool)}
+    info = {"cluster_size": size, "accepted": torch.ones_like(size, dtype=torch.bool)}
+    return KernelState(torch.where(flip, -x, x)), info
 
 
 class LocalMetropolisKernel:
@@ -273,7 +276,8 @@ class ClusterChains(KernelChains):
                  tune: bool = True, start: str = "hot", start_fields=None, store_configs: bool = True,
                  progress: bool = False, device="cpu", name: str = "cluster"):
         hmc = isinstance(step.amplitude, HMCKernel)
-        columns = ["accepted", "log_weight", "amplitude_acceptance", "cluster_size"] + (["delta_h"] if hmc else [])
+        columns = ["accepted", "log_weight", "amplitude_acceptance", "cluster_size"]
+        columns += ["delta_h"] if hmc else []
         super().__init__(theory, step, n_chains, columns, "log_weight", name, seed, thermalization, start,
                          start_fields, store_configs, device, progress)
         self.tune = tune

@@ -37,8 +37,8 @@ class Options:
                                       "proposals φ + δ(2u − 1), tuned during thermalization", positive)
     metropolis_acceptance: float = key(0.5, "`cluster` with `metropolis`: the acceptance δ is tuned to",
                                        open_unit)
-    fresh_start: str = key("hot", "`cluster`: a new file's chains start `hot` (random) or `cold` (φ = 0), unless "
-                                  "`start` names an ensemble file", one_of("hot", "cold"))
+    fresh_start: str = key("hot", "`cluster`: a new file's chains start `hot` (random) or `cold` (φ = 0), "
+                                  "unless `start` names an ensemble file", one_of("hot", "cold"))
 
 
 _METROPOLIS_ONLY = ("metropolis_step", "metropolis_acceptance")
@@ -64,7 +64,8 @@ def _check(ctx) -> None:
 
 
 def build(ctx):
-    from ..mcmc.cluster import ClusterChains, ClusterStep, LocalMetropolisKernel, SwendsenWangKernel, WolffKernel
+    from ..mcmc.cluster import (ClusterChains, ClusterStep, LocalMetropolisKernel, SwendsenWangKernel,
+                                WolffKernel)
     from ..mcmc.hmc import HMC
     from ..mcmc.kernels import HMCKernel
 
@@ -85,7 +86,8 @@ def keeps(cfg, theory) -> dict:
     """The seed, every option, and with HMC the integrator's settings."""
     s = cfg.sample
     own = {f"sample.{k}": v for k, v in s.options}
-    return {"sample.seed": s.seed} | own | (integrator_keeps(cfg, theory) if s.amplitude_update == "hmc" else {})
+    hmc = integrator_keeps(cfg, theory) if s.amplitude_update == "hmc" else {}
+    return {"sample.seed": s.seed} | own | hmc
 
 
 register_sampler(SamplerKind(

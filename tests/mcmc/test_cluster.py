@@ -33,7 +33,8 @@ KERNELS = {"swendsen-wang": SwendsenWangKernel, "wolff": WolffKernel}
 def _links(shape):
     """(x, y = x + μ̂) for every link, flat row-major indices."""
     index = np.arange(np.prod(shape)).reshape(shape)
-    return [(x, np.roll(index, -1, axis=mu).reshape(-1)[x]) for x in range(index.size) for mu in range(len(shape))]
+    return [(x, np.roll(index, -1, axis=mu).reshape(-1)[x])
+            for x in range(index.size) for mu in range(len(shape))]
 
 
 def _exact_transitions(kind, a, activation=lambda c: -np.expm1(-4 * c)):
@@ -218,10 +219,12 @@ def test_refusals(tmp_path, capsys, theory, sample, words):
     assert words in err and not (tmp_path / "x.h5").exists()
 
 
-def test_a_resume_keeps_the_cluster_options(tmp_path, capsys):
+def test_the_sampler_flag_and_a_resume_that_keeps_the_options(tmp_path, capsys):
     model = tmp_path / "m.toml"
-    model.write_text(MODEL)
-    _sample(model, tmp_path / "a.h5", 8)
+    model.write_text(MODEL.replace('sampler = "cluster"\n', ""))  # a plain model file, --sampler cluster
+    _sample(model, tmp_path / "a.h5", 8, "--sampler", "cluster")
+    with ensemble.open(tmp_path / "a.h5") as ens:
+        assert ens.sampler == "cluster" and ens.n == 8
     capsys.readouterr()
     model.write_text(MODEL + 'cluster_update = "wolff"\n')
     err = refuse(["sample", model, "-n", 16, "--out", tmp_path / "a.h5"], capsys)

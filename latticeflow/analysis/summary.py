@@ -88,6 +88,19 @@ def acceptance_and_ess(ens) -> tuple[float | None, float | None]:
     return acceptance, ess_value
 
 
+def free_energy(ens) -> dict | None:
+    """ΔF = −log⟨e^{−W}⟩ over the proposals of a file of non-equilibrium transports (one that
+    records ``extra["jarzynski"]``; ``mcmc/proposal_log_weight`` = −W), with its Γ-method
+    error and the exact value the file records (None where unknown); None for other files."""
+    record, log_w = ens.extra.get("jarzynski"), ens.mcmc.get("proposal_log_weight")
+    if not isinstance(record, dict) or log_w is None or log_w.size < 2 or not np.isfinite(log_w).any():
+        return None
+    shift = float(np.max(log_w))
+    w = _replicas(np.exp(log_w - shift))
+    r = _safe(gamma_method_derived, lambda m: -(shift + np.log(m)), [w], 1.5, [-1.0 / w.mean()])
+    return result_dict(r) | {"exact": record.get("delta_f_exact")}
+
+
 def summarize(ens, exact: dict[str, float] | None = None, derived: dict | None = None) -> dict:
     """The ``analyze --json`` object for one open :class:`latticeflow.ensemble.Ensemble`."""
     acceptance, ess_value = acceptance_and_ess(ens)
@@ -107,6 +120,9 @@ def summarize(ens, exact: dict[str, float] | None = None, derived: dict | None =
     if delta_h is not None and delta_h.size >= 10:
         r = _safe(gamma_method, _replicas(np.exp(-delta_h)))
         summary["exp_minus_delta_h"] = result_dict(r)
+    delta_f = free_energy(ens)
+    if delta_f is not None:
+        summary["delta_f"] = delta_f
     if exact:
         summary["exact"] = {k: v for k, v in exact.items() if k in results}
     return summary

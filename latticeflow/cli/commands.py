@@ -72,6 +72,10 @@ def _format_summary(summary: dict) -> str:
     if "exp_minus_delta_h" in summary and summary["exp_minus_delta_h"]["mean"] is not None:
         r = summary["exp_minus_delta_h"]
         lines.append(f"  <exp(-dH)> = {format_value_error(r['mean'], r['error'])} (should be 1)")
+    if summary.get("delta_f", {}).get("mean") is not None:
+        r = summary["delta_f"]
+        exact = "" if r["exact"] is None else f" (exact {r['exact']:.6g})"
+        lines.append(f"  Delta F = -log<exp(-W)> = {format_value_error(r['mean'], r['error'])}{exact}")
     if any(r["too_short"] for r in summary["observables"].values()):
         lines.append(f"  {SHORT_CHAINS_NOTE}")
     return "\n".join(lines)

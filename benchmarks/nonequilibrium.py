@@ -125,14 +125,16 @@ def main():
                     r = chain_run(L, a.beta, length, steps, a.overrelaxation, chains, rows, a.seed, folder)
                     pl, chi = r["plaquette"], r["chi_Q"]
                     print(f"L={L:3d} defect={length:3d} N={steps:4d} OR={a.overrelaxation}: acceptance "
-                          f"{r['acceptance']:.3f}, ESS {r['ess']:.3f}, ΔF {r['delta_f']:.3f}({r['delta_f_error']:.3f}) "
-                          f"exact {r['delta_f_exact']:.3f}, τ_int(Q) {r['tau_int_Q']:.2f}({r['tau_int_Q_error']:.2f})"
+                          f"{r['acceptance']:.3f}, ESS {r['ess']:.3f}, "
+                          f"ΔF {r['delta_f']:.3f}({r['delta_f_error']:.3f}) exact {r['delta_f_exact']:.3f}, τ_int(Q) {r['tau_int_Q']:.2f}({r['tau_int_Q_error']:.2f})"
                           f"{'*' if r['too_short'] else ''}, plaquette {pl['deviation_sigma']:+.1f}σ, χ_Q "
-                          f"{chi['mean']:.5f}({chi['error']:.5f}) vs {chi['exact']:.5f} ({chi['deviation_sigma']:+.1f}σ), "
-                          f"{r['seconds_per_independent_Q']:.2f} s per independent Q ({r['seconds']:.0f} s)", flush=True)
+                          f"{chi['mean']:.5f}({chi['error']:.5f}) vs {chi['exact']:.5f} "
+                          f"({chi['deviation_sigma']:+.1f}σ), {r['seconds_per_independent_Q']:.2f} s per "
+                          f"independent Q ({r['seconds']:.0f} s)", flush=True)
                 results.append(r)
     if a.json:
-        a.json.write_text(json.dumps({"command": " ".join(["benchmarks/nonequilibrium.py", *sys.argv[1:]]), "results": results}, indent=1) + "\n")
+        command = " ".join(["benchmarks/nonequilibrium.py", *sys.argv[1:]])
+        a.json.write_text(json.dumps({"command": command, "results": results}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .registry import SamplerKind, register_sampler
 
 NAME = "ne-mcmc"
 UPDATES = ("auto", "heatbath", "hmc")
-_UNIT_LIST = Check(lambda v: v is None or len(v) >= 2, "a list c_0 = 0, …, c_N = 1 of at least two values")
+_UNIT_LIST = Check(lambda v: v is None or len(v) >= 2, "at least two values (c_0 = 0, …, c_N = 1)")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ def _check(ctx) -> None:
 
 def build(ctx):
     from ..mcmc.hmc import HMC
-    from ..mcmc.nemcmc import ChainStarts, ExactStarts, HeatbathUpdate, HMCUpdate, NEMCMCChains, NonEquilibriumKernel, Transport
+    from ..mcmc.nemcmc import (ChainStarts, ExactStarts, HeatbathUpdate, HMCUpdate, NEMCMCChains,
+                               NonEquilibriumKernel, Transport)
     from ..theories.defect import free_energy_difference, with_defect
 
     _check(ctx)
@@ -123,8 +124,8 @@ def build(ctx):
     kernel = NonEquilibriumKernel(Transport(defect, schedule, update), starts)
     warm = theory.has_fermions or (hmc is not None and h.tune)  # else nothing to thermalise: exact starts
     return NEMCMCChains(theory, kernel, s.chains, hmc=hmc, tune=h.tune, seed=s.seed,
-                        thermalization=s.thermalization if warm else 0, store_configs=ctx.store_configs, device=ctx.device,
-                        progress=ctx.progress, name=NAME, record=record)
+                        thermalization=s.thermalization if warm else 0, store_configs=ctx.store_configs,
+                        device=ctx.device, progress=ctx.progress, name=NAME, record=record)
 
 
 def keeps(cfg, theory) -> dict:

@@ -14,7 +14,7 @@ import pkgutil
 from ..errors import LatticeflowError
 from .base import THEORIES, Derived, Theory, coupling_names, register_theory
 
-_INFRASTRUCTURE = {"base", "field_space", "exact", "fermions"}
+_INFRASTRUCTURE = {"base", "field_space", "exact", "fermions", "defect"}  # defect: no theory of its own
 for _module in pkgutil.iter_modules(__path__):
     if _module.name not in _INFRASTRUCTURE:
         importlib.import_module(f"{__name__}.{_module.name}")

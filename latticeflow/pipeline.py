@@ -131,6 +131,7 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
     if cfg.sample.sampler != asked:  # --sampler: the new kind's options (the file's of another kind dropped)
         cfg = dataclasses.replace(cfg, sample=with_options(cfg.sample, dict(cfg.sample.options), legacy=True))
     kind = sampler_kind(cfg.sample.sampler)
+    idle = kind.idle_key_problem(cfg.sample) if cfg.sample.sampler == asked else None  # --sampler: not the file's choice
     if kind.needs_flow and flow is None:
         require_flow(cfg)
         if not Path(source).is_dir():
@@ -158,10 +159,11 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
             flow = load_flow(weights, cfg)
         chain_sampler = build_sampler(cfg, theory, flow if kind.needs_flow else None, store, progress,
                                       device=where, start_fields=given)
-        return finish(run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
-                                   seed=s.seed, block=s.block, store_configs=store, progress=progress,
-                                   desc=s.sampler, keep=resume_keeps(cfg, theory, s.sampler, flow if kind.needs_flow else None),
-                                   weights=kind.weights))
+        result = finish(run_ensemble(chain_sampler, theory=theory, path=out, n=n, config_text=cfg.toml,
+                                     seed=s.seed, block=s.block, store_configs=store, progress=progress,
+                                     desc=s.sampler, keep=resume_keeps(cfg, theory, s.sampler, flow if kind.needs_flow else None),
+                                     weights=kind.weights))
+        return result | ({"notes": [idle]} if idle else {})
 
 
 def _start_fields(cfg: Config, theory, flag):

@@ -76,6 +76,38 @@ def test_conflicting_sampler_options_are_refused(tmp_path, capsys):
                  str(tmp_path / "y.h5"), "--quiet", "--chains", "2"]) == 0
 
 
+@pytest.mark.parametrize("sampler,key", [("flow-mcmc", "hmc_per_step = 3"), ("flow-iid", "flow_per_step = 2"),
+                                         ("direct", "thermalization = 5"), ("mixed", None), ("flow-hmc", None)])
+def test_common_keys_the_files_sampler_does_not_use_are_pointed_out(sampler, key):
+    """A burn-in or a kernel mix the chosen sampler ignores is named (one model file often
+    serves several samplers, so it is a note, not a refusal)."""
+    from latticeflow.samplers import sampler_kind
+
+    text = '[theory]\nname = "u1"\nL = 4\nbeta = 1.0\n[sample]\nsampler = "{}"\n{}\n'
+    note = sampler_kind(sampler).idle_key_problem(parse_config(text.format(sampler, key or "")).sample)
+    if key is None:  # the mixed kernel and flow HMC read them all
+        note = sampler_kind(sampler).idle_key_problem(parse_config(text.format(
+            sampler, "thermalization = 3" + ("\nhmc_per_step = 2" if sampler == "mixed" else ""))).sample)
+        assert note is None
+    else:
+        assert note.startswith(f"sample.{key} was not used: the {sampler} sampler does not read it")
+
+
+def test_an_idle_key_is_noted_by_sample_unless_the_sampler_came_from_the_command_line(tmp_path, capsys):
+    model = tmp_path / "m.toml"
+    model.write_text('[theory]\nname = "u1"\nL = 4\nbeta = 1.0\n'
+                     '[sample]\nsampler = "direct"\nthermalization = 5\nchains = 2\n')
+    assert main(["sample", str(model), "-n", "4", "--quiet", "--out", str(tmp_path / "a.h5")]) == 0
+    err = capsys.readouterr().err
+    assert "note: sample.thermalization = 5 was not used: the direct sampler does not read it (only mixed" in err
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text('[theory]\nname = "u1"\nL = 4\nbeta = 1.0\n'
+                     '[sample]\nsampler = "mixed"\nhmc_per_step = 2\nthermalization = 3\nchains = 2\n')
+    assert main(["sample", str(mixed), "-n", "4", "--sampler", "direct", "--out", str(tmp_path / "d.h5"),
+                 "--quiet"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
 @pytest.mark.parametrize("command", [["exact"], ["hmc", "-n", "4"], ["train", "--steps", "1"],
                                      ["sample", "-n", "4"], ["run", "-n", "40"]])

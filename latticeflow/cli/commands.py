@@ -109,6 +109,8 @@ def cmd_sample(args) -> int:
                              configs=not args.no_configs, progress=not args.quiet,
                              sampler=args.sampler, device=args.device, start=args.start)
     _announce(result, result["sampler"])
+    for note in result.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
     if args.start is not None and result["resumed"]:
         print(f"note: --start {args.start} was not used: {result['path']} was continued from "
               "its own chains (--start starts the chains of a new file)", file=sys.stderr)

@@ -172,8 +172,9 @@ class SampleConfig:
                        _Registered())
     hmc_per_step: int = key(1, "`mixed`: HMC trajectories per step", per_step)
     flow_per_step: int = key(1, "`mixed`: flow independence proposals per step", per_step)
-    thermalization: int = key(100, "`mixed`, `flow-hmc`: trajectories from a flow (prior) sample "
-                                   "before the first stored step; the step size is tuned there; `heatbath`: steps",
+    thermalization: int = key(100, "the Markov-chain samplers (`mixed`, `flow-hmc`, the classical "
+                                   "ones): steps from the start before the first stored one (HMC "
+                                   "tunes its step size there); `latticeflow sample` notes when the sampler does not use it",
                               nonnegative)
     chains: int = key(4, "independent chains", at_least(1))
     start: str = key("flow", "where a new file's chains start: `flow` (a flow sample; `mixed` and "

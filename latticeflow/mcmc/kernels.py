@@ -177,10 +177,10 @@ class Composite:
         return state, infos
 
 
-def __getattr__(name):
-    # KernelChains, the chain runner, lives in .chains (which imports this module)
-    if name == "KernelChains":
-        from .chains import KernelChains
+def __getattr__(attr):
+    # the chain runner lives in .chains (which imports this module); importable from here too
+    if attr in ("KernelChains",):
+        from . import chains
 
-        return KernelChains
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return getattr(chains, attr)
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

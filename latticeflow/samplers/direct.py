@@ -24,4 +24,5 @@ register_sampler(SamplerKind(
     "direct", "direct (exact i.i.d.)", build, Weighting("log_weight"),
     "exact independent draws where the theory allows it (pure 2D U(1))",
     needs_flow=False, has_chains=False,
-    keeps=lambda cfg, theory: {"sample.seed": cfg.sample.seed}))
+    keeps=lambda cfg, theory: {"sample.seed": cfg.sample.seed},
+    reads=()))

@@ -21,4 +21,5 @@ def build(ctx):
 register_sampler(SamplerKind(
     "flow-hmc", "flow HMC", build, Weighting("delta_h"), "HMC in the flow's latent space",
     flow_gradients=True,
-    keeps=lambda cfg, theory: flow_keeps(cfg, theory) | integrator_keeps(cfg, theory, physical=False)))
+    keeps=lambda cfg, theory: flow_keeps(cfg, theory) | integrator_keeps(cfg, theory, physical=False),
+    reads=("thermalization",)))

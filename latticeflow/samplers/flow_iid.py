@@ -17,4 +17,5 @@ def build(ctx):
 
 register_sampler(SamplerKind(
     IID, "reweighted flow samples", build, Weighting("log_weight", reweighted=True),
-    "i.i.d. flow samples with log weights (reweighting)", has_chains=False, keeps=flow_keeps))
+    "i.i.d. flow samples with log weights (reweighting)", has_chains=False, keeps=flow_keeps,
+    reads=()))

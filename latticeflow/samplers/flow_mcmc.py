@@ -18,4 +18,5 @@ def build(ctx):
 
 register_sampler(SamplerKind(
     "flow-mcmc", "flow-MCMC", build, Weighting("log_weight", proposals=True),
-    "Metropolis independence chains fed by the flow", keeps=flow_keeps))
+    "Metropolis independence chains fed by the flow", keeps=flow_keeps,
+    reads=()))

@@ -27,4 +27,5 @@ def keeps(cfg, theory) -> dict:
 
 register_sampler(SamplerKind(
     "mixed", "mixed HMC + flow kernel", build, Weighting("log_weight", proposals=True),
-    "HMC trajectories, then flow independence proposals, every step", keeps=keeps))
+    "HMC trajectories, then flow independence proposals, every step", keeps=keeps,
+    reads=("hmc_per_step", "flow_per_step", "thermalization")))

@@ -50,6 +50,10 @@ class SamplerContext:
     start_fields: Any = None  #: fields that start fresh chains (``[sample] start``), or None
 
 
+#: the common ``[sample]`` keys that only some samplers read (``SamplerKind.reads``)
+OPTIONAL_KEYS = ("hmc_per_step", "flow_per_step", "thermalization")
+
+
 @dataclass(frozen=True)
 class SamplerKind:
     """One sampler, as the configuration, the ensemble files and the reports see it.
@@ -70,6 +74,9 @@ class SamplerKind:
         keeps: ``keeps(cfg, theory) -> {key: value}``: the settings a resume must not change
             (default: ``sample.seed``, ``sample.dtype`` and every option).
         command: the command that makes its files when that is not ``latticeflow sample``.
+        reads: the optional common ``[sample]`` keys (:data:`OPTIONAL_KEYS`) its build reads;
+            a value other than the default of one it does not read is an idle key, which
+            ``latticeflow sample`` points out (None: it may read all of them).
     """
 
     name: str
@@ -83,6 +90,20 @@ class SamplerKind:
     flow_gradients: bool = False
     keeps: Callable | None = None
     command: str = "sample"
+    reads: tuple[str, ...] | None = None
+
+    def idle_key_problem(self, sample) -> str | None:
+        """One line naming the first optional common key of ``sample`` (a ``SampleConfig``)
+        set to a value other than its default although this kind does not read it, else None."""
+        if self.reads is None:
+            return None
+        defaults = {f.name: f.default for f in dataclasses.fields(sample)}
+        idle = next((k for k in OPTIONAL_KEYS if k not in self.reads and getattr(sample, k) != defaults[k]), None)
+        if idle is None:
+            return None
+        users = [k for k in sampler_names(None) if idle in (sampler_kind(k).reads or ())]
+        return (f"sample.{idle} = {getattr(sample, idle)} was not used: the {self.name} sampler does not read it "
+                f"(only {', '.join(users) or 'other samplers'} do)")
 
     def resume_keeps(self, cfg, theory) -> dict:
         if self.keeps is not None:

@@ -95,6 +95,15 @@ def reference() -> str:
                     out += [f"Keys of the `{name}` theory's molecular dynamics (`{module}`), refused for "
                             "other theories:", ""] + markdown_table(theory.md_options) + [""]
         if cls is SampleConfig:
+            out += ["The samplers (`latticeflow/samplers/`, one module each; a flow sampler needs the "
+                    "model's weights, a classical one runs on a model file without them):", "",
+                    "| `sampler` | what it is | flow | reads |", "|---|---|---|---|"]
+            for name in sampler_names():
+                kind = sampler_kind(name)
+                reads = "all" if kind.reads is None else ", ".join(f"`{k}`" for k in kind.reads) or "—"
+                out.append(f"| `{name}` | {kind.doc} | {'yes' if kind.needs_flow else 'no'} | {reads} |")
+            out += ["", "*reads*: the keys `hmc_per_step`, `flow_per_step`, `thermalization` that the "
+                    "sampler uses; `latticeflow sample` notes a non-default value of one it ignores.", ""]
             for name in sampler_names():
                 kind = sampler_kind(name)
                 if len(markdown_table(kind.options)) > 2:

@@ -163,12 +163,8 @@ class HMCConfig:
 class SampleConfig:
     """``[sample]``: exact sampling with the flow (docs/design.md §7 names the samplers)."""
 
-    sampler: str = key("flow-mcmc", "a registered sampler: `flow-mcmc` (Metropolis independence), "
-                                     "`flow-iid` (i.i.d. draws with log weights), `mixed` (HMC "
-                                     "trajectories, then flow proposals), `flow-hmc` (HMC in the flow's "
-                                     "latent space; these two integrate with the `[hmc]` integrator "
-                                     "settings), `direct` (exact i.i.d. draws, pure 2D U(1); no flow), or "
-                                     "`heatbath` (heat bath + overrelaxation of pure gauge links; no flow)",
+    sampler: str = key("flow-mcmc", "a registered sampler (the table below): `flow-mcmc` "
+                                     "(Metropolis independence with the flow) by default",
                        _Registered())
     hmc_per_step: int = key(1, "`mixed`: HMC trajectories per step", per_step)
     flow_per_step: int = key(1, "`mixed`: flow independence proposals per step", per_step)

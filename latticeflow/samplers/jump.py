@@ -82,4 +82,4 @@ def keeps(cfg, theory) -> dict:
 register_sampler(SamplerKind(
     NAME, "instanton jumps", build, Weighting("jump_delta_s"),
     "base updates (HMC or heat bath), then instanton jumps Q → Q ± 1, every step (2D U(1), Schwinger)",
-    options=Options, needs_flow=False, keeps=keeps))
+    options=Options, needs_flow=False, keeps=keeps, reads=("thermalization",)))

@@ -45,4 +45,4 @@ def keeps(cfg, theory) -> dict:
 register_sampler(SamplerKind(
     "heatbath", "heat bath + overrelaxation", build, Weighting("log_weight"),
     "heat bath and overrelaxation of pure U(1) and SU(N) gauge links (no flow)",
-    options=Options, needs_flow=False, keeps=keeps))
+    options=Options, needs_flow=False, keeps=keeps, reads=("thermalization",)))

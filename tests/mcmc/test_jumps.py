@@ -194,6 +194,9 @@ def test_the_cli_samples_and_resumes_bit_for_bit(tmp_path, capsys, theory, base)
     assert main(["analyze", str(tmp_path / "a.h5")]) == 0
     assert main(["compare", str(tmp_path / "a.h5"), str(tmp_path / "c.h5")]) == 0
     assert "instanton-jump" in capsys.readouterr().out
+    model.write_text(model.read_text().replace("jumps_per_step = 2", "jumps_per_step = 3"))
+    err = refuse(["sample", model, "-n", 30, "--out", tmp_path / "a.h5"], capsys)
+    assert "made with sample.jumps_per_step = 2, this run has 3" in err
 
 
 def test_a_cold_start_starts_from_unit_links(tmp_path):

@@ -44,15 +44,22 @@ class Options:
 _METROPOLIS_ONLY = ("metropolis_step", "metropolis_acceptance")
 
 
+def applies(theory) -> str | None:
+    """Why cluster updates cannot sample ``theory`` (one line), or None: φ⁴ only."""
+    from ..theories.phi4 import Phi4
+
+    if not isinstance(theory, Phi4):
+        return f"cluster flips the signs of a real scalar field; it samples phi4 only, not {theory.name}"
+    return None
+
+
 def _check(ctx) -> None:
     """One-line refusals: a theory other than φ⁴, Metropolis sweeps on odd extents, the
     Metropolis keys with HMC."""
-    from ..theories.phi4 import Phi4
-
     theory, s = ctx.theory, ctx.cfg.sample
-    if not isinstance(theory, Phi4):
-        raise ConfigError(f"sample.sampler: cluster flips the signs of a real scalar field; it samples "
-                          f"phi4 only, not {theory.name}")
+    problem = applies(theory)
+    if problem:
+        raise ConfigError(f"sample.sampler: {problem}")
     if s.amplitude_update == "metropolis" and any(n % 2 for n in theory.shape):
         raise ConfigError(f"sample.amplitude_update: metropolis sweeps a checkerboard, which needs even "
                           f"extents (lattice {list(theory.shape)}); use hmc")
@@ -93,4 +100,4 @@ def keeps(cfg, theory) -> dict:
 register_sampler(SamplerKind(
     "cluster", "cluster (embedded Ising)", build, Weighting("log_weight"),
     "phi4: Wolff or Swendsen-Wang flips of the signs between HMC or Metropolis updates (no flow)",
-    options=Options, needs_flow=False, keeps=keeps))
+    options=Options, needs_flow=False, keeps=keeps, applies=applies, baseline=True))

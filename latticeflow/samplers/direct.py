@@ -8,10 +8,15 @@ from ..errors import ConfigError
 from .registry import SamplerKind, register_sampler
 
 
+def applies(theory) -> str | None:
+    """Why ``theory`` cannot be drawn exactly (one line), or None."""
+    return theory.exact_sampling_problem()
+
+
 def build(ctx):
     from ..mcmc.direct import DirectSamples
 
-    problem = ctx.theory.exact_sampling_problem()
+    problem = applies(ctx.theory)
     if problem:
         raise ConfigError(f"sample.sampler: direct: {problem}")
     if ctx.start_fields is not None:
@@ -25,4 +30,4 @@ register_sampler(SamplerKind(
     "exact independent draws where the theory allows it (pure 2D U(1))",
     needs_flow=False, has_chains=False,
     keeps=lambda cfg, theory: {"sample.seed": cfg.sample.seed},
-    reads=()))
+    reads=(), applies=applies, baseline=True))

@@ -23,10 +23,17 @@ class Options:
                                   "(unit links), unless `start` names an ensemble file", one_of("hot", "cold"))
 
 
-def build(ctx):
-    from ..mcmc.heatbath import HeatbathChains, HeatbathKernel, heatbath_problem
+def applies(theory) -> str | None:
+    """Why the heat bath cannot sample ``theory`` (one line), or None."""
+    from ..mcmc.heatbath import heatbath_problem
 
-    problem = heatbath_problem(ctx.theory)
+    return heatbath_problem(theory)
+
+
+def build(ctx):
+    from ..mcmc.heatbath import HeatbathChains, HeatbathKernel
+
+    problem = applies(ctx.theory)
     if problem:
         raise ConfigError(f"sample.sampler: heatbath: {problem}")
     s = ctx.cfg.sample
@@ -45,4 +52,4 @@ def keeps(cfg, theory) -> dict:
 register_sampler(SamplerKind(
     "heatbath", "heat bath + overrelaxation", build, Weighting("log_weight"),
     "heat bath and overrelaxation of pure U(1) and SU(N) gauge links (no flow)",
-    options=Options, needs_flow=False, keeps=keeps, reads=("thermalization",)))
+    options=Options, needs_flow=False, keeps=keeps, reads=("thermalization",), applies=applies, baseline=True))

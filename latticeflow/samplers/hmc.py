@@ -18,5 +18,5 @@ def build(ctx):
 
 register_sampler(SamplerKind(
     "hmc", "HMC", build, Weighting("delta_h"), "tuned HMC (leapfrog or Omelyan), from [hmc]",
-    needs_flow=False, command="hmc",
+    needs_flow=False, command="hmc", baseline=True,
     keeps=lambda cfg, theory: integrator_keeps(cfg, theory) | {"hmc.seed": cfg.hmc.seed}))

@@ -53,10 +53,17 @@ def _base(ctx):
     return HeatbathKernel(theory, overrelaxation=s.overrelaxation)
 
 
-def build(ctx):
-    from ..mcmc.jumps import InstantonJump, jump_chains, jump_problem
+def applies(theory) -> str | None:
+    """Why instanton jumps cannot sample ``theory`` (one line), or None."""
+    from ..mcmc.jumps import jump_problem
 
-    problem = jump_problem(ctx.theory)
+    return jump_problem(theory)
+
+
+def build(ctx):
+    from ..mcmc.jumps import InstantonJump, jump_chains
+
+    problem = applies(ctx.theory)
     if problem:
         raise ConfigError(f"sample.sampler: {NAME}: {problem}")
     s, h = ctx.cfg.sample, ctx.cfg.hmc
@@ -82,4 +89,5 @@ def keeps(cfg, theory) -> dict:
 register_sampler(SamplerKind(
     NAME, "instanton jumps", build, Weighting("jump_delta_s"),
     "base updates (HMC or heat bath), then instanton jumps Q → Q ± 1, every step (2D U(1), Schwinger)",
-    options=Options, needs_flow=False, keeps=keeps, reads=("thermalization",)))
+    options=Options, needs_flow=False, keeps=keeps, reads=("thermalization",), applies=applies,
+    baseline=True))

@@ -70,13 +70,18 @@ def protocol(s):
         raise ConfigError(f"sample.protocol: {exc}") from None
 
 
+def applies(theory) -> str | None:
+    """Why a defect cannot be put into ``theory`` (one line), or None: 2D U(1), Schwinger."""
+    from ..theories.defect import defect_problem
+
+    return defect_problem(theory, 1)
+
+
 def _check(ctx) -> None:
     """One-line refusals: other theories, a defect longer than L_1, heat bath with fermions,
     keys that do not apply, start fields."""
-    from ..theories.defect import defect_problem
-
     s, theory, defaults = ctx.cfg.sample, ctx.theory, {f.name: f.default for f in fields(Options)}
-    problem = defect_problem(theory, 1)
+    problem = applies(theory)
     if problem:
         raise ConfigError(f"sample.sampler: {NAME}: {problem}")
     if s.defect_length > theory.shape[1]:
@@ -139,4 +144,4 @@ def keeps(cfg, theory) -> dict:
 register_sampler(SamplerKind(
     NAME, "NE-MCMC (defect)", build, Weighting("log_weight", proposals=True),
     "non-equilibrium transports from a defect (2D U(1), Schwinger): Metropolis on the work (no flow)",
-    options=Options, needs_flow=False, keeps=keeps))
+    options=Options, needs_flow=False, keeps=keeps, applies=applies, baseline=True))

@@ -25,7 +25,7 @@ from ..ensemble.format import Weighting
 from ..errors import ConfigError
 
 __all__ = ["SamplerKind", "SamplerContext", "NoOptions", "register_sampler", "unregister_sampler",
-           "sampler_kind", "sampler_names", "sampler_from_flags", "IID"]
+           "sampler_kind", "sampler_names", "sampler_from_flags", "baseline_names", "IID"]
 
 #: the sampler ``--iid`` names
 IID = "flow-iid"
@@ -77,6 +77,10 @@ class SamplerKind:
         reads: the optional common ``[sample]`` keys (:data:`OPTIONAL_KEYS`) its build reads;
             a value other than the default of one it does not read is an idle key, which
             ``latticeflow sample`` points out (None: it may read all of them).
+        applies: ``applies(theory) -> str | None``: why it cannot sample ``theory`` (one
+            line), or None where it can; its build refuses with the same line (one source of
+            truth; None: it applies to every theory).
+        baseline: a classical sampler that ``latticeflow run`` measures a flow against.
     """
 
     name: str
@@ -91,6 +95,12 @@ class SamplerKind:
     keeps: Callable | None = None
     command: str = "sample"
     reads: tuple[str, ...] | None = None
+    applies: Callable[[Any], str | None] | None = None
+    baseline: bool = False
+
+    def problem(self, theory) -> str | None:
+        """Why this kind cannot sample ``theory`` (one line), or None (:attr:`applies`)."""
+        return None if self.applies is None else self.applies(theory)
 
     def idle_key_problem(self, sample) -> str | None:
         """One line naming the first optional common key of ``sample`` (a ``SampleConfig``)
@@ -158,6 +168,12 @@ def sampler_kind(name: str, what: str = "sample.sampler") -> SamplerKind:
     if kind is None:
         raise ConfigError(f"{what}: unknown sampler {name!r} (registered: {', '.join(sampler_names())})")
     return kind
+
+
+def baseline_names(theory, command: str | None = None) -> tuple[str, ...]:
+    """The classical baselines (``baseline=True``) that apply to ``theory``, in registry
+    order (those made by ``command``; None: all)."""
+    return tuple(n for n in sampler_names(command) if _KINDS[n].baseline and _KINDS[n].problem(theory) is None)
 
 
 def sampler_from_flags(sampler: str | None, iid: bool) -> str | None:

@@ -1,4 +1,4 @@
-"""The flow-vs-HMC study of one model (``latticeflow run``), as a library function.
+"""The flow-vs-classical study of one model (``latticeflow run``), as a library function.
 
 Stages, each resumable and each leaving usable files behind (an interrupt keeps everything
 committed so far; :func:`prepare` with ``resume`` continues):
@@ -8,8 +8,14 @@ committed so far; :func:`prepare` with ``resume`` continues):
 2. ``DIR/<sampler>.h5`` — the flow sampler of ``[sample] sampler`` (``flow-mcmc.h5``:
    Metropolis independence chains, the default; ``mixed.h5``, ``flow-hmc.h5``);
 3. ``DIR/hmc.h5`` — the HMC baseline with the model's ``[hmc]`` settings;
-4. ``DIR/comparison.{md,json}`` and one PNG per observable;
-5. ``DIR/report.md``, which names every file and the commands that reproduce it.
+4. ``DIR/<baseline>.h5`` — every other classical baseline (``baseline=True`` in the sampler
+   registry) that applies to the theory, or those ``baselines`` names, each with its default
+   options and the model's common ``[sample]`` keys (chains, seed, thermalization, block)
+   and ``[hmc]`` integrator, from its own fresh start, without configurations;
+5. ``DIR/comparison.{md,json}`` and one PNG per observable;
+6. ``DIR/report.md``, which names every file, the best classical sampler (lowest cost per
+   independent sample of the theory's first headline observable, :mod:`.analysis.cost`), the
+   flow's cost ratio to it with and without its training, and the commands that reproduce it.
 
 ``DIR`` is ``runs/<model>-<timestamp>/`` unless ``out`` names it; the model file and the
 effective configuration are written to ``DIR/config.toml`` and ``DIR/effective_config.toml``.
@@ -17,21 +23,25 @@ effective configuration are written to ``DIR/config.toml`` and ``DIR/effective_c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
 from . import ensemble, pipeline
+from .analysis.cost import INDEPENDENT, against_best
 from .analysis.report import agreement, consistency, write_report
 from .config import Config, load_config
 from .config.overrides import check_n
-from .errors import LatticeflowError
+from .errors import ConfigError, LatticeflowError
 from .files import RunLock, atomic_copy, atomic_write_text, check_input, check_writable, new_run_dir
 from .samplers import sampler_kind
+from .samplers.registry import baseline_names
 from .training import METRICS, load_flow, read_metrics
 from .training.run_files import CHECKPOINT, CONFIG, INTERRUPTED, MODEL, run_config, write_configs
 
-__all__ = ["prepare", "run", "trained_flow", "resume_command", "HMC_FILE", "REPORT", "DEFAULT_N"]
+__all__ = ["prepare", "run", "trained_flow", "resume_command", "choose_baselines", "HMC_FILE", "REPORT",
+           "DEFAULT_N"]
 
 HMC_FILE, REPORT = "hmc.h5", "report.md"
 DEFAULT_N = 20000
@@ -86,11 +96,35 @@ def prepare(model, out=None, resume=None, train_minutes: float | None = None) ->
     return cfg, run_dir
 
 
+def choose_baselines(cfg: Config, spec: str | None = None) -> tuple[str, ...]:
+    """The classical baselines a run samples besides HMC: ``spec`` ``"all"`` (or None) — every
+    registered baseline that applies to the theory —, ``"none"``, or comma-separated names
+    (``--baselines heatbath,instanton-jump``; ``hmc`` is always run).  A name that is not a
+    classical baseline, or one that does not apply to the theory, is refused in one line."""
+    theory = cfg.theory.build()
+    if spec is None or spec.strip() == "all":
+        return baseline_names(theory, "sample")
+    names = [] if spec.strip() == "none" else [n.strip() for n in spec.split(",")]
+    chosen = []
+    for name in names:
+        kind = sampler_kind(name, "--baselines")
+        if not kind.baseline:
+            raise ConfigError(f"--baselines: {name} is not a classical baseline (baselines: "
+                              f"{', '.join(baseline_names(theory))})")
+        problem = kind.problem(theory)
+        if problem:
+            raise ConfigError(f"--baselines: {name}: {problem}")
+        if kind.command == "sample" and name not in chosen:  # HMC (made by `latticeflow hmc`) always runs
+            chosen.append(name)
+    return tuple(chosen)
+
+
 def resume_command(model, run_dir: Path, n: int, retrain: bool = False,
-                   train_minutes: float | None = None) -> str:
+                   train_minutes: float | None = None, baselines: str | None = None) -> str:
     """The command that continues an interrupted run exactly as it was started."""
     return (f"latticeflow run {model} -n {n} --resume {run_dir}" + (" --train" if retrain else "")
-            + (f" --train-minutes {train_minutes!r}" if train_minutes is not None else ""))
+            + (f" --train-minutes {train_minutes!r}" if train_minutes is not None else "")
+            + (f" --baselines {baselines}" if baselines is not None else ""))
 
 
 def _training_facts(run_dir: Path) -> dict:
@@ -108,57 +142,90 @@ def _training_facts(run_dir: Path) -> dict:
 
 def run(cfg: Config, run_dir: Path, n: int = DEFAULT_N, retrain: bool = False,
         train_minutes: float | None = None, progress: bool = True, stage=lambda title: None,
-        model=None) -> dict:
-    """All stages in ``run_dir`` (from :func:`prepare`); ``stage(title)`` is called before each.
+        model=None, baselines: tuple[str, ...] | None = None) -> dict:
+    """All stages in ``run_dir`` (from :func:`prepare`); ``stage(title)`` is called before each;
+    ``baselines``: the classical samplers besides HMC (:func:`choose_baselines`; None: all
+    that apply).
 
     Returns ``{"run_dir", "report", "comparison", "markdown", "figures", "consistency",
-    "agreement"}``.
+    "agreement", "cost"}``.
     """
     check_n(n, 10)
+    baselines = choose_baselines(cfg) if baselines is None else tuple(baselines)
     with RunLock(run_dir / ".run.lock", f"run directory {run_dir}"):
-        return _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model or cfg.path)
+        return _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model or cfg.path, baselines)
 
 
-def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model) -> dict:
-    stage(f"1/4 flow for {cfg.name}")
+def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model, baselines) -> dict:
+    total = 4 + len(baselines)
+    stage(f"1/{total} flow for {cfg.name}")
     flow, how = trained_flow(cfg, run_dir, retrain, train_minutes, progress)
     f = cfg.flow
     n_params = sum(p.numel() for p in flow.parameters())
     info = {"flow": how, "architecture": f"{f.layers} {f.bijection} coupling layers, conditioner CNN "
                                          f"hidden {list(f.hidden)}, kernel {f.kernel_size}; {n_params} parameters"}
     info.update(_training_facts(run_dir))
+    rows = read_metrics(run_dir / "train" / METRICS)
+    training_seconds = float(rows[-1].get("seconds", 0.0)) if rows else None  # None: shipped weights
 
     kind = cfg.sample.sampler
     flow_file = f"{kind}.h5"
-    stage(f"2/4 {kind} ensemble")
+    stage(f"2/{total} {kind} ensemble")
     pipeline.sample(cfg, n, out=run_dir / flow_file, progress=progress, flow=flow)
-    stage("3/4 HMC baseline")
+    stage(f"3/{total} HMC baseline")
     pipeline.hmc(cfg, n, out=run_dir / HMC_FILE, configs=False, progress=progress)
+    for i, name in enumerate(baselines):
+        stage(f"{4 + i}/{total} {name} baseline")
+        # a classical kind ignores the flow; it is passed so that `sample` takes this Config as it is
+        pipeline.sample(cfg, n, out=run_dir / f"{name}.h5", progress=progress, flow=flow, sampler=name,
+                        start="flow", configs=False)
 
-    stage("4/4 comparison and report")
+    stage(f"{total}/{total} comparison and report")
     theory = cfg.theory.build()
-    with ensemble.open(run_dir / flow_file) as fe, ensemble.open(run_dir / HMC_FILE) as he:
-        table, markdown, figures = pipeline.write_comparison([fe, he], [kind, "hmc"], run_dir)
+    labels = [kind, Path(HMC_FILE).stem, *baselines]
+    with contextlib.ExitStack() as files:
+        opened = [files.enter_context(ensemble.open(run_dir / f"{label}.h5")) for label in labels]
+        table, markdown, figures = pipeline.write_comparison(opened, labels, run_dir)
     drawn = [Path(p).stem for p in figures]
     first = [name for name in theory.headline_observables if name in drawn]
     order = first + [name for name in drawn if name not in first]
-    commands = [f"latticeflow run {model} -n {n}" + (" --train" if retrain else ""),
+    cost = _cost(table, kind, training_seconds)
+    source = model if (run_dir / MODEL).is_file() else run_dir / "train"
+    commands = [f"latticeflow run {model} -n {n}" + (" --train" if retrain else "")
+                + ("" if baselines == choose_baselines(cfg) else f" --baselines {','.join(baselines) or 'none'}"),
                 "# or stage by stage:",
-                f"latticeflow sample {model if (run_dir / MODEL).is_file() else run_dir / 'train'} "
-                f"-n {n} --out {run_dir / flow_file}",
-                f"latticeflow hmc {model} -n {n} --out {run_dir / HMC_FILE} --no-configs",
-                f"latticeflow compare {run_dir / flow_file} {run_dir / HMC_FILE} --out {run_dir}"]
-    report = write_report(run_dir / REPORT, title=f"{cfg.name}: {sampler_kind(kind).title} vs HMC", flow_label=kind,
+                f"latticeflow sample {source} -n {n} --out {run_dir / flow_file}",
+                f"latticeflow hmc {model} -n {n} --out {run_dir / HMC_FILE} --no-configs"]
+    own_start = "" if cfg.sample.start == "flow" else " --start flow"  # the baselines' own fresh start
+    commands += [f"latticeflow sample {model} --sampler {name} -n {n} --out {run_dir / name}.h5 --no-configs"
+                 + own_start for name in baselines]
+    commands.append("latticeflow compare " + " ".join(str(run_dir / f"{label}.h5") for label in labels)
+                    + f" --out {run_dir}")
+    others = ", ".join(sampler_kind(name).title for name in baselines)
+    report = write_report(run_dir / REPORT, title=f"{cfg.name}: {sampler_kind(kind).title} vs HMC"
+                          + (f" and {others}" if others else ""), flow_label=kind,
                           theory=theory.params(), description=cfg.description, table=table,
                           figures=[f"{name}.png" for name in order], flow_info=info,
-                          commands=commands, seed=cfg.sample.seed)
+                          commands=commands, seed=cfg.sample.seed, cost=cost)
     checks = consistency(table)
     pair = agreement(table, kind, "hmc")
     atomic_write_text(run_dir / "run.json", json.dumps({"model": str(model), "n": n, **info,
-                                                        "consistency": checks, "agreement": pair},
-                                                       indent=2) + "\n")
+                                                        "baselines": ["hmc", *baselines],
+                                                        "consistency": checks, "agreement": pair,
+                                                        "cost": cost}, indent=2) + "\n")
     return {"run_dir": run_dir, "report": report, "comparison": table, "markdown": markdown,
-            "figures": figures, "consistency": checks, "agreement": pair}
+            "figures": figures, "consistency": checks, "agreement": pair, "cost": cost}
+
+
+def _cost(table: dict, flow_label: str, training_seconds: float | None) -> dict | None:
+    """The cost per independent sample of every file (``table["cost"]``) and the flow against
+    the best classical sampler (:func:`~latticeflow.analysis.cost.against_best`)."""
+    if not table.get("cost"):
+        return None
+    costs = table["cost"]["ensembles"]
+    classical = [e["label"] for e in table["ensembles"] if sampler_kind(e["sampler"]).baseline]
+    verdict = against_best(costs, flow_label, classical, training_seconds, INDEPENDENT)
+    return {"observable": table["cost"]["observable"], "classical": classical, "ensembles": costs} | verdict
 
 
 def trained_flow(cfg: Config, run_dir: Path, retrain: bool = False, minutes: float | None = None,

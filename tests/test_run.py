@@ -49,9 +49,9 @@ def test_run_end_to_end_and_resume(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     table = result["comparison"]
-    assert [e["label"] for e in table["ensembles"]] == ["flow-mcmc", "hmc"]
+    assert [e["label"] for e in table["ensembles"]] == ["flow-mcmc", "hmc", "cluster"]  # every baseline
     assert table["observables"]["chi2"]["exact"] == pytest.approx(0.5)
-    for name in ("config.toml", "flow-mcmc.h5", "hmc.h5", "comparison.md", "comparison.json",
+    for name in ("config.toml", "flow-mcmc.h5", "hmc.h5", "cluster.h5", "comparison.md", "comparison.json",
                  "report.md", "chi2.png", "train/model.pt", "train/training.png", "run.json"):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
@@ -59,7 +59,7 @@ def test_run_end_to_end_and_resume(tmp_path):
     assert "latticeflow run" in report
     # both samplers agree with the exact free field within 4σ
     for name in ("chi2", "phi2", "ising_energy"):
-        for label in ("flow-mcmc", "hmc"):
+        for label in ("flow-mcmc", "hmc", "cluster"):
             r = table["observables"][name][label]
             assert abs(r["deviation_sigma"]) < 4, (name, label, r)
     # resuming a finished run adds nothing and rewrites the report; a bigger -n extends it
@@ -85,7 +85,7 @@ def test_run_with_the_mixed_kernel(tmp_path):
     model.write_text(MODEL.replace("[sample]\n", '[sample]\nsampler = "mixed"\nthermalization = 20\n')
                      .replace("block = 250", "block = 100"))
     out = tmp_path / "run"
-    proc = run_cli("run", model, "-n", 1600, "--out", out, "--quiet", "--json",
+    proc = run_cli("run", model, "-n", 1600, "--out", out, "--quiet", "--json", "--baselines", "none",
                    env_extra={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     table = json.loads(proc.stdout)["comparison"]

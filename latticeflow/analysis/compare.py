@@ -4,12 +4,16 @@ For every observable common to all files: mean ± error, τ_int ± error, N_eff 
 configuration (N_eff/N = 1/(2τ_int), reweighting losses included for ``flow-iid``) and
 per second of generation (N_eff / generation_seconds), and, where the theory has an
 exact value, the deviation in units of the error.  Labels default to the sampler names.
+Any number of files: a last table gives each one's cost per independent sample of the
+theory's first headline observable (:mod:`.cost`: seconds per configuration, τ_int,
+seconds / N_eff and the ratio to the cheapest file).
 """
 
 from __future__ import annotations
 
 import math
 
+from .cost import cost_markdown, cost_observable, sample_costs
 from .format import format_value_error
 from .summary import SHORT_CHAINS_NOTE, acceptance_and_ess, observable_results, result_dict
 
@@ -25,10 +29,22 @@ def _labels(ensembles) -> list[str]:
     return labels
 
 
+def _headline(ensembles) -> tuple[str, ...]:
+    """The headline observables of the files' theory (none if it is not registered)."""
+    from ..theories import theory_class
+
+    try:
+        return tuple(theory_class(ensembles[0].theory["name"]).headline_observables)
+    except Exception:  # a file of a theory this installation does not know: no cost table
+        return ()
+
+
 def compare_ensembles(ensembles, exact: dict[str, float] | None = None,
-                      labels: list[str] | None = None, derived: dict | None = None) -> dict:
+                      labels: list[str] | None = None, derived: dict | None = None,
+                      headline: tuple[str, ...] | None = None) -> dict:
     """The ``compare --json`` object; ``ensembles`` are open :class:`Ensemble` objects of one
-    theory, ``derived`` its ``derived_observables()``."""
+    theory, ``derived`` its ``derived_observables()``; ``headline``: the observables whose
+    first measured one gives ``cost`` (default: the theory's ``headline_observables``)."""
     labels = labels or _labels(ensembles)
     exact = exact or {}
     results = [observable_results(e, derived) for e in ensembles]
@@ -39,7 +55,8 @@ def compare_ensembles(ensembles, exact: dict[str, float] | None = None,
         table["ensembles"].append({
             "label": label, "path": str(ens.path), "sampler": ens.sampler, "n": int(ens.n),
             "n_chains": int(ens.n_chains), "acceptance": acceptance, "ess": ess_value,
-            "generation_seconds": float(ens.generation_seconds)})
+            "generation_seconds": float(ens.generation_seconds),
+            "seconds_per_config": float(ens.generation_seconds) / int(ens.n) if ens.n else None})
     for name in common:
         row = {"exact": exact.get(name)}
         for label, ens, res in zip(labels, ensembles, results):
@@ -54,8 +71,12 @@ def compare_ensembles(ensembles, exact: dict[str, float] | None = None,
             row[label] = result_dict(r) | {
                 "n_eff_per_config": r.n_eff / r.n if r.n else None,
                 "n_eff_per_second": r.n_eff / seconds if seconds > 0 else None,
+                "seconds_per_independent": seconds / r.n_eff if r.n_eff and seconds > 0 else None,
                 "deviation_sigma": dev}
         table["observables"][name] = row
+    observable = cost_observable(table, _headline(ensembles) if headline is None else headline)
+    table["cost"] = None if observable is None else {"observable": observable,
+                                                     "ensembles": sample_costs(table, observable)}
     return table
 
 
@@ -89,4 +110,9 @@ def comparison_markdown(table: dict) -> str:
     if any(r and r["too_short"] for row in table["observables"].values() for r in
            (row[label] for label in labels)):
         lines += ["", SHORT_CHAINS_NOTE]
+    cost = table.get("cost")
+    if cost:
+        samplers = {e["label"]: e["sampler"] for e in table["ensembles"]}
+        lines += ["", f"Cost per independent `{cost['observable']}` (seconds of generation / N_eff):", "",
+                  cost_markdown(cost["ensembles"], cost["observable"], samplers)]
     return "\n".join(lines)

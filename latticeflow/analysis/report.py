@@ -1,7 +1,9 @@
-"""The Markdown report of a flow-vs-HMC run (``latticeflow run``).
+"""The Markdown report of a flow-vs-classical run (``latticeflow run``).
 
 Built from the ``compare`` table and a few facts about the run; every number in it comes
 from the HDF5 files beside it, and the commands to reproduce it are written at the end.
+The section "Cost against the best classical sampler" names the classical sampler with the
+lowest cost per independent sample and the flow's ratio to it (:mod:`.cost`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from ..files import atomic_write_text
 from .compare import comparison_markdown
+from .cost import verdict_lines
 
 __all__ = ["consistency", "agreement", "write_report"]
 
@@ -71,8 +74,10 @@ def _speedup_lines(table: dict, flow: str, hmc: str) -> list[str]:
 
 def write_report(path, *, title: str, theory: dict, description: str, table: dict,
                  figures: list[str], flow_info: dict, commands: list[str], seed: int,
-                 flow_label: str = "flow-mcmc", hmc_label: str = "hmc") -> Path:
-    """Write ``report.md``; ``figures`` are PNG names relative to the report's folder."""
+                 flow_label: str = "flow-mcmc", hmc_label: str = "hmc", cost: dict | None = None) -> Path:
+    """Write ``report.md``; ``figures`` are PNG names relative to the report's folder; ``cost``:
+    the flow against the best classical sampler (``study._cost``: ``observable`` and the keys
+    of :func:`~latticeflow.analysis.cost.against_best`)."""
     from .. import __version__
 
     checks = consistency(table)
@@ -104,6 +109,11 @@ def write_report(path, *, title: str, theory: dict, description: str, table: dic
                   f"- **{flow_label}** and **{hmc_label}** {state} within 4σ on {pair['n_compared']} "
                   f"observables (largest |mean difference| / combined error: "
                   f"{pair['max_abs_pull']:.1f} in `{pair['worst']}`).", ""]
+    if cost:
+        lines += ["### Cost against the best classical sampler", "",
+                  f"Seconds of generation per independent `{cost['observable']}` (the table above); "
+                  f"training counted for {cost['independent']} independent samples.", ""]
+        lines += verdict_lines(cost, cost["observable"]) + [""]
     speedups = _speedup_lines(table, flow_label, hmc_label)
     if speedups:
         lines += ["### Autocorrelation", ""] + speedups + [""]

@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted run in DIR")
     p.add_argument("--train", action="store_true", help="train the flow even if weights are shipped")
     p.add_argument("--train-minutes", type=float, metavar="M", help="train for at most M minutes")
+    p.add_argument("--baselines", metavar="LIST", help="classical samplers run besides HMC: all (default: every one that applies), none, or names, e.g. heatbath,instanton-jump")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _device_argument(p, "the device of [train], [sample] and [hmc]")

@@ -46,7 +46,7 @@ class SolutionHistory:
         depth: how many solutions ``"chrono"`` extrapolates from (``"last"``: 1).
     """
 
-    def __init__(self, kind: str = "zero", depth: int = 4):
+    def __init__(self, kind: str = "zero", depth: int = 3):
         if kind not in GUESSES:
             raise ValueError(f"cg_guess must be one of {GUESSES} (got {kind!r})")
         if int(depth) < 1:

@@ -155,7 +155,7 @@ class EvenOddPseudofermionAction:
     stat_names = ("cg_iterations",)
 
     def __init__(self, theory, tolerance: float = 1e-10, max_iterations: int = 2000,
-                 action_tolerance: float = 1e-10, guess: str = "chrono", depth: int = 4):
+                 action_tolerance: float = 1e-10, guess: str = "last", depth: int = 3):
         problem = even_odd_problem(theory.shape)
         if problem:
             raise ConfigError(f"hmc.even_odd: {problem}")

@@ -285,7 +285,7 @@ class PseudofermionAction:
     stat_names = ("cg_iterations",)
 
     def __init__(self, theory, tolerance: float = 1e-10, max_iterations: int = 2000,
-                 action_tolerance: float = 1e-10, guess: str = "zero", depth: int = 4):
+                 action_tolerance: float = 1e-10, guess: str = "zero", depth: int = 3):
         self.theory = theory
         self.kappa = theory.kappa
         self.tolerance, self.max_iterations = float(tolerance), int(max_iterations)

@@ -136,7 +136,7 @@ def test_with_a_guess_trajectories_stay_reversible_and_second_order(guess):
 
 def test_a_loose_force_tolerance_starts_every_solve_from_zero():
     t = Schwinger((4, 4), beta=1.0, kappa=0.25)
-    assert HMC(t, cg_tolerance=1e-9).md.history.kind == "chrono"
+    assert HMC(t, cg_tolerance=1e-9).md.history.kind == "last"
     assert HMC(t, cg_tolerance=1e-6).md.history.kind == "zero"  # deterministic, hence reversible
     plain = HMC(t, even_odd=False, cg_guess="last")
     assert isinstance(plain.md, PseudofermionAction) and plain.md.history.kind == "last"
@@ -180,10 +180,10 @@ def test_files_record_their_solver_and_older_files_continue_with_theirs():
     cfg = parse_config(BASE.format(l0=4, l1=4))
     theory = cfg.theory.build()
     keeps = resume_keeps(cfg, theory, "hmc")
-    assert keeps["hmc.even_odd"] is True and keeps["hmc.cg_guess"] == "chrono"
+    assert keeps["hmc.even_odd"] is True and keeps["hmc.cg_guess"] == "last"
     hmc = HMC.from_config(theory, cfg.hmc)
     state = hmc.state_dict()
-    assert state["even_odd"] is True and state["cg_guess"] == "chrono"
+    assert state["even_odd"] is True and state["cg_guess"] == "last"
     hmc.load_state_dict(state)
     assert isinstance(hmc.md, EvenOddPseudofermionAction)
     # a file written before these keys existed holds neither: it continues as it was made

@@ -129,7 +129,8 @@ def sample(source, n: int, out=None, iid: bool = False, chains: int | None = Non
                    {"chains": "--chains", "seed": "--seed", "sampler": "--sampler", "start": "--start"},
                    chains=chains, seed=seed, sampler=sampler, start=None if start is None else str(start))
     if cfg.sample.sampler != asked:  # --sampler: the new kind's options (the file's of another kind dropped)
-        cfg = dataclasses.replace(cfg, sample=with_options(cfg.sample, dict(cfg.sample.options), legacy=True))
+        own = {k: v for k, v in cfg.sample.options if v is not None}  # None: unset (TOML has no such value)
+        cfg = dataclasses.replace(cfg, sample=with_options(cfg.sample, own, legacy=True))
     kind = sampler_kind(cfg.sample.sampler)
     idle = kind.idle_key_problem(cfg.sample) if cfg.sample.sampler == asked else None  # --sampler: not the file's choice
     if kind.needs_flow and flow is None:

@@ -33,10 +33,11 @@ from ..errors import ConfigError, LatticeflowError
 from ..files import atomic_save, atomic_write_text, write_failed
 from ..interrupts import check_stop
 from ..flows import build_flow
-from ..mcmc.independence import independence_acceptance, log_weight
+from ..mcmc.independence import independence_acceptance
 from .distributed import Group, rank_device, rank_seed
 from .guard import UpdateGuard, finite
-from .loss import frozen_twin, kl_loss, learning_rate
+from .loss import frozen_twin, learning_rate
+from .objectives import objective
 from .run_files import (CHECKPOINT, INTERRUPTED, METRICS, MODEL, PLOT, last_metrics, mismatch, model_file, read_metrics,
                         truncate_metrics)
 from .schedule import CouplingSchedule
@@ -110,8 +111,11 @@ class Trainer:
         self.step, self.elapsed, self.bad_steps, self.rollbacks, self.consecutive_bad = 0, 0.0, 0, 0, 0
         self.recent_rollbacks, self.last_rollback = 0, -ROLLBACK_WINDOW - 1
         self.total = steps or self.tc.steps
+        self.objective = objective(self)  # [train] objective: the loss (training/objectives.py)
         if resume:
             self._load_checkpoint(steps)
+        else:
+            self.objective.start()
         self.group.broadcast_parameters(self.flow)  # every rank starts from rank 0's weights
         self.snapshot = self._snapshot()
         self.last: dict = {}
@@ -136,6 +140,7 @@ class Trainer:
             return
         own = generator_state if generator_state is not None else self.generator.get_state()
         streams = self.group.gather(own) if gather else [own]
+        objective_states = {k: self.group.gather(v) if gather else [v] for k, v in self.objective.state_dict().items()}
         if not self.group.is_main:
             self.snapshot = self._snapshot()
             return
@@ -148,7 +153,7 @@ class Trainer:
             "scheduler": {"schedule": self.tc.schedule, "warmup": self.tc.warmup, "lr": self.tc.lr,
                           "total_steps": self.total},
             "generator": streams[0], "generators": streams, "world_size": self.group.world_size,
-            "torch_rng": torch.get_rng_state(), "config": self.cfg.toml,
+            "torch_rng": torch.get_rng_state(), "config": self.cfg.toml, "objective": objective_states,
         }
         atomic_save(state, self.run_dir / CHECKPOINT)
         self.snapshot = self._snapshot()
@@ -177,6 +182,8 @@ class Trainer:
             self.flow.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self._restore_generator(state)
+            rank = self.group.rank  # each rank's own objective state (e.g. its chain of starts)
+            self.objective.load_state_dict({k: v[rank] for k, v in state.get("objective", {}).items() if rank < len(v)})
             torch.set_rng_state(state["torch_rng"])
             self.step, self.elapsed = int(state["step"]), float(state["elapsed"])
             self.bad_steps, self.rollbacks = int(state["bad_steps"]), int(state["rollbacks"])
@@ -215,10 +222,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         target = self.schedule.theory_at(self.step)
-        with self.guard.update(self._count) as u:  # reverse KL (training/loss.py); the guard: training/guard.py
-            u.loss, log_q, action = kl_loss(self.flow, target, self.rank_batch, self.generator,
-                                            self.estimator_at(self.step), self.twin)
-        log_w = to_numpy(torch.cat(self.group.gather(log_weight(action, log_q))))  # the whole batch
+        with self.guard.update(self._count) as u:  # the objective's loss (training/objectives.py); the guard: training/guard.py
+            u.loss, log_w = self.objective.loss(target, self.estimator_at(self.step))
+        log_w = to_numpy(torch.cat(self.group.gather(log_w)))  # the whole batch
         record = {"step": self.step, "loss": _num(u.loss), "log_z_bound": _num(-u.loss),
                   "ess": batch_ess(log_w) if np.all(np.isfinite(log_w)) else None, "lr": lr,
                   "grad_norm": _num(u.grad_norm), "skipped": u.skipped}
@@ -243,11 +249,7 @@ class Trainer:
     def evaluate(self) -> dict:
         """Acceptance and ESS of ``eval_batch`` fresh samples (seeded by seed and step)."""
         gen = torch.Generator().manual_seed((self.tc.seed * 1_000_003 + self.step) % 2**63)
-        log_w = []
-        for start in range(0, self.tc.eval_batch, self.tc.batch_size):
-            x, log_q = self.flow.sample(min(self.tc.batch_size, self.tc.eval_batch - start), generator=gen)
-            log_w.append(log_weight(self.theory.action(self.theory.field_space.to_action_dtype(x)), log_q))
-        log_w = to_numpy(torch.cat(log_w))
+        log_w = to_numpy(self.objective.eval_log_weights(self.tc.eval_batch, gen))
         if not np.all(np.isfinite(log_w)) or log_w.size < 2:
             return {"acceptance": None, "eval_ess": None}
         return {"acceptance": independence_acceptance(log_w, rng=[self.tc.seed, self.step]),

@@ -1,4 +1,5 @@
-"""Critical slowing down of Q: HMC vs flow-MCMC, the mixed kernel and flow HMC (2D U(1)).
+"""Critical slowing down of Q: HMC vs flow-MCMC, the mixed kernel and flow HMC (2D U(1)), and
+with ``--baselines`` every classical sampler beside them (``csd_baselines.py``).
 
 Reads a scan file (``sampling/u1_L16_scan.toml``): for every β it runs each sampler for a
 fixed wall-clock budget into an HDF5 ensemble (resumable; ``runs/csd/b<β>/<sampler>.h5``),
@@ -15,6 +16,11 @@ would pay for itself.  Writes ``results.json``, ``table.md`` and
     # the table and figure of the committed run, without rerunning it
     python benchmarks/critical_slowing_down.py sampling/u1_L16_scan.toml --out runs/csd \
         --replot --results docs/critical_slowing_down_L16.json
+    # every baseline (direct, heat bath, jumps on heat bath and on HMC, NE-MCMC, HMC, flow-MCMC)
+    OMP_NUM_THREADS=1 python benchmarks/critical_slowing_down.py sampling/u1_L16_scan.toml --baselines \
+        --out runs/csd_baselines --points 16:2 16:4 16:6 16:8 32:8
+    python benchmarks/critical_slowing_down.py sampling/u1_L16_scan.toml --baselines --replot \
+        --out runs/csd_baselines --results docs/critical_slowing_down_baselines.json
 """
 
 from __future__ import annotations
@@ -32,11 +38,11 @@ from typing import NoReturn
 
 import numpy as np
 import torch
+from csd_plots import figure
 
 import latticeflow
 from latticeflow import ensemble, pipeline
 from latticeflow.analysis import gamma_method
-from latticeflow.analysis.plots import save_png
 from latticeflow.config import load_config
 from latticeflow.training import load_flow
 
@@ -287,51 +293,6 @@ def target_table(rows: list[dict], iq: int) -> str:
     return "\n".join(lines)
 
 
-def figure(results: dict, iq: int, path: Path, targets: dict | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    L = next(iter(next(iter(results.values())).values())).get("L", 16)
-    kinds = sorted({k for per in results.values() for k in per},
-                   key=["hmc", "flow-mcmc", "mixed", "flow-hmc"].index)
-    for kind in kinds:
-        betas = [b for b in results if kind in results[b]]
-        rs = [results[b][kind] for b in betas]
-        taus = np.array([r["tau_Q"]["tau"] for r in rs])
-        lower = np.array([r["tau_Q"]["lower_bound"] for r in rs])
-        line, = axes[0].semilogy(betas, taus, "o-", label=kind)
-        axes[0].scatter(np.array(betas)[lower], taus[lower], marker="^", s=90,
-                        facecolors="none", edgecolors=line.get_color())
-        total = [r[f"seconds_for_{iq}_independent_Q"] / iq for r in rs]
-        gen = [r["seconds_per_independent_Q"] for r in rs]
-        axes[1].semilogy(betas, total, "o-", color=line.get_color(),
-                         label=kind if kind == "hmc" else f"{kind} (incl. training)")
-        if kind != "hmc":
-            axes[1].semilogy(betas, gen, "o:", color=line.get_color(), alpha=0.6,
-                             label=f"{kind} (generation only)")
-    if targets and "hmc" in results.get(int(targets["beta"]), {}):
-        # the issue's targets: HMC's value times the target ratio, at the target β
-        hmc = results[int(targets["beta"])]["hmc"]
-        goals = (hmc["tau_Q"]["tau"] * targets["tau_ratio"],
-                 hmc[f"seconds_for_{iq}_independent_Q"] / iq * targets["cost_ratio"])
-        for ax, goal, ratio in zip(axes, goals, (targets["tau_ratio"], targets["cost_ratio"])):
-            ax.scatter([targets["beta"]], [goal], marker="*", s=220, color="black", zorder=5,
-                       label=f"target: {ratio:.3g} × HMC")
-    axes[0].set(xlabel="β", ylabel="τ_int(Q) [steps of the sampler]",
-                title=f"U(1), L = {L}: autocorrelation of Q (△: lower bound)")
-    axes[1].set(xlabel="β", ylabel="CPU seconds per independent Q",
-                title=f"cost per independent Q, for {iq} of them")
-    for ax in axes:
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    save_png(fig, path, 130)
-    plt.close(fig)
-
-
 def fail(message: str) -> NoReturn:
     """One line on stderr, exit code 2 (bad input, as the CLI does)."""
     print(f"critical_slowing_down.py: {message}", file=sys.stderr)
@@ -380,8 +341,23 @@ def main() -> None:
     p.add_argument("--replot", action="store_true", help="only redraw from the results file")
     p.add_argument("--results", type=Path, help="the results file (default OUT/results.json; "
                    "the committed runs: docs/critical_slowing_down_L16.json, _L8.json)")
+    p.add_argument("--baselines", action="store_true", help="every classical baseline at --points "
+                   "(csd_baselines.py; OUT/baselines.json, .md, .png)")
+    p.add_argument("--points", nargs="*", default=["16:2", "16:4", "16:6", "16:8", "32:8"], help="L:beta")
+    p.add_argument("--scale", type=float, default=1.0, help="--baselines: times each sampler's budget")
+    p.add_argument("--flow-results", default="docs/critical_slowing_down_L16.json",
+                   help="--baselines: the flow study whose tuned HMC, mixed and flow-hmc rows are used")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.baselines:
+        import csd_baselines
+
+        try:
+            scan = tomllib.loads(Path(args.scan).read_text())
+            scan["scan"]["L"], scan["scan"]["seed"]
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+            fail(f"{args.scan}: not a scan file ({type(exc).__name__}: {exc})")
+        return csd_baselines.main(args, scan)
     scan, store = read_inputs(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -178,3 +178,25 @@ def test_run_refuses_baselines_that_do_not_apply(tmp_path, capsys):
         err = refuse(["run", model, "-n", 100, "--out", tmp_path / "run", "--baselines", spec], capsys)
         assert words in err and "--baselines" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_committed_every_baseline_tables_are_the_results_file():
+    """docs/critical_slowing_down.md's "Every baseline" tables are what the committed results
+    file gives (``--baselines --replot`` redraws them), and direct sampling is the best
+    classical sampler at every point."""
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import csd_baselines
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    data = json.loads((ROOT / "docs" / "critical_slowing_down_baselines.json").read_text())
+    doc = (ROOT / "docs" / "critical_slowing_down.md").read_text()
+    rows = csd_baselines.verdicts(data["points"])
+    assert csd_baselines.table(data["points"]) in doc and csd_baselines.verdict_table(rows) in doc
+    assert {(v["L"], v["beta"]) for v in rows} == {(16, 2), (16, 4), (16, 6), (16, 8), (32, 8)}
+    assert all(v["best_classical"] == "direct" and not v["best_lower_bound"] for v in rows)
+    assert all(v["generation_ratio"] > 1 for v in rows if "best_flow" in v)

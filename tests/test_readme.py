@@ -28,8 +28,8 @@ def test_quick_start_run_completes(tmp_path):
     # the README's main command, with a smaller -n and an output folder of the test's own
     command = _block("## Quick start", "bash").split("&&", 1)[1].split()
     assert command[:2] == ["latticeflow", "run"]
-    proc = run_cli(*command[1:], "-n", 800, "--out", tmp_path / "run", "--quiet", cwd=ROOT,
-                   env_extra={"OMP_NUM_THREADS": "1"})
+    proc = run_cli(*command[1:], "-n", 800, "--out", tmp_path / "run", "--quiet", "--baselines", "direct",
+                   cwd=ROOT, env_extra={"OMP_NUM_THREADS": "1"})  # ne-mcmc alone would add ~20 s
     assert proc.returncode == 0, proc.stderr
     report = (tmp_path / "run" / "report.md").read_text()
     assert "flow-mcmc" in report and "hmc" in report

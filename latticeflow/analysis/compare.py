@@ -31,11 +31,12 @@ def _labels(ensembles) -> list[str]:
 
 def _headline(ensembles) -> tuple[str, ...]:
     """The headline observables of the files' theory (none if it is not registered)."""
+    from ..errors import LatticeflowError
     from ..theories import theory_class
 
     try:
         return tuple(theory_class(ensembles[0].theory["name"]).headline_observables)
-    except Exception:  # a file of a theory this installation does not know: no cost table
+    except (LatticeflowError, KeyError, TypeError):  # a theory this installation does not know: no cost table
         return ()
 
 

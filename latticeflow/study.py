@@ -47,9 +47,12 @@ HMC_FILE, REPORT = "hmc.h5", "report.md"
 DEFAULT_N = 20000
 
 
-def prepare(model, out=None, resume=None, train_minutes: float | None = None) -> tuple[Config, Path]:
+def prepare(model, out=None, resume=None, train_minutes: float | None = None,
+            baselines: str | None = None) -> tuple[Config, Path]:
     """The model's config and the run directory (created; refuses a resume of another model,
     and a directory that ``latticeflow train`` wrote: its weights are not the run's to replace).
+    ``baselines`` (``--baselines``) is checked (:func:`choose_baselines`) before any directory
+    is made.
 
     ``out`` naming a run of the same model continues it, like ``resume``: running the same
     command again after an interruption picks up where it stopped.  ``train_minutes`` is
@@ -60,6 +63,7 @@ def prepare(model, out=None, resume=None, train_minutes: float | None = None) ->
         raise LatticeflowError(f"{model}: no [flow] table, so there is no flow to run")
     if train_minutes is not None:
         pipeline.override(cfg, "train", {"minutes": "--train-minutes"}, minutes=train_minutes)
+    choose_baselines(cfg, baselines)
     if out and resume and Path(out).resolve() != Path(resume).resolve():
         raise LatticeflowError(f"--out {out} and --resume {resume} name different run directories; "
                                "give one of them")

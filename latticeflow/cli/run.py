@@ -25,8 +25,8 @@ def cmd_run(args) -> int:
     if args.device is not None:  # a missing GPU is refused before the run directory is made
         rank_device(args.device, "--device")
     spec = args.baselines
-    baselines = study.choose_baselines(study.load_config(args.model), spec)  # refused before any directory
-    cfg, run_dir = study.prepare(args.model, args.out, args.resume, args.train_minutes)
+    cfg, run_dir = study.prepare(args.model, args.out, args.resume, args.train_minutes, spec)
+    baselines = study.choose_baselines(cfg, spec)
     cfg = study.pipeline.on_device(cfg, args.device)
 
     def stage(title: str) -> None:

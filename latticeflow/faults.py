@@ -29,7 +29,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-__all__ = ["sha256", "run_command", "kill_and_resume", "same_ensemble", "damaged_copies",
+__all__ = ["sha256", "spawn", "run_command", "kill_and_resume", "same_ensemble", "damaged_copies",
            "hostile_model_texts", "COMMANDS"]
 
 
@@ -37,20 +37,32 @@ def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def spawn(args, cwd=None, env=None, capture=True):
+    """Start ``python -m latticeflow ARGS`` with the environment ``env`` (a ``Popen``; output
+    captured as text, or discarded).  The test suite replaces it by a fork server that skips
+    the interpreter's start (``tests/forkserver.py``)."""
+    pipe = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "latticeflow", *map(str, args)], cwd=cwd, env=env,
+                            stdout=pipe, stderr=pipe, text=True)
+
+
 def run_command(args, cwd=None, timeout=600, env=None) -> subprocess.CompletedProcess:
     """``python -m latticeflow ARGS`` with one torch thread."""
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    return subprocess.run([sys.executable, "-m", "latticeflow", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=full_env)
+    proc = spawn(args, cwd, dict(os.environ, OMP_NUM_THREADS="1", **(env or {})))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(["latticeflow", *map(str, args)], proc.returncode, out, err)
 
 
 def kill_and_resume(args, delay: float, cwd=None, env=None) -> tuple[int, subprocess.CompletedProcess]:
     """Start ``latticeflow ARGS``, SIGKILL it after ``delay`` seconds (if still running),
     then run the same command to completion.  Returns (returncode of the killed run or -9,
     the completed rerun)."""
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
-    proc = subprocess.Popen([sys.executable, "-m", "latticeflow", *map(str, args)], cwd=cwd,
-                            env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = spawn(args, cwd, dict(os.environ, OMP_NUM_THREADS="1", **(env or {})), capture=False)
     deadline = time.monotonic() + delay
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.01)

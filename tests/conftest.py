@@ -1,11 +1,11 @@
 """Shared test helpers."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import forkserver
 
 # One intra-op thread per process (subprocesses inherit it): the suite runs small tensors and
 # many subprocesses on two cores, where torch's second thread costs more than it gives (the
@@ -33,12 +33,20 @@ hidden = [4]
 
 
 def run_cli(*args, cwd=None, timeout=600, env_extra=None):
-    """Run ``python -m latticeflow ARGS`` as a user would, with this checkout importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "latticeflow", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=timeout, env=env)
+    """Run ``latticeflow ARGS`` as a user would, as a process of its own with this checkout
+    (forked from a pre-imported server, ``tests/forkserver.py``; ``test_cli.py`` also runs
+    the real ``python -m latticeflow``)."""
+    return forkserver.run(args, cwd=cwd, env=dict(os.environ, **(env_extra or {})), timeout=timeout)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def commands_forked():
+    """``latticeflow.faults`` (kills, damaged files) starts its commands from the fork server."""
+    import latticeflow.faults
+
+    latticeflow.faults.spawn = forkserver.spawn
+    forkserver.SERVER.warm()
+    yield
 
 
 def refuse(argv, capsys) -> str:

@@ -49,3 +49,29 @@ def test_version_and_missing_file(tmp_path, capsys):
     assert latticeflow.__version__ in capsys.readouterr().out
     assert main(["exact", str(tmp_path / "nope.toml")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_the_real_entry_points_behave_like_the_forked_commands(tmp_path):
+    """The suite forks most commands from a pre-imported server (tests/forkserver.py); here
+    the real ``python -m latticeflow`` and the installed ``latticeflow`` script give the same
+    exit codes, output and one-line errors."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import forkserver
+
+    good, bad = tmp_path / "u1.toml", tmp_path / "bad.toml"
+    good.write_text('[theory]\nname = "u1"\nL = 4\nbeta = 1.0\n')
+    bad.write_text('[theory]\nname = "u1"\nL = 4\nbeta = -1.0\n')
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    script = shutil.which("latticeflow", path=str(Path(sys.executable).parent))
+    starts = [[sys.executable, "-m", "latticeflow"]] + ([[script]] if script else [])
+    for start in starts:
+        for model, code in ((good, 0), (bad, 2)):
+            real = subprocess.run([*start, "exact", str(model), "--json"], capture_output=True, text=True,
+                                  env=env, cwd=tmp_path, timeout=120)
+            forked = forkserver.run(["exact", model, "--json"], cwd=tmp_path)
+            assert real.returncode == forked.returncode == code, (start, real.stderr, forked.stderr)
+            assert real.stdout == forked.stdout and real.stderr == forked.stderr

@@ -231,7 +231,7 @@ def test_kill_9_then_the_same_command_gives_the_uninterrupted_result(tmp_path, c
         return {"hmc": ["hmc", model, "-n", 600, "--out", out, "--quiet"],
                 "sample": ["sample", weights, "-n", 4000, "--out", out, "--quiet"],
                 "train": ["train", model, "--out", out, "--quiet"],
-                "run": ["run", model, "-n", 400, "--out", out, "--quiet", "--train"]}[command]
+                "run": ["run", model, "-n", 400, "--out", out, "--quiet", "--train", "--baselines", "direct"]}[command]
 
     straight = tmp_path / ("straight.h5" if command in ("hmc", "sample") else "straight")
     t0 = time.monotonic()
@@ -255,7 +255,7 @@ def test_kill_9_then_the_same_command_gives_the_uninterrupted_result(tmp_path, c
         elif command == "train":
             _same_training(straight, out)
         else:
-            for name in ("flow-mcmc.h5", "hmc.h5"):
+            for name in ("flow-mcmc.h5", "hmc.h5", "direct.h5"):
                 assert same_ensemble(straight / name, out / name) == [], name
     assert kills >= 1, "no kill landed while the command was running"
 

@@ -1,10 +1,7 @@
 """`latticeflow hmc`: exact results from the command line, and kill/resume without loss or duplication."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import h5py
@@ -13,7 +10,8 @@ import numpy as np
 from latticeflow import ensemble
 from latticeflow.theories import exact
 
-from conftest import ROOT, run_cli
+import forkserver
+from conftest import run_cli
 
 U1_SMALL = """
 [theory]
@@ -63,10 +61,7 @@ def test_killed_run_resumes_without_losing_or_duplicating(tmp_path):
     model.write_text(U1_SMALL.replace("block = 50", "block = 10").replace("chains = 16", "chains = 4"))
     killed, straight = tmp_path / "killed.h5", tmp_path / "straight.h5"
     n = 4 * 400
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "latticeflow", "hmc", str(model), "-n", str(n),
-                             "--out", str(killed), "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = forkserver.spawn(["hmc", model, "-n", n, "--out", killed, "--quiet"], capture=False)
     deadline = time.time() + 120
     while _committed_rows(killed) < 40 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -119,10 +114,7 @@ def test_sigterm_stops_cleanly_and_the_same_command_resumes(tmp_path):
     model.write_text(U1_SMALL.replace("block = 50", "block = 10").replace("chains = 16", "chains = 4"))
     out = tmp_path / "term.h5"
     n = 4 * 400
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "latticeflow", "hmc", str(model), "-n", str(n),
-                             "--out", str(out), "--quiet"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = forkserver.spawn(["hmc", model, "-n", n, "--out", out, "--quiet"])
     deadline = time.time() + 120
     while _committed_rows(out) < 40 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

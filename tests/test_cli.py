@@ -67,11 +67,10 @@ def test_the_real_entry_points_behave_like_the_forked_commands(tmp_path):
     bad.write_text('[theory]\nname = "u1"\nL = 4\nbeta = -1.0\n')
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     script = shutil.which("latticeflow", path=str(Path(sys.executable).parent))
-    starts = [[sys.executable, "-m", "latticeflow"]] + ([[script]] if script else [])
-    for start in starts:
-        for model, code in ((good, 0), (bad, 2)):
-            real = subprocess.run([*start, "exact", str(model), "--json"], capture_output=True, text=True,
-                                  env=env, cwd=tmp_path, timeout=120)
-            forked = forkserver.run(["exact", model, "--json"], cwd=tmp_path)
-            assert real.returncode == forked.returncode == code, (start, real.stderr, forked.stderr)
-            assert real.stdout == forked.stdout and real.stderr == forked.stderr
+    module = [sys.executable, "-m", "latticeflow"]
+    for start, model, code in ((module, good, 0), ([script] if script else module, bad, 2)):
+        real = subprocess.run([*start, "exact", str(model), "--json"], capture_output=True, text=True,
+                              env=env, cwd=tmp_path, timeout=120)
+        forked = forkserver.run(["exact", model, "--json"], cwd=tmp_path)
+        assert real.returncode == forked.returncode == code, (start, real.stderr, forked.stderr)
+        assert real.stdout == forked.stdout and real.stderr == forked.stderr

@@ -24,11 +24,29 @@ updates of arXiv:2106.14234 (2D U(1) and the N_f = 2 Schwinger model).
 
 What ΔS is
 ----------
-The jump tests the action that HMC integrates, ``theory.md_action(...)`` (:class:`MDAction`):
+``determinant = "exact"`` (the default): the marginal action of the links,
 
-- pure U(1): the Wilson gauge action;
-- Schwinger, ``fermions = "exact"``: S_eff = S_gauge − 2 log|det D| (``theory.action``,
-  dense LU), so ΔS includes the exact change of the determinant;
+    S_eff = S_gauge − log det(D†D)   (pure U(1): S_gauge),
+
+with the exact log det(D†D) = 2 log|det D̂| of the dense even–odd Schur complement D̂ (a
+V × V LU, 8× cheaper than the 2V × 2V LU of D; :func:`schur_matrix`, odd extents fall
+back to D itself), whatever the ``[hmc]`` fermions are; up to V = 32² sites
+(:data:`EXACT_MAX_VOLUME`).  The log det of the current links is kept between the
+jumps of one step.  Exact with pseudofermion HMC too: a pseudofermion trajectory draws φ
+from p(φ | U) by its heat bath, leaves the joint p(U, φ) ∝ e^{−S_gauge} e^{−φ†(D†D)⁻¹φ}
+invariant, and then discards φ; integrated over φ it is a kernel on the links alone that
+leaves the marginal p(U) ∝ e^{−S_gauge} det D†D invariant.  The chain's state is U only
+(no φ is carried from one kernel to the next), so the jump, a Metropolis step on the same
+marginal with the exact ΔS_eff, leaves it invariant too, and the composition does; the
+next trajectory draws its φ at the jumped links anyway.  (Were φ kept across the jump —
+several trajectories per heat bath — the jump would have to be tested at fixed φ, as
+below.)
+
+``determinant = "action"``: the action HMC integrates, ``theory.md_action(...)``
+(:class:`MDAction`):
+
+- pure U(1): the Wilson gauge action (the same as ``"exact"``);
+- Schwinger, ``fermions = "exact"``: S_eff from the dense LU of D (``theory.action``);
 - Schwinger, ``fermions = "pseudofermion"``: a heat bath φ = D†(U) η, η Gaussian (∝ e^{−η†η}),
   then the jump at fixed φ with S = S_gauge(U) + φ†(D†D)⁻¹φ (the end point solved by CG to
   ``cg_action_tolerance``; a solve that fails is a rejection).  Proof: the heat bath samples
@@ -36,21 +54,24 @@ The jump tests the action that HMC integrates, ``theory.md_action(...)`` (:class
   p(U | φ) ∝ e^{−S(U, φ)} invariant, so both steps leave the joint
   p(U, φ) ∝ e^{−S_gauge} e^{−φ†(D†D)⁻¹φ} invariant, whose U-marginal is e^{−S_gauge} det D†D.
   (With even–odd preconditioning the same holds for D̂, whose determinant is det D.)
+  Exact, but the pseudofermion estimate of the determinant ratio is noisy for a global
+  move (its e^{−ΔS} has heavy tails): at L = 8, β = 2, κ = 0.26 the jumps are accepted ~1 %
+  of the time, against ~42 % with the exact determinant (docs/instanton_jumps.md).
 
-ΔS is what ``theory.md_action`` returns for the ``[hmc]`` fermion settings, so the jump
-tests the same action HMC integrates.  The pseudofermion estimate of the determinant
-ratio is noisy for a global move (its e^{−ΔS} has heavy tails): at 4×4, β = 1, κ = 0.25
-the jumps are accepted ~2 % of the time with pseudofermions and ~40 % with the exact
-determinant (docs/instanton_jumps.md).
+Files written before ``determinant`` existed were made with ``"action"`` and continue with
+it (:meth:`HMCJumpChains.load_settings`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 
+import numpy as np
 import torch
 
 from ..groups import wrap_angle
+from ..theories.even_odd import EvenOddDirac, even_odd_problem
 from ..theories.u1 import U1, topological_charge
 from .accept import metropolis
 from .chains import KernelChains
@@ -58,7 +79,17 @@ from .hmc import HMC, md_settings
 from .hmc_chains import HMCChains
 from .kernels import Composite, HMCKernel, KernelState
 
-__all__ = ["InstantonJump", "JumpChains", "HMCJumpChains", "jump_chains", "instanton_shift", "jump_problem"]
+__all__ = ["InstantonJump", "JumpChains", "HMCJumpChains", "jump_chains", "instanton_shift", "jump_problem",
+           "schur_matrix", "exact_log_det", "DETERMINANTS", "EXACT_MAX_VOLUME"]
+
+#: how the jump's Metropolis test treats the fermion determinant (``[sample] jump_determinant``)
+DETERMINANTS = ("exact", "action")
+#: the exact determinant is dense linear algebra (a V × V LU per configuration and jump)
+EXACT_MAX_VOLUME = 32 * 32
+#: what a file written before ``determinant`` existed was made with
+LEGACY_DETERMINANT = "action"
+#: memory for the dense matrices of one batch chunk
+_DENSE_BYTES = 1 << 28
 
 
 def jump_problem(theory) -> str | None:
@@ -91,6 +122,35 @@ def instanton_shift(shape, q: torch.Tensor, centre: torch.Tensor, dtype=torch.fl
     return torch.stack([d0, d1], dim=1)
 
 
+def schur_matrix(theta: torch.Tensor, kappa: float) -> torch.Tensor:
+    """The dense even–odd Schur complement D̂ = 1 − κ²H_eo H_oe, ``(batch, V, V)`` complex128,
+    for link angles ``theta`` ``(batch, 2, L₀, L₁)`` with even extents: the matrix-free
+    :class:`~latticeflow.theories.even_odd.EvenOddDirac` applied to every unit vector at
+    once (index ``(spin, even site)``, spin-major, as its packed spinors); det D̂ = det D."""
+    op = EvenOddDirac(theta, kappa)
+    batch, n = op.batch, op.n
+    size = 2 * n
+    eye = torch.eye(size, dtype=torch.complex128, device=theta.device).view(2, n, size)
+    # κH_oe on the unit vectors: the projections w_d†, hopped to the odd sites, times κU_d
+    projected = torch.einsum("ds,sic->dic", op.p, eye).reshape(4 * n, size)
+    odd = projected.index_select(0, op.hops[1]).view(4, n, size) * op.links[1].unsqueeze(-1)
+    # then κH_eo: w_d† of the odd spinors (pw = P W), hopped back to the even sites, spread along w_d
+    back = torch.einsum("ed,bdic->beic", op.pw, odd).reshape(batch, 4 * n, size)
+    even = back.index_select(1, op.hops[0]).view(batch, 4, n, size) * op.links[0].unsqueeze(-1)
+    return (eye - torch.einsum("sd,bdic->bsic", op.w, even)).reshape(batch, size, size)
+
+
+def exact_log_det(theory, x: torch.Tensor) -> torch.Tensor:
+    """log det(D†D) = 2 log|det D̂|, ``(batch,)`` float64, from :func:`schur_matrix` in batch
+    chunks (odd extents: ``theory.log_det``, the 2V × 2V LU of D)."""
+    if even_odd_problem(theory.shape):
+        return theory.log_det(x)
+    per_config = 16 * 12 * theory.volume ** 2  # the (4, V/2, V) intermediates and D̂ itself
+    chunk = max(1, _DENSE_BYTES // per_config)
+    return torch.cat([2 * torch.linalg.slogdet(schur_matrix(c, theory.kappa)).logabsdet
+                      for c in x.to(torch.float64).split(chunk)])
+
+
 class InstantonJump:
     """One instanton jump per chain (module docstring), vectorised over C chains.
 
@@ -98,6 +158,10 @@ class InstantonJump:
         theory: 2D U(1) or the Schwinger model (others: a ValueError, one line).
         translate: centre each proposal at a uniformly random site (default); False: at the
             origin (still exact, not translation symmetric).
+        determinant: ``"exact"`` (default): ΔS of the marginal S_gauge − log det(D†D), the
+            determinant dense (V ≤ :data:`EXACT_MAX_VOLUME`, else a ValueError); ``"action"``:
+            ΔS of the action HMC integrates (with pseudofermions: a heat bath, then fixed φ).
+            The same for pure U(1).
         **md_options: the theory's molecular-dynamics options (the Schwinger model's
             ``fermions``, ``cg_action_tolerance``, ``cg_max_iterations``; the defaults of
             ``[hmc]`` where not given).
@@ -105,26 +169,48 @@ class InstantonJump:
     Info per chain: ``jump_accepted`` (bool), ``jump_delta_s`` (ΔS of the proposal, float64;
     NaN where its CG failed), ``jump_q`` (the proposed q, ±1), ``sector_change`` (Q after − Q
     before, 0 where rejected), and with pseudofermions ``jump_cg_iterations`` (the proposal's
-    action solve).
+    action solve; 0 with the exact determinant, which solves nothing: the columns of a file
+    do not depend on ``determinant``, so a resume that changes it is refused by name).
     """
 
-    def __init__(self, theory, translate: bool = True, **md_options):
+    def __init__(self, theory, translate: bool = True, determinant: str = "exact", **md_options):
         problem = jump_problem(theory)
         if problem:
             raise ValueError(problem)
         self.theory, self.translate = theory, bool(translate)
         self.md_settings = md_settings(theory, md_options)
-        self.md = theory.md_action(**self.md_settings)
+        self.set_determinant(determinant)
+
+    def set_determinant(self, determinant: str) -> None:
+        """Use the ``"exact"`` or the ``"action"`` ΔS (class docstring)."""
+        if determinant not in DETERMINANTS:
+            raise ValueError(f"determinant must be one of {DETERMINANTS} (got {determinant!r})")
+        self.determinant = determinant
+        self.exact = determinant == "exact" and bool(getattr(self.theory, "has_fermions", False))
+        if self.exact and self.theory.volume > EXACT_MAX_VOLUME:
+            raise ValueError(f"the exact determinant of an instanton jump is a dense LU, implemented up to "
+                             f"{EXACT_MAX_VOLUME} sites; this lattice has {self.theory.volume} "
+                             "(use the pseudofermion action instead)")
+        self.md = self.theory.md_action(**self.md_settings)
+        self._held = (None, None, None)  # (links, their version, S_eff): the current links' action
 
     @property
     def stat_names(self) -> tuple[str, ...]:
         """The info's molecular-dynamics diagnostics (``jump_cg_iterations`` with pseudofermions)."""
         return tuple(f"jump_{name}" for name in self.md.stat_names)
 
+    def exact_action(self, x: torch.Tensor) -> torch.Tensor:
+        """S_eff = S_gauge − log det(D†D) of ``x``, ``(C,)`` float64 (that of the links the
+        last step returned is kept, not recomputed)."""
+        held, version, action = self._held
+        if held is x and version == x._version:
+            return action
+        return self.theory.gauge_action(x.to(torch.float64)) - exact_log_det(self.theory, x)
+
     def step(self, state: KernelState, generator: torch.Generator):
         x = state.x
         c, device = x.shape[0], x.device
-        # drawn on the CPU in a fixed order (q, centre, pseudofermions, accept), then moved
+        # drawn on the CPU in a fixed order (q, centre, ["action": pseudofermions], accept), then moved
         q = 2 * torch.randint(0, 2, (c,), generator=generator) - 1
         if self.translate:
             centre = torch.stack([torch.randint(0, n, (c,), generator=generator) for n in self.theory.shape], 1)
@@ -132,12 +218,19 @@ class InstantonJump:
             centre = torch.zeros(c, 2, dtype=torch.int64)
         with torch.no_grad():
             proposal = wrap_angle(x + instanton_shift(self.theory.shape, q.to(device), centre.to(device), x.dtype))
-            self.md.refresh(x, generator)  # pseudofermions: the heat bath for φ at the current links
-            delta_s = (self.md.action(proposal) - self.md.action(x)).to(torch.float64)
-            stats = self.md.stats()
+            if self.exact:
+                now, new = self.exact_action(x), self.exact_action(proposal)
+                delta_s = new - now
+                stats = {name: torch.zeros(c, dtype=torch.float64, device=device) for name in self.md.stat_names}
+            else:
+                self.md.refresh(x, generator)  # pseudofermions: the heat bath for φ at the current links
+                delta_s = (self.md.action(proposal) - self.md.action(x)).to(torch.float64)
+                stats = self.md.stats()
             log_u = torch.log(torch.rand(c, dtype=torch.float64, generator=generator)).to(device)
             accept = metropolis(-delta_s, log_u)  # NaN (a failed solve): rejected
             x_new = torch.where(accept.view(-1, 1, 1, 1), proposal, x)
+            if self.exact:
+                self._held = (x_new, x_new._version, torch.where(accept, new, now))
             change = torch.round(topological_charge(proposal) - topological_charge(x))
             change = torch.where(accept, change, torch.zeros_like(change))
         info = {"jump_accepted": accept, "jump_delta_s": delta_s, "jump_q": q.to(device),
@@ -216,9 +309,22 @@ class HMCJumpChains(HMCChains):
         columns |= {name: _stacked(hmc, name).sum(0) for name in self.hmc.md.stat_names}
         return columns | _jump_record(self.jump, infos[self.k :])
 
+    def save_settings(self) -> dict:
+        determinant = np.frombuffer(json.dumps(self.jump.determinant).encode(), dtype=np.uint8).copy()
+        return super().save_settings() | {"jump_determinant": determinant}
+
+    def load_settings(self, settings: dict) -> None:
+        """HMC's settings and the jump's determinant; a file written before the determinant
+        was saved continues as it was made (:data:`LEGACY_DETERMINANT`)."""
+        super().load_settings(settings)
+        saved = settings.get("jump_determinant")
+        determinant = LEGACY_DETERMINANT if saved is None else json.loads(bytes(saved).decode())
+        if determinant != self.jump.determinant:
+            self.jump.set_determinant(determinant)
+
     def extra(self) -> dict:
         return super().extra() | {"updates_per_step": self.k, "jumps_per_step": self.m, "base": "hmc",
-                                  "translate": self.jump.translate}
+                                  "translate": self.jump.translate, "jump_determinant": self.jump.determinant}
 
 
 class JumpChains(KernelChains):

@@ -1,7 +1,11 @@
 """``instanton-jump``: k base updates (HMC trajectories of the ``[hmc]`` integrator, or heat-bath
 sweeps) then m instanton jumps per step, for 2D U(1) and the Schwinger model
 (:mod:`latticeflow.mcmc.jumps`).  The jumps change the topological sector in one exact
-Metropolis step, which HMC at large β almost never does (docs/instanton_jumps.md).  No flow:
+Metropolis step, which HMC at large β almost never does (docs/instanton_jumps.md).  For the
+Schwinger model the jump's Metropolis test uses the exact determinant by default
+(``jump_determinant = "exact"``), also when HMC integrates pseudofermions: the trajectories
+refresh φ from its heat bath, so the chain's state is the links alone and the jump is a
+Metropolis step on their marginal e^{−S_gauge} det D†D (:mod:`latticeflow.mcmc.jumps`).  No flow:
 it runs on a model file without weights; rows are plain chain averages (not reweighted)."""
 
 from dataclasses import dataclass
@@ -30,6 +34,11 @@ class Options:
                                  "heat-bath sweep", between(0, 1000))
     fresh_start: str = key("hot", f"`{NAME}`: a new file's chains start `hot` (random links) or `cold` (unit "
                                   "links), unless `start` names an ensemble file", one_of("hot", "cold"))
+    jump_determinant: str = key("exact", f"`{NAME}`, Schwinger: the jump's Metropolis test uses the `exact` "
+                                         "log det(D†D) (dense, V ≤ 32², also under pseudofermion HMC) or "
+                                         "the `action` HMC integrates (with pseudofermions: a heat bath, "
+                                         "then fixed φ; exact, but accepted ~40× less often)",
+                                one_of("exact", "action"))
 
 
 def _base(ctx):
@@ -67,8 +76,14 @@ def build(ctx):
     if problem:
         raise ConfigError(f"sample.sampler: {NAME}: {problem}")
     s, h = ctx.cfg.sample, ctx.cfg.hmc
+    if s.jump_determinant != "exact" and not ctx.theory.has_fermions:
+        raise ConfigError(f"sample.jump_determinant: the {ctx.theory.name} theory has no fermion determinant "
+                          "(remove the key)")
     base = _base(ctx)
-    jump = InstantonJump(ctx.theory, **dict(h.options))  # the [hmc] fermion settings, as HMC's
+    try:  # the [hmc] fermion settings, as HMC's
+        jump = InstantonJump(ctx.theory, determinant=s.jump_determinant, **dict(h.options))
+    except ValueError as exc:
+        raise ConfigError(f"sample.jump_determinant: {exc}") from None
     options = {"tune": h.tune} if s.jump_base == "hmc" else {}
     return jump_chains(ctx.theory, base, jump, s.chains, s.updates_per_step, s.jumps_per_step,
                        thermalization=s.thermalization, start=s.fresh_start, seed=s.seed,
@@ -80,7 +95,7 @@ def keeps(cfg, theory) -> dict:
     """Seed, steps per update, base (and its overrelaxation), and the integrator and fermion
     settings (the jump's fermion settings are the integrator's)."""
     s = cfg.sample
-    names = ("seed", "updates_per_step", "jumps_per_step", "jump_base", "overrelaxation")
+    names = ("seed", "updates_per_step", "jumps_per_step", "jump_base", "overrelaxation", "jump_determinant")
     own = {f"sample.{k}": getattr(s, k) for k in names}
     return own | (integrator_keeps(cfg, theory) if s.jump_base == "hmc"
                   else {f"hmc.{k}": v for k, v in theory.md_keeps(dict(cfg.hmc.options)).items()})

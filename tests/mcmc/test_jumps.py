@@ -67,7 +67,7 @@ def test_the_kernel_reports_its_proposals_and_sector_changes():
 
 @pytest.mark.parametrize("shape", [(4, 4), (6, 4), (5, 4)])
 def test_the_exact_jump_uses_the_determinant_of_the_dense_dirac_operator(shape):
-    """D̂ from the matrix-free even–odd operator on unit vectors: D̂ψ as EvenOddDirac gives it,
+    """D̂ scattered from its two-hop paths: D̂ψ as the matrix-free EvenOddDirac gives it,
     log det D̂†D̂ = log det D†D of the dense D (odd extents use D itself); the jump's ΔS is the
     exact S_eff difference, also on the next jump (the current links' action kept)."""
     theory = Schwinger(shape, beta=1.0, kappa=0.26)

@@ -43,11 +43,11 @@ def build(ctx):
     import torch
 
     from ..mcmc.nemcmc import NEMCMCChains, NonEquilibriumKernel
-    from ..theories.defect import defect_problem, free_energy_difference
+    from ..theories.defect import free_energy_difference
     from ..training.work import snf_parts, snf_transport
 
     s, theory = ctx.cfg.sample, ctx.theory
-    problem = defect_problem(theory, 1)
+    problem = ne_mcmc.applies(theory)
     if problem:
         raise ConfigError(f"sample.sampler: {NAME}: {problem}")
     ne_mcmc._check(ctx)
@@ -73,4 +73,4 @@ def keeps(cfg, theory) -> dict:
 register_sampler(SamplerKind(
     NAME, "SNF (defect)", build, Weighting("log_weight", proposals=True),
     "a stochastic normalizing flow: ne-mcmc with the model's trained maps near the defect (2D U(1), Schwinger)",
-    options=Options, needs_flow=True, keeps=keeps, reads=("thermalization",)))
+    options=Options, needs_flow=True, keeps=keeps, reads=("thermalization",), applies=ne_mcmc.applies))

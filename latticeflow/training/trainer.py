@@ -1,6 +1,8 @@
 """The training loop: reverse-KL updates, evaluation, checkpoints and exact resume.
 
-The loss and its estimators are in :mod:`latticeflow.training.loss`, the files of a run
+The loss is the ``[train] objective``'s (:mod:`latticeflow.training.objectives`: the reverse KL
+by default, or the work of a stochastic normalizing flow); the reverse KL and its estimators
+are in :mod:`latticeflow.training.loss`, the files of a run
 directory in :mod:`latticeflow.training.run_files`.  ``[train] path_after = N`` gives a
 two-phase schedule: ``estimator`` (normally ``"reparam"``, the cheaper step) for the first N
 updates, ``"path"`` from update N on, where its lower variance near convergence pays for its

@@ -107,7 +107,7 @@ def test_jarzynski_holds_with_random_maps_and_training_minimises_the_sampler_wor
     flow = random_weights(cfg).double()
     parts = snf_parts(theory, cfg.sample, cfg.hmc)
     transport = snf_transport(flow, parts, cfg.sample.maps, cfg.sample.patch)
-    n = 3000
+    n = 2000
     g = torch.Generator().manual_seed(7)
     start = parts.starts.propose(n, g)[0]
     state = g.get_state()
@@ -115,7 +115,7 @@ def test_jarzynski_holds_with_random_maps_and_training_minimises_the_sampler_wor
     w = torch.exp(-work).numpy()
     want = math.exp(-free_energy_difference(theory.shape, theory.beta, cfg.sample.defect_length))
     sigma = w.std() / math.sqrt(n)
-    assert abs(w.mean() - want) < 4 * sigma and sigma < 0.05 * want, (w.mean(), sigma, want)
+    assert abs(w.mean() - want) < 4 * sigma and sigma < 0.06 * want, (w.mean(), sigma, want)
     assert (info["sector_change"] != 0).any()
     # the maps matter: the same starts and random numbers without them give other works
     plain = snf_transport(flow, parts, cfg.sample.maps, cfg.sample.patch)
@@ -178,16 +178,16 @@ def test_training_on_the_work_resumes_bit_for_bit(tmp_path, monkeypatch):
     """The Schwinger model: its chain of c = 0 starts lives in the checkpoint."""
     monkeypatch.setattr(training.Trainer, "plot", lambda self: None)  # the figure is tested elsewhere (slow)
     cfg = parse_config(SCHWINGER_MODEL.replace("thermalization = 10", "thermalization = 3"))
-    straight = training.train(cfg, out=tmp_path / "a", steps=4, progress=False)
+    straight = training.train(cfg, out=tmp_path / "a", steps=3, progress=False)
     training.train(cfg, out=tmp_path / "b", steps=2, progress=False)
-    resumed = training.train(cfg, out=tmp_path / "b", steps=4, resume=True, progress=False)
+    resumed = training.train(cfg, out=tmp_path / "b", steps=3, resume=True, progress=False)
     for p, q in zip(straight.flow.parameters(), resumed.flow.parameters()):
         assert torch.equal(p, q)
     assert any(float(p.detach().abs().sum()) > 0 for p in list(straight.flow.parameters())[-2:])  # trained
     lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     again = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     drop = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
-    assert drop(lines) == drop(again) and len(lines) == 4
+    assert drop(lines) == drop(again) and len(lines) == 3
     assert lines[-1]["log_z_bound"] == -lines[-1]["loss"] and lines[-1]["acceptance"] is not None
 
 

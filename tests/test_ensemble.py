@@ -250,16 +250,21 @@ def test_killed_writer_leaves_committed_rows_intact(tmp_path, signum):
 
 
 def test_deferred_signals_delivers_after_the_block():
-    done = []
-    with pytest.raises(KeyboardInterrupt):
-        with deferred_signals():
-            # to this thread: os.kill may hand the signal to another thread of the process (xdist's,
-            # torch's), whose handler can run after the block under load; this one is synchronous
-            signal.pthread_kill(threading.get_ident(), signal.SIGINT)
-            time.sleep(0.01)
-            done.append(True)
-    assert done == [True]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own SIGINT handler, whatever this process inherited (a shell that starts a command
+    # in the background without job control makes it ignore SIGINT)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_signals():
+                # to this thread: os.kill may hand the signal to another thread of the process
+                signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                time.sleep(0.01)
+                done.append(True)
+        assert done == [True]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_without_configs(tmp_path):

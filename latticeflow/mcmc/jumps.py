@@ -28,19 +28,19 @@ What ΔS is
 
     S_eff = S_gauge − log det(D†D)   (pure U(1): S_gauge),
 
-with the exact log det(D†D) = 2 log|det D̂| of the dense even–odd Schur complement D̂ (a
-V × V LU, 8× cheaper than the 2V × 2V LU of D; :func:`schur_matrix` scatters its 16 two-hop
-paths per site into a zero matrix; odd extents fall back to D itself), whatever the ``[hmc]`` fermions are; up to V = 32² sites
-(:data:`EXACT_MAX_VOLUME`).  The log det of the current links is kept between the
-jumps of one step.  Exact with pseudofermion HMC too: a pseudofermion trajectory draws φ
-from p(φ | U) by its heat bath, leaves the joint p(U, φ) ∝ e^{−S_gauge} e^{−φ†(D†D)⁻¹φ}
-invariant, and then discards φ; integrated over φ it is a kernel on the links alone that
-leaves the marginal p(U) ∝ e^{−S_gauge} det D†D invariant.  The chain's state is U only
-(no φ is carried from one kernel to the next), so the jump, a Metropolis step on the same
-marginal with the exact ΔS_eff, leaves it invariant too, and the composition does; the
-next trajectory draws its φ at the jumped links anyway.  (Were φ kept across the jump —
-several trajectories per heat bath — the jump would have to be tested at fixed φ, as
-below.)
+with the exact log det(D†D) = 2 log|det D̂| of the dense even–odd Schur complement D̂
+(a V × V LU, 8× cheaper than the 2V × 2V LU of D; :func:`schur_matrix` scatters its 16 two-hop
+paths per site into a zero matrix; odd extents fall back to D itself), whatever the
+``[hmc]`` fermions are; up to V = 32² sites (:data:`EXACT_MAX_VOLUME`). The log det of the
+current links is kept between the jumps of one step. Exact with pseudofermion HMC too: a
+pseudofermion trajectory draws φ from p(φ | U) by its heat bath, leaves the joint p(U, φ) ∝
+e^{−S_gauge} e^{−φ†(D†D)⁻¹φ} invariant, and then discards φ; integrated over φ it is a
+kernel on the links alone that leaves the marginal p(U) ∝ e^{−S_gauge} det D†D invariant.
+The chain's state is U only (no φ is carried from one kernel to the next), so the jump, a
+Metropolis step on the same marginal with the exact ΔS_eff, leaves it invariant too, and the
+composition does; the next trajectory draws its φ at the jumped links anyway. (Were φ kept
+across the jump — several trajectories per heat bath — the jump would have to be tested at
+fixed φ, as below.)
 
 ``determinant = "action"``: the action HMC integrates, ``theory.md_action(...)``
 (:class:`MDAction`):

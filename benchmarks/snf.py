@@ -36,7 +36,8 @@ from latticeflow.analysis.gamma import ess
 from latticeflow.config import load_config
 from latticeflow.theories.defect import free_energy_difference
 from latticeflow.training import load_flow
-from latticeflow.training.work import snf_parts, snf_transport
+from latticeflow.mcmc.nemcmc import transport_parts
+from latticeflow.training.work import snf_transport
 
 sys.path.insert(0, str(Path(__file__).parent))
 from nonequilibrium import independence_acceptance  # noqa: E402
@@ -67,7 +68,7 @@ def transports(model: Path, weights: Path, n: int, batch: int, seed: int) -> dic
     cfg = load_config(model)
     theory, s = cfg.theory.build(), cfg.sample
     flow = load_flow(weights, cfg).requires_grad_(False)
-    parts = snf_parts(theory, s, cfg.hmc)
+    parts = transport_parts(theory, s, cfg.hmc)
     out = {"L": theory.shape[0], "beta": theory.beta, "defect_length": s.defect_length,
            "protocol_steps": parts.protocol.steps, "maps": s.maps, "patch": s.patch, "transports": n}
     exact = None if theory.has_fermions else free_energy_difference(theory.shape, theory.beta, s.defect_length)

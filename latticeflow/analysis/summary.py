@@ -88,13 +88,25 @@ def acceptance_and_ess(ens) -> tuple[float | None, float | None]:
     return acceptance, ess_value
 
 
+#: why ΔF is not given for transports from a chain of starts (``extra["jarzynski"]["starts"]``)
+CHAIN_STARTS_NOTE = ("not estimated: the transports start from a Markov chain of c = 0 configurations tied to the "
+                     "accepted paths, not from independent draws of e^{-S_0}, so -log<exp(-W)> over them is not "
+                     "Jarzynski's estimate")
+
+
 def free_energy(ens) -> dict | None:
     """ΔF = −log⟨e^{−W}⟩ over the proposals of a file of non-equilibrium transports (one that
     records ``extra["jarzynski"]``; ``mcmc/proposal_log_weight`` = −W), with its Γ-method
-    error and the exact value the file records (None where unknown); None for other files."""
+    error and the exact value the file records (None where unknown); None for other files.
+    Only for transports from independent exact starts (``starts = "exact"``; files written
+    before the key: those that record an exact ΔF, i.e. pure U(1)): with a Markov chain of
+    starts (the Schwinger model) the mean is None and ``why`` says why."""
     record, log_w = ens.extra.get("jarzynski"), ens.mcmc.get("proposal_log_weight")
     if not isinstance(record, dict) or log_w is None or log_w.size < 2 or not np.isfinite(log_w).any():
         return None
+    starts = record.get("starts", "exact" if record.get("delta_f_exact") is not None else "chain")
+    if starts != "exact":
+        return {"mean": None, "error": None, "exact": None, "why": CHAIN_STARTS_NOTE}
     shift = float(np.max(log_w))
     w = _replicas(np.exp(log_w - shift))
     r = _safe(gamma_method_derived, lambda m: -(shift + np.log(m)), [w], 1.5, [-1.0 / w.mean()])

@@ -76,6 +76,8 @@ def _format_summary(summary: dict) -> str:
         r = summary["delta_f"]
         exact = "" if r["exact"] is None else f" (exact {r['exact']:.6g})"
         lines.append(f"  Delta F = -log<exp(-W)> = {format_value_error(r['mean'], r['error'])}{exact}")
+    elif summary.get("delta_f", {}).get("why"):
+        lines.append(f"  Delta F: {summary['delta_f']['why']}")
     if any(r["too_short"] for r in summary["observables"].values()):
         lines.append(f"  {SHORT_CHAINS_NOTE}")
     return "\n".join(lines)

@@ -45,14 +45,16 @@ Conventions
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from ..devices import to_numpy
 from ..ensemble.format import Weighting
-from ..errors import LatticeflowError
-from ..theories.defect import defect_couplings, defect_energy, draw_defect_links
+from ..errors import ConfigError, LatticeflowError
+from ..theories.defect import (Protocol, defect_couplings, defect_energy, defect_problem, draw_defect_links,
+                               free_energy_difference, with_defect)
 from ..theories.u1 import U1
 from ..theories.u1 import topological_charge
 from .accept import metropolis
@@ -60,10 +62,9 @@ from .chains import KernelChains
 from .kernels import KernelState
 
 __all__ = ["Transport", "HeatbathUpdate", "HMCUpdate", "ExactStarts", "ChainStarts", "NonEquilibriumKernel",
-           "NEMCMCChains"]
+           "NEMCMCChains", "transport_parts", "transport_record"]
 
 F64 = torch.float64
-
 
 class HeatbathUpdate:
     """One heat-bath sweep (and ``overrelaxation`` overrelaxation sweeps) of pure U(1) with
@@ -304,3 +305,56 @@ class NEMCMCChains(KernelChains):
     def extra(self) -> dict:
         extra = {"jarzynski": self.record_extra, "thermalization": self.thermalization}
         return extra | ({"hmc": self.hmc.state_dict()} if self.hmc is not None else {})
+
+
+#: ``protocol_update = "auto"``: a heat bath for pure U(1), HMC with fermions; whether an update is a heat bath
+_AUTO = {False: "heatbath", True: "hmc"}
+_HEAT_BATH = {"heatbath": True, "hmc": False}
+
+
+def _schedule(sample) -> Protocol:
+    """The protocol of the ``[sample]`` keys: ``protocol`` where given, else linear in
+    ``protocol_steps``; a ConfigError for a bad table."""
+    if sample.protocol is None:
+        return Protocol.linear(sample.protocol_steps)
+    try:
+        return Protocol(sample.protocol)
+    except ValueError as exc:
+        raise ConfigError(f"sample.protocol: {exc}") from None
+
+
+def transport_parts(theory, sample, hmc_config, device="cpu") -> SimpleNamespace:
+    """The pieces of a defect transport from the ``[sample]`` keys of the ``ne-mcmc`` (or
+    ``snf``) sampler and ``[hmc]``: ``defect``, ``protocol``, ``update``, ``starts``, ``hmc`` (None
+    for heat bath with exact starts), ``kind`` (heatbath / hmc).  A ConfigError (one line) for a
+    theory without the defect, a defect longer than L_1, a heat bath with fermions or a bad
+    protocol.  Shared by the samplers and the work objective of training."""
+    from .hmc import HMC
+
+    s = sample
+    problem = defect_problem(theory, s.defect_length)
+    if problem:
+        raise ConfigError(f"sample.defect_length: {problem}")
+    protocol = _schedule(s)
+    kind = _AUTO[theory.has_fermions] if s.protocol_update == "auto" else s.protocol_update
+    heat_bath = _HEAT_BATH[kind]
+    if heat_bath and theory.has_fermions:
+        raise ConfigError(f"sample.protocol_update: heatbath updates pure U(1) only; the {theory.name} theory "
+                          "has fermions (use hmc)")
+    defect = with_defect(theory, s.defect_length)
+    hmc = HMC.from_config(defect, hmc_config) if not heat_bath or theory.has_fermions else None
+    update = HeatbathUpdate(defect, s.overrelaxation) if heat_bath else HMCUpdate(hmc)
+    starts = ChainStarts(hmc, s.prior_updates) if theory.has_fermions else ExactStarts(defect, device)
+    return SimpleNamespace(defect=defect, protocol=protocol, update=update, starts=starts, hmc=hmc, kind=kind)
+
+
+def transport_record(theory, sample, parts) -> dict:
+    """What a file of these transports records in ``extra["jarzynski"]``: the defect, the
+    protocol, the update, the starts (``exact``: independent draws from e^{−S_0}, so that
+    −log⟨e^{−W}⟩ over the proposals is Jarzynski's ΔF; ``chain``: a Markov chain of starts,
+    for which it is not) and the exact ΔF where known (pure U(1))."""
+    exact = isinstance(parts.starts, ExactStarts)
+    return {"delta_f_exact": free_energy_difference(theory.shape, theory.beta, sample.defect_length)
+            if exact else None,
+            "defect_length": sample.defect_length, "protocol": list(parts.protocol.values),
+            "protocol_update": parts.kind, "starts": "exact" if exact else "chain"}

@@ -46,30 +46,6 @@ class Options:
                                 "chain's current path to the next start", between(1, 100_000))
 
 
-def update_kind(ctx) -> str:
-    """``protocol_update`` with ``auto`` resolved."""
-    choice = ctx.cfg.sample.protocol_update
-    if choice == "auto":
-        return "hmc" if ctx.theory.has_fermions else "heatbath"
-    return choice
-
-
-def protocol(s):
-    """The :class:`~latticeflow.theories.defect.Protocol` of ``[sample]``; a ConfigError."""
-    from ..theories.defect import Protocol
-
-    if s.protocol is None:
-        return Protocol.linear(s.protocol_steps)
-    default = {f.name: f.default for f in fields(Options)}["protocol_steps"]
-    if s.protocol_steps not in (default, len(s.protocol) - 1):
-        raise ConfigError(f"sample.protocol_steps: {s.protocol_steps} differs from the {len(s.protocol) - 1} "
-                          "steps of sample.protocol; give one of them")
-    try:
-        return Protocol(s.protocol)
-    except ValueError as exc:
-        raise ConfigError(f"sample.protocol: {exc}") from None
-
-
 def applies(theory) -> str | None:
     """Why a defect cannot be put into ``theory`` (one line), or None: 2D U(1), Schwinger."""
     from ..theories.defect import defect_problem
@@ -78,59 +54,50 @@ def applies(theory) -> str | None:
 
 
 def _check(ctx) -> None:
-    """One-line refusals: other theories, a defect longer than L_1, heat bath with fermions,
-    keys that do not apply, start fields."""
+    """One-line refusals beyond :func:`~latticeflow.mcmc.nemcmc.transport_parts`'s: other
+    theories, keys that do not apply, start fields."""
     s, theory, defaults = ctx.cfg.sample, ctx.theory, {f.name: f.default for f in fields(Options)}
     problem = applies(theory)
     if problem:
-        raise ConfigError(f"sample.sampler: {NAME}: {problem}")
+        raise ConfigError(f"sample.sampler: {s.sampler}: {problem}")
     if s.defect_length > theory.shape[1]:
         raise ConfigError(f"sample.defect_length: the defect is a segment of 1 … L_1 = {theory.shape[1]} "
                           f"plaquettes (got {s.defect_length})")
-    kind = update_kind(ctx)
-    if kind == "heatbath" and theory.has_fermions:
-        raise ConfigError(f"sample.protocol_update: heatbath updates pure U(1) only; the {theory.name} theory "
-                          "has fermions (use hmc)")
-    if kind == "hmc" and s.overrelaxation != defaults["overrelaxation"]:
+    if s.protocol is not None and s.protocol_steps not in (defaults["protocol_steps"], len(s.protocol) - 1):
+        raise ConfigError(f"sample.protocol_steps: {s.protocol_steps} differs from the {len(s.protocol) - 1} "
+                          "steps of sample.protocol; give one of them")
+    heat_bath = s.protocol_update == "heatbath" or (s.protocol_update == "auto" and not theory.has_fermions)
+    if not heat_bath and s.overrelaxation != defaults["overrelaxation"]:
         raise ConfigError("sample.overrelaxation: only for protocol_update = \"heatbath\"")
     if not theory.has_fermions and s.prior_updates != defaults["prior_updates"]:
         raise ConfigError("sample.prior_updates: pure U(1) starts are exact independent draws at c = 0; "
                           "prior_updates is for the Schwinger model")
     if ctx.start_fields is not None:
-        raise ConfigError(f"sample.start: {NAME} chains start at the end point of a transport from c = 0; "
+        raise ConfigError(f"sample.start: {s.sampler} chains start at the end point of a transport from c = 0; "
                           "they take no start fields")
 
 
+def chains(ctx, parts, transport, record: dict, name: str = NAME):
+    """The :class:`~latticeflow.mcmc.nemcmc.NEMCMCChains` of a transport made from ``parts``
+    (shared with ``snf``): thermalisation only where there is something to thermalise (a tuned
+    HMC or the Schwinger model's chain of starts)."""
+    from ..mcmc.nemcmc import NEMCMCChains, NonEquilibriumKernel
+
+    s, h, theory = ctx.cfg.sample, ctx.cfg.hmc, ctx.theory
+    warm = theory.has_fermions or (parts.hmc is not None and h.tune)  # else nothing to thermalise: exact starts
+    return NEMCMCChains(theory, NonEquilibriumKernel(transport, parts.starts), s.chains, hmc=parts.hmc,
+                        tune=h.tune, seed=s.seed, thermalization=s.thermalization if warm else 0,
+                        store_configs=ctx.store_configs, device=ctx.device, progress=ctx.progress,
+                        name=name, record=record)
+
+
 def build(ctx):
-    from ..mcmc.hmc import HMC
-    from ..mcmc.nemcmc import (ChainStarts, ExactStarts, HeatbathUpdate, HMCUpdate, NEMCMCChains,
-                               NonEquilibriumKernel, Transport)
-    from ..theories.defect import free_energy_difference, with_defect
+    from ..mcmc.nemcmc import Transport, transport_parts, transport_record
 
     _check(ctx)
-    s, h, theory = ctx.cfg.sample, ctx.cfg.hmc, ctx.theory
-    schedule = protocol(s)
-    defect = with_defect(theory, s.defect_length)
-    hmc = None
-    if update_kind(ctx) == "hmc" or theory.has_fermions:
-        hmc = HMC.from_config(defect, h)
-    if update_kind(ctx) == "heatbath":
-        try:
-            update = HeatbathUpdate(defect, s.overrelaxation)
-        except ImportError:
-            raise ConfigError("sample.protocol_update: heatbath needs latticeflow.mcmc.heatbath, which this "
-                              "installation lacks; use hmc") from None
-    else:
-        update = HMCUpdate(hmc)
-    starts = ChainStarts(hmc, s.prior_updates) if theory.has_fermions else ExactStarts(defect, ctx.device)
-    exact = None if theory.has_fermions else free_energy_difference(theory.shape, theory.beta, s.defect_length)
-    record = {"delta_f_exact": exact, "defect_length": s.defect_length, "protocol": list(schedule.values),
-              "protocol_update": update_kind(ctx)}
-    kernel = NonEquilibriumKernel(Transport(defect, schedule, update), starts)
-    warm = theory.has_fermions or (hmc is not None and h.tune)  # else nothing to thermalise: exact starts
-    return NEMCMCChains(theory, kernel, s.chains, hmc=hmc, tune=h.tune, seed=s.seed,
-                        thermalization=s.thermalization if warm else 0, store_configs=ctx.store_configs,
-                        device=ctx.device, progress=ctx.progress, name=NAME, record=record)
+    parts = transport_parts(ctx.theory, ctx.cfg.sample, ctx.cfg.hmc, ctx.device)
+    record = transport_record(ctx.theory, ctx.cfg.sample, parts)
+    return chains(ctx, parts, Transport(parts.defect, parts.protocol, parts.update), record)
 
 
 def keeps(cfg, theory) -> dict:

@@ -20,7 +20,6 @@ The same model file with ``--sampler ne-mcmc`` gives plain NE-MCMC with the same
 from dataclasses import dataclass
 
 from ..ensemble.format import Weighting
-from ..errors import ConfigError
 from ..schema import between, key
 from . import ne_mcmc
 from .registry import SamplerKind, register_sampler
@@ -42,27 +41,16 @@ class Options(ne_mcmc.Options):
 def build(ctx):
     import torch
 
-    from ..mcmc.nemcmc import NEMCMCChains, NonEquilibriumKernel
-    from ..theories.defect import free_energy_difference
-    from ..training.work import snf_parts, snf_transport
+    from ..mcmc.nemcmc import transport_parts, transport_record
+    from ..training.work import snf_transport
 
-    s, theory = ctx.cfg.sample, ctx.theory
-    problem = ne_mcmc.applies(theory)
-    if problem:
-        raise ConfigError(f"sample.sampler: {NAME}: {problem}")
+    s = ctx.cfg.sample
     ne_mcmc._check(ctx)
-    parts = snf_parts(theory, s, ctx.cfg.hmc, ctx.device, ne_mcmc.protocol(s))
+    parts = transport_parts(ctx.theory, s, ctx.cfg.hmc, ctx.device)
     flow = ctx.flow.to(getattr(torch, s.dtype)).to(ctx.device).eval().requires_grad_(False)
     transport = snf_transport(flow, parts, s.maps, s.patch)
-    exact = None if theory.has_fermions else free_energy_difference(theory.shape, theory.beta, s.defect_length)
-    record = {"delta_f_exact": exact, "defect_length": s.defect_length, "protocol": list(parts.protocol.values),
-              "protocol_update": parts.kind, "maps": s.maps, "patch": s.patch}
-    h = ctx.cfg.hmc
-    warm = theory.has_fermions or (parts.hmc is not None and h.tune)  # else nothing to thermalise
-    return NEMCMCChains(theory, NonEquilibriumKernel(transport, parts.starts), s.chains, hmc=parts.hmc, tune=h.tune,
-                        seed=s.seed, thermalization=s.thermalization if warm else 0,
-                        store_configs=ctx.store_configs, device=ctx.device, progress=ctx.progress, name=NAME,
-                        record=record)
+    record = transport_record(ctx.theory, s, parts) | {"maps": s.maps, "patch": s.patch}
+    return ne_mcmc.chains(ctx, parts, transport, record, NAME)
 
 
 def keeps(cfg, theory) -> dict:

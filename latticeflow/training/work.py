@@ -22,57 +22,19 @@ checkpoint so a resume continues bit for bit.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import torch
 
 from ..errors import ConfigError
 from ..flows.defect_flow import defect_maps, map_problem
-from ..mcmc.hmc import HMC
-from ..mcmc.nemcmc import ChainStarts, ExactStarts, HeatbathUpdate, HMCUpdate, Transport
-from ..theories.defect import Protocol, defect_problem, with_defect
+from ..mcmc.nemcmc import ChainStarts, Transport, transport_parts
 
-__all__ = ["snf_parts", "snf_transport", "transport_work", "WorkObjective"]
+__all__ = ["snf_transport", "transport_work", "WorkObjective"]
 
 F64 = torch.float64
 
 
-#: ``protocol_update = "auto"`` by whether the theory has fermions; whether an update is a heat bath
-_AUTO = {False: "heatbath", True: "hmc"}
-_HEAT_BATH = {"heatbath": True, "hmc": False}
-
-
-def _protocol(s) -> Protocol:
-    try:
-        return Protocol(s.protocol) if s.protocol is not None else Protocol.linear(s.protocol_steps)
-    except ValueError as exc:
-        raise ConfigError(f"sample.protocol: {exc}") from None
-
-
-def snf_parts(theory, sample, hmc_config, device="cpu", protocol=None) -> SimpleNamespace:
-    """The pieces of a defect transport from the ``[sample]`` keys of the ``snf`` (or
-    ``ne-mcmc``) sampler and ``[hmc]``: ``defect``, ``protocol``, ``update``, ``starts``, ``hmc``
-    (None for heat bath with exact starts), ``kind`` (heatbath / hmc).  ConfigError (one line)
-    for a theory without the defect or a heat bath with fermions."""
-    s = sample
-    problem = defect_problem(theory, s.defect_length)
-    if problem:
-        raise ConfigError(f"sample.defect_length: {problem}")
-    kind = _AUTO[theory.has_fermions] if s.protocol_update == "auto" else s.protocol_update
-    heat_bath = _HEAT_BATH[kind]
-    if heat_bath and theory.has_fermions:
-        raise ConfigError(f"sample.protocol_update: heatbath updates pure U(1) only; the {theory.name} theory "
-                          "has fermions (use hmc)")
-    defect = with_defect(theory, s.defect_length)
-    hmc = HMC.from_config(defect, hmc_config) if not heat_bath or theory.has_fermions else None
-    update = HeatbathUpdate(defect, s.overrelaxation) if heat_bath else HMCUpdate(hmc)
-    starts = ChainStarts(hmc, s.prior_updates) if theory.has_fermions else ExactStarts(defect, device)
-    return SimpleNamespace(defect=defect, protocol=protocol or _protocol(s), update=update, starts=starts,
-                           hmc=hmc, kind=kind)
-
-
 def snf_transport(flow, parts, maps: int, patch: int) -> Transport:
-    """The transport of ``parts`` (:func:`snf_parts`) with ``flow``'s couplings as its maps
+    """The transport of ``parts`` (:func:`~latticeflow.mcmc.nemcmc.transport_parts`) with ``flow``'s couplings as its maps
     (:func:`~latticeflow.flows.defect_flow.defect_maps`); ConfigError (one line) for a flow
     that does not fit."""
     problem = map_problem(flow, maps, parts.protocol.steps)
@@ -117,7 +79,7 @@ class WorkObjective:
         except AttributeError:
             raise ConfigError(f"train.objective: \"work\" trains the maps of the snf sampler; [sample] sampler "
                               f"is {s.sampler!r} (set sampler = \"snf\" and its keys)") from None
-        self.parts = snf_parts(trainer.theory, s, cfg.hmc, trainer.device)
+        self.parts = transport_parts(trainer.theory, s, cfg.hmc, trainer.device)
         self.transport = snf_transport(trainer.flow, self.parts, maps, patch)
         self.thermalization = s.thermalization
 

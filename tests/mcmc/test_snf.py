@@ -18,7 +18,8 @@ from latticeflow.config import parse_config
 from latticeflow.flows import build_flow
 from latticeflow.theories.defect import free_energy_difference
 from latticeflow.training.run_files import model_file
-from latticeflow.training.work import snf_parts, snf_transport, transport_work
+from latticeflow.mcmc.nemcmc import transport_parts
+from latticeflow.training.work import snf_transport, transport_work
 
 from conftest import refuse
 
@@ -105,7 +106,7 @@ def test_jarzynski_holds_with_random_maps_and_training_minimises_the_sampler_wor
     cfg = parse_config(U1_MODEL)
     theory = cfg.theory.build()
     flow = random_weights(cfg).double()
-    parts = snf_parts(theory, cfg.sample, cfg.hmc)
+    parts = transport_parts(theory, cfg.sample, cfg.hmc)
     transport = snf_transport(flow, parts, cfg.sample.maps, cfg.sample.patch)
     n = 2000
     g = torch.Generator().manual_seed(7)

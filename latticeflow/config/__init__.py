@@ -114,8 +114,9 @@ class TrainConfig:
     grad_clip: float = key(10.0, "gradient-norm clipping (0 disables)", nonnegative)
     estimator: str = key("reparam", "`reparam`, or `path` (path gradients, arXiv:2207.08219)",
                          one_of("reparam", "path"))
-    objective: str = key("kl", "the loss: `kl` (reverse KL of the flow's samples) or `work` (⟨W⟩ of the "
-                               "transports of the `snf` sampler: a stochastic normalizing flow)", one_of("kl", "work"))
+    objective: str = key("kl", "the loss: `kl` (reverse KL of the flow's samples), `work` (⟨W⟩ of the "
+                               "transports of the `snf` sampler: a stochastic normalizing flow) or `jump-work` "
+                               "(⟨W⟩ of the `flow-jump` sampler's moves)", one_of("kl", "work", "jump-work"))
     path_after: int | None = key(None, "two-phase training: `estimator` for the first N steps, "
                                        "`path` from step N on", nonnegative)
     seed: int = key(0, "RNG seed", seed_range)

@@ -1,5 +1,6 @@
 """Samplers: the registry of every kind (:mod:`.registry`) and the built-in kinds, one
-module each — ``hmc``, ``flow-mcmc``, ``flow-iid``, ``mixed``, ``flow-hmc``, ``direct``, ``cluster``, ``instanton-jump``, ``heatbath``, ``ne-mcmc``, ``snf``.
+module each — ``hmc``, ``flow-mcmc``, ``flow-iid``, ``mixed``, ``flow-hmc``, ``direct``, ``cluster``,
+``instanton-jump``, ``heatbath``, ``ne-mcmc``, ``snf``, ``annealed-jump``, ``flow-jump``.
 
 :func:`build_sampler` makes the chain sampler a configuration asks for and
 :func:`resume_keeps` names the settings that define a file's chains, which a resume must
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 # the built-in kinds register themselves, in the order --help and the docs list them
 from . import flow_mcmc, flow_iid, mixed, flow_hmc, direct, hmc, cluster, jump, heatbath, ne_mcmc, snf  # noqa: F401,I001
+from . import annealed_jump, flow_jump  # noqa: F401,I001
 from .flows import flow_density, flow_proposal, weights_digest
 from .registry import (IID, NoOptions, SamplerContext, SamplerKind, register_sampler, sampler_from_flags,
                        sampler_kind, sampler_names, unregister_sampler)

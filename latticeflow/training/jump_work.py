@@ -13,16 +13,14 @@ checkpoint: thermalised by ``[sample] thermalization`` base trajectories (the st
 there with ``[hmc] tune``, then frozen), advanced before every training step by
 ``updates_per_step`` base trajectories and one plain instanton jump (exact determinant), so
 a resume continues bit for bit.  Evaluation: log w = −W of fresh moves from the chain's
-current configurations (untouched), whose acceptance is the sampler's.
-
-Importing this module registers the objective in
-:data:`latticeflow.training.objectives.OBJECTIVES`.
+current configurations (untouched); the acceptance reported is the sampler's, ⟨min(1, e^{−W})⟩.
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError
@@ -31,7 +29,6 @@ from ..mcmc.flow_jumps import AnnealedJump, TransportHMC, transport_problem
 from ..mcmc.hmc import HMC
 from ..mcmc.jumps import InstantonJump
 from ..mcmc.kernels import KernelState
-from . import objectives
 
 __all__ = ["jump_maps", "jump_parts", "JumpWorkObjective", "NAME"]
 
@@ -131,6 +128,12 @@ class JumpWorkObjective:
             out.append(-self.forward_work(self.chain[: min(c, n - start)], generator))
         return torch.cat(out)
 
+    @staticmethod
+    def acceptance(log_w) -> float:
+        """The flow-jump's acceptance of these moves, ⟨min(1, e^{−W})⟩ (each is accepted on its
+        own work; the ESS of e^{−W} says how well they would reweight)."""
+        return float(np.minimum(1.0, np.exp(np.asarray(log_w, dtype=np.float64))).mean())
+
     def state_dict(self) -> dict:
         h = self.parts.hmc
         return {"hmc": torch.tensor([h.step_size, h.steps, float(h.tuned), h._count], dtype=F64),
@@ -148,5 +151,3 @@ class JumpWorkObjective:
             self.chain = state["chain"].to(self.trainer.device)
         self._follow()
 
-
-objectives.OBJECTIVES.setdefault(NAME, JumpWorkObjective)

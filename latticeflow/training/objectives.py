@@ -5,6 +5,8 @@ trainer asks for its loss, its evaluation weights and the state a checkpoint mus
   docs/design.md §2), log w = −S − log q.
 - ``work``: the mean work ⟨W⟩ of the transports of a stochastic normalizing flow, log w = −W
   (:class:`~latticeflow.training.work.WorkObjective`).
+- ``jump-work``: the mean forward work of the flow-assisted instanton jumps of the
+  ``flow-jump`` sampler, log w = −W (:class:`~latticeflow.training.jump_work.JumpWorkObjective`).
 
 An objective is made from the :class:`~latticeflow.training.trainer.Trainer` (its config,
 theory, flow, device, batch and generator) and has
@@ -14,7 +16,9 @@ theory, flow, device, batch and generator) and has
 - ``eval_log_weights(n, generator)``: log weights of n fresh samples, without gradients;
 - ``start()``: what a fresh run prepares (e.g. a thermalised chain), drawing from the
   trainer's generator; ``state_dict()`` / ``load_state_dict()``: tensors a checkpoint keeps
-  (one set per rank).
+  (one set per rank);
+- optionally ``acceptance(log_w)``: its sampler's acceptance for these log weights; without
+  it, that of an independence Metropolis chain over them (flows, NE-MCMC, SNF).
 """
 
 from __future__ import annotations
@@ -62,8 +66,14 @@ def _work(trainer):
     return WorkObjective(trainer)
 
 
+def _jump_work(trainer):
+    from .jump_work import JumpWorkObjective
+
+    return JumpWorkObjective(trainer)
+
+
 #: ``[train] objective`` → a factory ``(trainer) -> objective``
-OBJECTIVES = {"kl": KLObjective, "work": _work}
+OBJECTIVES = {"kl": KLObjective, "work": _work, "jump-work": _jump_work}
 
 
 def objective(trainer):

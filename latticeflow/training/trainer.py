@@ -254,7 +254,9 @@ class Trainer:
         log_w = to_numpy(self.objective.eval_log_weights(self.tc.eval_batch, gen))
         if not np.all(np.isfinite(log_w)) or log_w.size < 2:
             return {"acceptance": None, "eval_ess": None}
-        return {"acceptance": independence_acceptance(log_w, rng=[self.tc.seed, self.step]),
+        acceptance = getattr(self.objective, "acceptance", None)  # the sampler's own, where it differs
+        return {"acceptance": (acceptance(log_w) if acceptance is not None
+                               else independence_acceptance(log_w, rng=[self.tc.seed, self.step])),
                 "eval_ess": batch_ess(log_w)}
 
     # --- the loop -------------------------------------------------------------------------------

@@ -6,8 +6,6 @@ the exact-determinant reference (Schwinger L = 4, with and without random maps; 
 tolerance 4σ), resume bit for bit, refuse bad input in one line, and the training loss is the
 kernel's forward work, differentiable, and trains and resumes bit for bit."""
 
-import dataclasses
-import importlib
 import json
 import math
 from pathlib import Path
@@ -35,19 +33,6 @@ from conftest import refuse
 REFERENCE = json.loads((Path(__file__).parent / "schwinger_reference.json").read_text())["reference"]
 FLOW = '[flow]\nlayers = 4\nhidden = [4]\nbijection = "ncp"\ncomponents = 2\nloops = ["plaquette", "rectangle"]\n'
 SCHWINGER = '[theory]\nname = "schwinger"\nL = 4\nbeta = 1.0\nkappa = 0.25\n[hmc]\nsteps = 3\nfermions = "exact"\n'
-
-
-@pytest.fixture
-def samplers():
-    """Register the two samplers for one test only (docs/config.md lists the registered ones)."""
-    from latticeflow.samplers import register_sampler, unregister_sampler
-
-    mods = [importlib.import_module(f"latticeflow.samplers.{m}") for m in ("annealed_jump", "flow_jump")]
-    for mod in mods:
-        register_sampler(mod.KIND, replace=True)
-    yield
-    for mod in mods:
-        unregister_sampler(mod.NAME)
 
 
 def random_maps(theory, steps, maps=1, seed=0):
@@ -174,7 +159,7 @@ def _model(tmp_path, sampler, more=""):
 
 
 @pytest.mark.parametrize("sampler", ["annealed-jump", "flow-jump"])
-def test_the_cli_samples_and_resumes_bit_for_bit(tmp_path, samplers, sampler):
+def test_the_cli_samples_and_resumes_bit_for_bit(tmp_path, sampler):
     from latticeflow.cli import main
 
     model = _model(tmp_path, sampler, "jump_md_steps = 2\n" if sampler == "flow-jump" else "")
@@ -195,7 +180,7 @@ def test_the_cli_samples_and_resumes_bit_for_bit(tmp_path, samplers, sampler):
     ("flow-jump", "maps = 3\n", "sample.maps: 3 maps for a protocol of 2 steps"),
     ("flow-jump", "jump_steps = 0\n", "sample.jump_steps: the maps of a flow jump act between its N >= 1"),
 ])
-def test_bad_input_is_refused(tmp_path, capsys, samplers, sampler, more, words):
+def test_bad_input_is_refused(tmp_path, capsys, sampler, more, words):
     model = _model(tmp_path, sampler)
     model.write_text(model.read_text().replace("jump_steps = 2\n", "") + more + ("jump_steps = 2\n" if
                      "jump_steps" not in more else ""))
@@ -203,38 +188,28 @@ def test_bad_input_is_refused(tmp_path, capsys, samplers, sampler, more, words):
     assert not (tmp_path / "x.h5").exists()
 
 
-def test_other_theories_are_refused(tmp_path, capsys, samplers):
+def test_other_theories_are_refused(tmp_path, capsys):
     root = Path(__file__).resolve().parents[2]
     words = refuse(["sample", root / "models" / "su2_L8_b2.toml", "--sampler", "annealed-jump", "-n", 8,
                     "--out", tmp_path / "x.h5"], capsys)
     assert "annealed-jump: instanton jumps move 2D U(1) gauge fields; the sun theory has none" in words
 
 
-TRAIN = '[train]\nobjective = "work"\nbatch_size = 4\nschedule = "constant"\nlog_every = 1\neval_every = 2\n' \
+TRAIN = '[train]\nobjective = "jump-work"\nbatch_size = 4\nschedule = "constant"\nlog_every = 1\neval_every = 2\n' \
         'eval_batch = 6\ncheckpoint_every = 2\n'
 
 
-def _train_config(monkeypatch):
-    """A flow-jump model trained on "jump-work", which training/objectives.py and the config's
-    ``[train] objective`` check do not list yet: both patched here (the resume parses the
-    checkpoint's config as "work")."""
-    from latticeflow.training import objectives, trainer
-    from latticeflow.training.jump_work import JumpWorkObjective
-
-    monkeypatch.setitem(objectives.OBJECTIVES, "jump-work", JumpWorkObjective)
-    parse = trainer.parse_config
-    monkeypatch.setattr(trainer, "parse_config", lambda text, *a, **k: parse(text.replace('"jump-work"', '"work"'),
-                                                                             *a, **k))
+def _train_config():
+    """A flow-jump model trained on its jump work."""
     text = SCHWINGER + FLOW + TRAIN + '[sample]\nsampler = "flow-jump"\njump_steps = 2\nmaps = 2\nthermalization = 3\n'
-    cfg = parse_config(text)  # [train] objective = "jump-work" once the config accepts it
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, objective="jump-work"))
+    return parse_config(text)
 
 
-def test_the_training_loss_is_the_kernels_forward_work_and_has_a_gradient(tmp_path, monkeypatch, samplers):
+def test_the_training_loss_is_the_kernels_forward_work_and_has_a_gradient(tmp_path, monkeypatch):
     from latticeflow.training import Trainer
 
     monkeypatch.setattr(Trainer, "plot", lambda self: None)
-    trainer = Trainer(_train_config(monkeypatch), tmp_path, steps=1)
+    trainer = Trainer(_train_config(), tmp_path, steps=1)
     objective = trainer.objective
     with torch.no_grad():  # the weights random: maps that matter
         for p in trainer.flow.parameters():
@@ -252,11 +227,11 @@ def test_the_training_loss_is_the_kernels_forward_work_and_has_a_gradient(tmp_pa
     assert torch.allclose(work.detach(), kernel_work, rtol=0, atol=1e-9) and work.std() > 0
 
 
-def test_training_on_the_jump_work_resumes_bit_for_bit(tmp_path, monkeypatch, samplers):
+def test_training_on_the_jump_work_resumes_bit_for_bit(tmp_path, monkeypatch):
     from latticeflow import training
 
     monkeypatch.setattr(training.Trainer, "plot", lambda self: None)
-    cfg = _train_config(monkeypatch)
+    cfg = _train_config()
     straight = training.train(cfg, out=tmp_path / "a", steps=3, progress=False)
     training.train(cfg, out=tmp_path / "b", steps=2, progress=False)
     resumed = training.train(cfg, out=tmp_path / "b", steps=3, resume=True, progress=False)
@@ -266,3 +241,13 @@ def test_training_on_the_jump_work_resumes_bit_for_bit(tmp_path, monkeypatch, sa
     again = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     drop = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
     assert drop(lines) == drop(again) and len(lines) == 3 and lines[-1]["acceptance"] is not None
+
+
+def test_the_training_reports_the_samplers_acceptance():
+    """A flow jump is accepted on its own work, min(1, e^{−W}), not by an independence chain
+    over the works (which would accept a constant W always)."""
+    from latticeflow.training.jump_work import JumpWorkObjective
+
+    log_w = np.array([0.0, -1.0, 2.0, -3.0, -3.0])  # −W
+    assert JumpWorkObjective.acceptance(log_w) == pytest.approx((1 + math.exp(-1) + 1 + 2 * math.exp(-3)) / 5)
+    assert JumpWorkObjective.acceptance(np.full(8, -2.0)) == pytest.approx(math.exp(-2))

@@ -81,11 +81,9 @@ class JumpWorkObjective:
         if tc.anneal_from is not None:
             raise ConfigError("train.anneal_from: the jump-work objective trains at the model's couplings")
         s = cfg.sample
-        try:
-            s.maps
-        except AttributeError:
+        if s.sampler != "flow-jump":
             raise ConfigError(f"train.objective: \"{NAME}\" trains the maps of the flow-jump sampler; [sample] "
-                              f"sampler is {s.sampler!r} (set sampler = \"flow-jump\" and its keys)") from None
+                              f"sampler is {s.sampler!r} (set sampler = \"flow-jump\" and its keys)")
         self.parts = jump_parts(trainer.theory, s, cfg.hmc, flow=trainer.flow)
         self.plain = InstantonJump(trainer.theory, **dict(cfg.hmc.options))
         self.updates, self.thermalization, self.chain = s.updates_per_step, s.thermalization, None

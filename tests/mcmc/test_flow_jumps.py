@@ -251,3 +251,14 @@ def test_the_training_reports_the_samplers_acceptance():
     log_w = np.array([0.0, -1.0, 2.0, -3.0, -3.0])  # −W
     assert JumpWorkObjective.acceptance(log_w) == pytest.approx((1 + math.exp(-1) + 1 + 2 * math.exp(-3)) / 5)
     assert JumpWorkObjective.acceptance(np.full(8, -2.0)) == pytest.approx(math.exp(-2))
+
+
+@pytest.mark.parametrize("objective, sampler", [("jump-work", "snf"), ("jump-work", "annealed-jump"),
+                                                ("work", "flow-jump")])
+def test_an_objective_for_another_sampler_is_refused(tmp_path, capsys, objective, sampler):
+    model = tmp_path / "m.toml"
+    model.write_text('[theory]\nname = "u1"\nL = 4\nbeta = 2.0\n' + FLOW
+                     + f'[train]\nobjective = "{objective}"\nsteps = 2\n[sample]\nsampler = "{sampler}"\n')
+    words = refuse(["train", model, "--out", tmp_path / "run"], capsys)
+    assert f'train.objective: "{objective}" trains the maps of the' in words
+    assert not (tmp_path / "run" / "model.pt").exists()

@@ -29,6 +29,7 @@ from ..mcmc.flow_jumps import AnnealedJump, TransportHMC, transport_problem
 from ..mcmc.hmc import HMC
 from ..mcmc.jumps import InstantonJump
 from ..mcmc.kernels import KernelState
+from .objectives import check_work_objective
 
 __all__ = ["jump_maps", "jump_parts", "JumpWorkObjective", "NAME"]
 
@@ -74,16 +75,9 @@ class JumpWorkObjective:
     :class:`~latticeflow.training.trainer.Trainer`."""
 
     def __init__(self, trainer):
-        cfg, tc, self.trainer = trainer.cfg, trainer.tc, trainer
-        if tc.estimator != "reparam" or tc.path_after is not None:
-            raise ConfigError("train.estimator: the jump-work objective has its own gradient (through the maps "
-                              "along the path); path gradients are for objective = \"kl\"")
-        if tc.anneal_from is not None:
-            raise ConfigError("train.anneal_from: the jump-work objective trains at the model's couplings")
+        cfg, self.trainer = trainer.cfg, trainer
+        check_work_objective(trainer, NAME, "flow-jump")
         s = cfg.sample
-        if s.sampler != "flow-jump":
-            raise ConfigError(f"train.objective: \"{NAME}\" trains the maps of the flow-jump sampler; [sample] "
-                              f"sampler is {s.sampler!r} (set sampler = \"flow-jump\" and its keys)")
         self.parts = jump_parts(trainer.theory, s, cfg.hmc, flow=trainer.flow)
         self.plain = InstantonJump(trainer.theory, **dict(cfg.hmc.options))
         self.updates, self.thermalization, self.chain = s.updates_per_step, s.thermalization, None

@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from ..mcmc.independence import log_weight
 from .loss import kl_loss
 
-__all__ = ["KLObjective", "OBJECTIVES", "objective"]
+__all__ = ["KLObjective", "OBJECTIVES", "objective", "check_work_objective"]
 
 
 class KLObjective:
@@ -58,6 +59,20 @@ class KLObjective:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+def check_work_objective(trainer, objective: str, sampler: str) -> None:
+    """The one-line refusals of an objective that trains the maps of ``sampler`` on its work:
+    another sampler in ``[sample]``, path gradients, an annealed start."""
+    tc, s = trainer.tc, trainer.cfg.sample
+    if s.sampler != sampler:
+        raise ConfigError(f"train.objective: \"{objective}\" trains the maps of the {sampler} sampler; [sample] "
+                          f"sampler is {s.sampler!r} (set sampler = \"{sampler}\" and its keys)")
+    if tc.estimator != "reparam" or tc.path_after is not None:
+        raise ConfigError(f"train.estimator: the {objective} objective has its own gradient (through the maps "
+                          "along the path); path gradients are for objective = \"kl\"")
+    if tc.anneal_from is not None:
+        raise ConfigError(f"train.anneal_from: the {objective} objective trains at the model's couplings")
 
 
 def _work(trainer):

@@ -27,6 +27,7 @@ import torch
 from ..errors import ConfigError
 from ..flows.defect_flow import defect_maps, map_problem
 from ..mcmc.nemcmc import ChainStarts, Transport, transport_parts
+from .objectives import check_work_objective
 
 __all__ = ["snf_transport", "transport_work", "WorkObjective"]
 
@@ -67,18 +68,10 @@ class WorkObjective:
     :class:`~latticeflow.training.trainer.Trainer`."""
 
     def __init__(self, trainer):
-        cfg, tc, self.trainer = trainer.cfg, trainer.tc, trainer
-        if tc.estimator != "reparam" or tc.path_after is not None:
-            raise ConfigError("train.estimator: the work objective has its own gradient (through the maps along "
-                              "the path); path gradients are for objective = \"kl\"")
-        if tc.anneal_from is not None:
-            raise ConfigError("train.anneal_from: the work objective trains at the model's couplings")
+        cfg, self.trainer = trainer.cfg, trainer
+        check_work_objective(trainer, "work", "snf")
         s = cfg.sample
-        try:
-            maps, patch = s.maps, s.patch
-        except AttributeError:
-            raise ConfigError(f"train.objective: \"work\" trains the maps of the snf sampler; [sample] sampler "
-                              f"is {s.sampler!r} (set sampler = \"snf\" and its keys)") from None
+        maps, patch = s.maps, s.patch
         self.parts = transport_parts(trainer.theory, s, cfg.hmc, trainer.device)
         self.transport = snf_transport(trainer.flow, self.parts, maps, patch)
         self.thermalization = s.thermalization

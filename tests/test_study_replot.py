@@ -35,3 +35,18 @@ def test_replot_refuses_inputs_of_another_run(tmp_path):
         proc = replot(*args, "--out", tmp_path / "out", "--replot")
         assert proc.returncode == 2 and words in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_replot_of_the_schwinger_l16_and_snf_scaling_studies(tmp_path):
+    """docs/schwinger.md ("L = 16, β = 6") and docs/nonequilibrium.md ("Scaling with the
+    volume") from their committed results, without sampling."""
+    for script, results, words in (
+            ("schwinger_l16.py", "schwinger_l16.json", ("| HMC + exact-det jumps |", "sectors' bound", "m_eff(t)")),
+            ("snf_scaling.py", "snf_scaling.json", ("| 32 | 4 |",))):
+        before = (ROOT / "docs" / results).read_bytes()
+        figure = tmp_path / f"{script}.png"
+        proc = subprocess.run([sys.executable, ROOT / "benchmarks" / script, "--replot", ROOT / "docs" / results,
+                               "--figure", figure], capture_output=True, text=True, cwd=ROOT)
+        assert proc.returncode == 0, proc.stderr
+        assert all(w in proc.stdout for w in words), proc.stdout
+        assert figure.read_bytes()[:4] == b"\x89PNG" and (ROOT / "docs" / results).read_bytes() == before

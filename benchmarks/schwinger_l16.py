@@ -230,7 +230,8 @@ def plot(data: dict, path: Path) -> None:
                 bar.set_hatch("//")
     a.bar([], [], color="white", edgecolor="k", hatch="//", label="hatched: a lower bound (chains too short)")
     a.set_xticks(xs + 0.2, [SAMPLERS[k][4] for k in labels], rotation=30, ha="right", fontsize=8)
-    a.set(yscale="log", ylabel="ms (generation, one thread)", title=f"L = {L}, β = {BETA:g}, κ = {KAPPA}")
+    a.set(yscale="log", ylabel="ms (generation, one thread)",
+          title=f"L = {data['L']}, β = {data['beta']:g}, κ = {data['kappa']}")
     a.legend(fontsize=8)
     for label in ("hmc-pf", "jump-pf"):
         p = res[label].get("pion")
@@ -246,6 +247,7 @@ def plot(data: dict, path: Path) -> None:
 
 
 def main() -> None:
+    global BETA, KAPPA
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=float, default=480, help="seconds of generation per sampler")
     p.add_argument("--rounds", type=int, default=6)
@@ -255,8 +257,11 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--replot", type=Path, help="redraw the table and figure from this JSON; measure nothing")
     p.add_argument("--measure", action="store_true", help="measure the ensembles already in --out; sample nothing")
+    p.add_argument("--beta", type=float, default=6.0, help="another β (the trained samplers keep their weights)")
+    p.add_argument("--kappa", type=float, default=0.24)
     p.add_argument("--figure", type=Path, default=FIGURE)
     a = p.parse_args()
+    BETA, KAPPA = a.beta, a.kappa
     if a.replot:
         data = json.loads(a.replot.read_text())
     else:

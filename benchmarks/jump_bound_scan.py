@@ -34,18 +34,16 @@ def scan(kappas: list[float], L: int, beta: float, n: int, chains: int, out: Pat
     from latticeflow import ensemble, pipeline
 
     out.mkdir(parents=True, exist_ok=True)
-    study.L, study.BETA = L, beta
     rows = []
     for kappa in kappas:
-        study.KAPPA = kappa
         model, path = out / f"jump_k{kappa}.toml", out / f"jump_k{kappa}.h5"
-        model.write_text(study.model_text("jump-pf", chains, seed=7))
+        model.write_text(study.model_text("jump-pf", chains, 7, beta, kappa, L))
         pipeline.sample(model, n, out=path, configs=False, progress=False)
         with ensemble.open(path) as ens:
             acc, seconds = float(ens.mcmc["jump_acceptance"].mean()), ens.generation_seconds / ens.n
             q = np.round(ens.observable("topological_charge"))
             cg = float(ens.mcmc["cg_iterations"].mean()) if "cg_iterations" in ens.mcmc else None
-        m = study.pion(path)
+        m = study.pion(path, L)
         row = {"kappa": kappa, "L": L, "beta": beta, "n": n, "jump_acceptance": acc,
                "sector_bound": study.sectors(path), "chi_Q": float((q ** 2).mean() / L ** 2),
                "P(Q=0)": float((q == 0).mean()), "m_eff": m["m_eff"][-1], "m_eff_error": m["m_eff_error"][-1],

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tomllib
@@ -48,14 +47,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from latticeflow import ensemble, pipeline  # noqa: E402
-from latticeflow.config import load_config  # noqa: E402
+from latticeflow import ensemble  # noqa: E402
 from latticeflow.schema import render_table  # noqa: E402
-from latticeflow.training import load_flow  # noqa: E402
+from schwinger_study import COSTS, Timed, measure, pulls, stepper  # noqa: E402  (benchmarks/schwinger_study.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURE = ROOT / "docs" / "images" / "schwinger_l16.png"
-L, BETA, KAPPA = 16, 6.0, 0.24
+L, BETA, KAPPA = 16, 6.0, 0.24  #: the study's point (``--beta``, ``--kappa`` choose others)
 INDEPENDENT = 10_000  #: independent samples at which the training is counted
 SNF = ROOT / "models" / "snf_schwinger_L16_b6_k0.24.toml"
 JUMP = ROOT / "models" / "flow_jump_schwinger_L8_b6_k0.24.toml"
@@ -74,10 +72,11 @@ SAMPLERS = {
 TRAINED = ("snf", "flow-jump")
 
 
-def model_text(label: str, chains: int, seed: int) -> str:
+def model_text(label: str, chains: int, seed: int, beta: float = BETA, kappa: float = KAPPA, size: int = L) -> str:
+    """The model file of sampler ``label`` at L = ``size``, ``beta``, ``kappa``."""
     sampler, own, weights, _, _ = SAMPLERS[label]
-    text = (f'description = "schwinger_l16.py: {label} at L = {L}, beta = {BETA}, kappa = {KAPPA}"\n\n'
-            f'[theory]\nname = "schwinger"\nL = {L}\nbeta = {BETA}\nkappa = {KAPPA}\n\n')
+    text = (f'description = "schwinger_l16.py: {label} at L = {size}, beta = {beta}, kappa = {kappa}"\n\n'
+            f'[theory]\nname = "schwinger"\nL = {size}\nbeta = {beta}\nkappa = {kappa}\n\n')
     if weights is not None:
         text += "[flow]\n" + "\n".join(render_table(tomllib.loads(weights.read_text())["flow"])) + "\n\n"
     text += ('[hmc]\nfermions = "pseudofermion"\neven_odd = true\nintegrator = "omelyan"\ntrajectory_length = 1.0\n'
@@ -87,21 +86,13 @@ def model_text(label: str, chains: int, seed: int) -> str:
     return text
 
 
-def run(out: Path, budget: float, rounds: int, chains: int, seed: int) -> dict:
-    from schwinger_study import Timed  # benchmarks/schwinger_study.py
-
+def run(out: Path, budget: float, rounds: int, chains: int, seed: int, beta: float, kappa: float) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     timed = {}
     for label, (sampler, _, weights, _, _) in SAMPLERS.items():
         model, path = out / f"{label}.toml", out / f"{label}.h5"
-        model.write_text(model_text(label, chains, seed))
-        if sampler == "hmc":
-            step = lambda n, m=model, p=path: pipeline.hmc(m, n, out=p, configs=False, progress=False)
-        else:
-            extra = {"flow": load_flow(weights.with_suffix(".pt"), load_config(model))} if weights else {}
-            step = lambda n, m=model, p=path, e=extra: pipeline.sample(m, n, out=p, configs=False,
-                                                                        progress=False, **e)
-        timed[label] = Timed(step, chains)
+        model.write_text(model_text(label, chains, seed, beta, kappa))
+        timed[label] = Timed(stepper(sampler, model, path, weights and weights.with_suffix(".pt")), chains)
         timed[label].warm()
         print(f"{label}: thermalised", flush=True)
     for r in range(rounds):
@@ -115,14 +106,12 @@ def run(out: Path, budget: float, rounds: int, chains: int, seed: int) -> dict:
 
 def measure_all(out: Path) -> dict:
     """The measurements of the ensembles in ``out`` (and the timing the run recorded there)."""
-    from schwinger_study import measure  # benchmarks/schwinger_study.py
-
     timing = json.loads((out / "timing.json").read_text())
     results = {}
     for label in SAMPLERS:
         results[label] = measure(out / f"{label}.h5") | timing[label] | {"training_seconds": SAMPLERS[label][3]}
         if label in ("hmc-pf", "jump-pf"):
-            results[label]["pion"] = pion(out / f"{label}.h5")
+            results[label]["pion"] = pion(out / f"{label}.h5", L)
     results["jump-pf"]["sector_bound"] = sectors(out / "jump-pf.h5")
     return results
 
@@ -136,13 +125,13 @@ def sectors(path: Path) -> float:
         return sector_bound(np.round(ens.observable("topological_charge")).ravel())
 
 
-def pion(path: Path) -> dict:
+def pion(path: Path, size: int) -> dict:
     """The pion correlator C(t) (mean and error over chains' block means) and the effective
-    mass arccosh((C(t−1) + C(t+1)) / 2C(t)), t = 1 … L/2 − 1."""
+    mass arccosh((C(t−1) + C(t+1)) / 2C(t)), t = 1 … L/2 − 1, of an ensemble at L = ``size``."""
     from latticeflow.analysis import gamma_method
 
     with ensemble.open(path) as ens:
-        data = [ens.observable(f"pion_t{t}").T for t in range(L // 2 + 1)]
+        data = [ens.observable(f"pion_t{t}").T for t in range(size // 2 + 1)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         c = [gamma_method(d) for d in data]
@@ -161,19 +150,11 @@ def meff(c: np.ndarray) -> np.ndarray:
     return np.arccosh(np.maximum(ratio, 1.0))
 
 
-def pulls(results: dict, reference: str = "jump-pf") -> None:
-    ref = results[reference]
-    for label, r in results.items():
-        if label != reference:
-            r["pull"] = {name: (r[name]["mean"] - ref[name]["mean"]) / math.hypot(r[name]["error"], ref[name]["error"])
-                         for name in ("topological_charge", "chi_Q", "chiral_condensate", "plaquette")}
-
-
 def verdict(results: dict) -> dict:
     out = {}
     for key in ("Q", "condensate"):
         cost = f"seconds_per_independent_{key}"
-        usable = {k: r for k, r in results.items() if r[cost] > 0 and not r[_obs(key)]["lower_bound"]}
+        usable = {k: r for k, r in results.items() if r[cost] > 0 and not r[COSTS[key]]["lower_bound"]}
         classical = {k: r[cost] for k, r in usable.items() if k not in TRAINED}
         trained = {k: r[cost] for k, r in usable.items() if k in TRAINED}
         if not classical or not trained:
@@ -185,10 +166,6 @@ def verdict(results: dict) -> dict:
                     "ratio_with_training": (t + INDEPENDENT * c_t) / (INDEPENDENT * c_c),
                     "break_even": t / (c_c - c_t) if c_c > c_t else None}
     return out
-
-
-def _obs(key: str) -> str:
-    return {"Q": "topological_charge", "condensate": "chiral_condensate"}[key]
 
 
 def table(data: dict) -> str:
@@ -226,7 +203,7 @@ def plot(data: dict, path: Path) -> None:
         ys = [1e3 * res[k][f"seconds_per_independent_{key}"] for k in labels]
         bars = a.bar(xs + 0.4 * i, ys, 0.4, label=f"per independent {key}")
         for bar, k in zip(bars, labels):
-            if res[k][_obs(key)]["lower_bound"]:  # τ_int longer than the run allows: a lower bound
+            if res[k][COSTS[key]]["lower_bound"]:  # τ_int longer than the run allows: a lower bound
                 bar.set_hatch("//")
     a.bar([], [], color="white", edgecolor="k", hatch="//", label="hatched: a lower bound (chains too short)")
     a.set_xticks(xs + 0.2, [SAMPLERS[k][4] for k in labels], rotation=30, ha="right", fontsize=8)
@@ -247,7 +224,6 @@ def plot(data: dict, path: Path) -> None:
 
 
 def main() -> None:
-    global BETA, KAPPA
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--budget", type=float, default=480, help="seconds of generation per sampler")
     p.add_argument("--rounds", type=int, default=6)
@@ -257,21 +233,21 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--replot", type=Path, help="redraw the table and figure from this JSON; measure nothing")
     p.add_argument("--measure", action="store_true", help="measure the ensembles already in --out; sample nothing")
-    p.add_argument("--beta", type=float, default=6.0, help="another β (the trained samplers keep their weights)")
-    p.add_argument("--kappa", type=float, default=0.24)
+    p.add_argument("--beta", type=float, default=BETA, help="another β (the trained samplers keep their weights)")
+    p.add_argument("--kappa", type=float, default=KAPPA)
     p.add_argument("--figure", type=Path, default=FIGURE)
     a = p.parse_args()
-    BETA, KAPPA = a.beta, a.kappa
     if a.replot:
         data = json.loads(a.replot.read_text())
     else:
         torch.set_num_threads(1)
         data = {"command": " ".join(["OMP_NUM_THREADS=1 python benchmarks/schwinger_l16.py", *sys.argv[1:]]),
-                "L": L, "beta": BETA, "kappa": KAPPA, "load_average_start": os.getloadavg()[1],
+                "L": L, "beta": a.beta, "kappa": a.kappa, "load_average_start": os.getloadavg()[1],
                 "independent": INDEPENDENT,
-                "results": measure_all(a.out) if a.measure else run(a.out, a.budget, a.rounds, a.chains, a.seed)}
+                "results": (measure_all(a.out) if a.measure
+                            else run(a.out, a.budget, a.rounds, a.chains, a.seed, a.beta, a.kappa))}
         data["load_average_end"] = os.getloadavg()[1]
-    pulls(data["results"])
+    pulls(data["results"], "jump-pf")
     data["verdict"] = verdict(data["results"])
     if a.json and not a.replot:
         a.json.write_text(json.dumps(data, indent=1, default=float) + "\n")

@@ -100,6 +100,15 @@ def model_text(label: str, L: int, beta: float, kappa: float, seed: int) -> str:
     return text
 
 
+def stepper(sampler: str, model: Path, path: Path, weights: Path | None = None):
+    """``step(n)``: grow the ensemble ``path`` of ``model`` to n configurations (``latticeflow
+    hmc`` for ``hmc``, else ``sample``; ``weights``: the flow the sampler needs, loaded once)."""
+    if sampler == "hmc":
+        return lambda n: pipeline.hmc(model, n, out=path, configs=False, progress=False)
+    extra = {"flow": load_flow(weights, load_config(model))} if weights is not None else {}
+    return lambda n: pipeline.sample(model, n, out=path, configs=False, progress=False, **extra)
+
+
 class Timed:
     """One sampler's file, grown by ``step(n)`` (n configurations in the file: a resume)."""
 
@@ -165,13 +174,8 @@ def run_point(point: str, out: Path, budget: float, seed: int, rounds: int) -> d
         sampler, chains = SAMPLERS[label][0], SAMPLERS[label][1] if L <= 8 else 4
         model, path = folder / f"{label}.toml", folder / f"{label}.h5"
         model.write_text(model_text(label, L, beta, kappa, seed))
-        if sampler == "hmc":
-            step = lambda n, m=model, p=path: pipeline.hmc(m, n, out=p, configs=False, progress=False)
-        else:
-            extra = {"flow": load_flow(MODEL.with_suffix(".pt"), load_config(model))} if sampler in FLOWS else {}
-            step = lambda n, m=model, p=path, e=extra: pipeline.sample(m, n, out=p, configs=False,
-                                                                        progress=False, **e)
-        timed[label] = Timed(step, chains)
+        timed[label] = Timed(stepper(sampler, model, path, MODEL.with_suffix(".pt") if sampler in FLOWS else None),
+                             chains)
         timed[label].warm()
     for _ in range(rounds):
         for t in timed.values():

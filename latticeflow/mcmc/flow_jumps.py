@@ -67,7 +67,7 @@ from ..theories.u1 import topological_charge
 from .accept import metropolis
 from .hmc import HMC
 from .hmc_chains import HMCChains
-from .jumps import EXACT_MAX_VOLUME, exact_log_det, instanton_shift, jump_problem
+from .jumps import EXACT_MAX_VOLUME, instanton_shift, jump_problem
 from .kernels import Composite, HMCKernel, KernelState
 
 __all__ = ["effective_action", "transport_problem", "JumpInterpolation", "TransportHMC", "AnnealedJump",
@@ -89,7 +89,7 @@ def transport_problem(theory) -> str | None:
 def effective_action(theory, x: torch.Tensor) -> torch.Tensor:
     """S_eff ``(batch,)`` float64: S_gauge − log det(D†D) (dense) with fermions, else the action."""
     if getattr(theory, "has_fermions", False):
-        return theory.gauge_action(x.to(F64)) - exact_log_det(theory, x)
+        return theory.gauge_action(x.to(F64)) - theory.log_det(x)
     return theory.action(x).to(F64)
 
 

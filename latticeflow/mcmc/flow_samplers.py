@@ -103,8 +103,22 @@ class IndependenceMetropolis(_FlowSampler):
         return (x if self.store_configs else None), obs, log_w
 
     def advance(self, rows: int) -> Block:
+        """``rows`` steps of every chain, in chunks of about ``batch_size`` proposals (one flow
+        call each), so that the proposals of a chunk are held only while it is scanned."""
+        step = max(1, self.batch_size // self.n_chains)
+        blocks = [self._advance(min(step, rows - r)) for r in range(0, rows, step)]
+        if len(blocks) == 1:
+            return blocks[0]
+        return Block({k: np.concatenate([b.observables[k] for b in blocks]) for k in blocks[0].observables},
+                     {k: np.concatenate([b.mcmc[k] for b in blocks]) for k in blocks[0].mcmc},
+                     np.concatenate([b.configs for b in blocks]) if self.store_configs else None)
+
+    def _advance(self, rows: int) -> Block:
+        """The chains' accept/reject scan over ``rows × C`` fresh proposals; only the proposals
+        some chain holds afterwards are measured (a rejected one never enters the ensemble,
+        and the theory's observables can cost more than the flow and the action together)."""
         c = self.n_chains
-        x, obs, log_w = self._draw(rows * c)
+        x, log_w = self._proposals(rows * c)
         require_some_weight(log_w)
         log_w = log_w.view(rows, c)
         log_u = torch.log(torch.rand(rows, c, dtype=torch.float64, generator=self.generator))
@@ -112,12 +126,20 @@ class IndependenceMetropolis(_FlowSampler):
         # gather: proposal index source*C + c, or the chain's state before the block (−1)
         flat = (source * c + torch.arange(c)).clamp(min=0)
         keep = source < 0
+        held, where = torch.unique(flat[~keep], return_inverse=True)
+        measured = {}
+        if held.numel():
+            with torch.no_grad():
+                measured = {k: v.cpu() for k, v in self.theory.observables(x[held.to(x.device)]).items()}
         out_obs = {}
-        for k, v in obs.items():
-            chosen = v[flat]
-            out_obs[k] = torch.where(keep, self.obs[k].expand(rows, c), chosen).numpy()
+        for k, old in self.obs.items():
+            values = old.expand(rows, c).clone()
+            if held.numel():
+                values[~keep] = measured[k][where]
+            out_obs[k] = values.numpy()
         configs = None
         if self.store_configs:
+            x = x.cpu()
             chosen = x[flat.reshape(-1)].view(rows, c, *x.shape[1:])
             mask = keep.view(rows, c, *([1] * (x.dim() - 1)))
             configs = torch.where(mask, self.x.unsqueeze(0).expand_as(chosen), chosen)
@@ -127,6 +149,16 @@ class IndependenceMetropolis(_FlowSampler):
         self.log_w = chain_log_w[-1].clone()
         return Block(out_obs, {"accepted": accepted.numpy(), "log_weight": chain_log_w.numpy(),
                                "proposal_log_weight": log_w.numpy()}, configs)
+
+    def _proposals(self, n: int):
+        """n proposals (on the flow's device) and their log weights (float64, on the host)."""
+        xs, log_ws = [], []
+        for start in range(0, n, self.batch_size):
+            with torch.no_grad():
+                x, log_w = proposal_weights(self.theory, *self.propose(min(self.batch_size, n - start), self.generator))
+            xs.append(x)
+            log_ws.append(log_w.cpu())
+        return torch.cat(xs), torch.cat(log_ws)
 
     def state(self) -> ChainState:
         return ChainState(field=self.x.numpy(), rng=generator_state(self.generator),

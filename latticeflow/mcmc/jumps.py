@@ -29,8 +29,8 @@ What ΔS is
     S_eff = S_gauge − log det(D†D)   (pure U(1): S_gauge),
 
 with the exact log det(D†D) = 2 log|det D̂| of the dense even–odd Schur complement D̂
-(a V × V LU, 8× cheaper than the 2V × 2V LU of D; :func:`schur_matrix` scatters its 16 two-hop
-paths per site into a zero matrix; odd extents fall back to D itself), whatever the
+(``Schwinger.log_det``: a V × V LU, 8× cheaper than the 2V × 2V LU of D; odd extents fall
+back to D itself), whatever the
 ``[hmc]`` fermions are; up to V = 32² sites (:data:`EXACT_MAX_VOLUME`). The log det of the
 current links is kept between the jumps of one step. Exact with pseudofermion HMC too: a
 pseudofermion trajectory draws φ from p(φ | U) by its heat bath, leaves the joint p(U, φ) ∝
@@ -71,7 +71,7 @@ import numpy as np
 import torch
 
 from ..groups import wrap_angle
-from ..theories.even_odd import EvenOddDirac, even_odd_problem
+
 from ..theories.u1 import U1, topological_charge
 from .accept import metropolis
 from .chains import KernelChains
@@ -80,7 +80,7 @@ from .hmc_chains import HMCChains
 from .kernels import Composite, HMCKernel, KernelState
 
 __all__ = ["InstantonJump", "JumpChains", "HMCJumpChains", "jump_chains", "instanton_shift", "jump_problem",
-           "schur_matrix", "exact_log_det", "DETERMINANTS", "EXACT_MAX_VOLUME"]
+           "DETERMINANTS", "EXACT_MAX_VOLUME"]
 
 #: how the jump's Metropolis test treats the fermion determinant (``[sample] jump_determinant``)
 DETERMINANTS = ("exact", "action")
@@ -88,8 +88,6 @@ DETERMINANTS = ("exact", "action")
 EXACT_MAX_VOLUME = 32 * 32
 #: what a file written before ``determinant`` existed was made with
 LEGACY_DETERMINANT = "action"
-#: memory for the dense matrices of one batch chunk
-_DENSE_BYTES = 1 << 28
 
 
 def jump_problem(theory) -> str | None:
@@ -120,45 +118,6 @@ def instanton_shift(shape, q: torch.Tensor, centre: torch.Tensor, dtype=torch.fl
     d0 = (-charge * y1.to(dtype) / (l0 * l1)).expand(-1, l0, l1)
     d1 = charge * y0 / l0 * (y1 == l1 - 1).to(dtype)
     return torch.stack([d0, d1], dim=1)
-
-
-def schur_matrix(theta: torch.Tensor, kappa: float) -> torch.Tensor:
-    """The dense even–odd Schur complement D̂ = 1 − κ²H_eo H_oe, ``(batch, V, V)`` complex128,
-    for link angles ``theta`` ``(batch, 2, L₀, L₁)`` with even extents (index ``(spin, even
-    site)``, spin-major, as the packed spinors of
-    :class:`~latticeflow.theories.even_odd.EvenOddDirac`, whose hop tables it reads); det D̂ = det D.
-
-    κ²H_eo H_oe is a sum over the 16 two-hop paths x → z = n_d(x) → y = n_e(z) of every even
-    site x, each a 2×2 spin matrix w_d (w_d†w_e) w_e† times κU_d(x) κU_e(z): 64 V/2 entries
-    scattered into the zero matrix (O(V) work besides the V² zeros)."""
-    op = EvenOddDirac(theta, kappa)
-    batch, n = op.batch, op.n
-    size, device = 2 * n, theta.device
-    sites = torch.arange(n, device=device)
-    hops = [h.view(4, n) - (torch.arange(4, device=device) * n).view(4, 1) for h in op.hops]  # n_d(x) per parity
-    z = hops[0]  # (4, n): the odd neighbour of x along d
-    y = hops[1][:, z].transpose(0, 1)  # (d, e, n): the even site n_e(n_d(x))
-    first = op.links[0]  # (batch, d, n): κU_d(x)
-    second = op.links[1][:, :, z].transpose(1, 2)  # (batch, d, e, n): κU_e(z)
-    spin = torch.einsum("sd,de,et->stde", op.w, op.pw, op.p)  # w_d (w_d†w_e) w_e†, (s, t, d, e)
-    values = spin.view(1, 2, 2, 4, 4, 1) * (first.unsqueeze(2) * second).view(batch, 1, 1, 4, 4, n)
-    s, t = torch.arange(2, device=device).view(2, 1, 1, 1, 1), torch.arange(2, device=device).view(1, 2, 1, 1, 1)
-    flat = (s * n + sites) * size + t * n + y  # (s, t, d, e, n)
-    hopping = torch.zeros(batch, size * size, dtype=torch.complex128, device=device)
-    hopping.index_add_(1, flat.flatten(), values.reshape(batch, -1))
-    eye = torch.eye(size, dtype=torch.complex128, device=device)
-    return eye - hopping.view(batch, size, size)
-
-
-def exact_log_det(theory, x: torch.Tensor) -> torch.Tensor:
-    """log det(D†D) = 2 log|det D̂|, ``(batch,)`` float64, from :func:`schur_matrix` in batch
-    chunks (odd extents: ``theory.log_det``, the 2V × 2V LU of D)."""
-    if even_odd_problem(theory.shape):
-        return theory.log_det(x)
-    per_config = 16 * 3 * theory.volume ** 2  # D̂, its hopping part, the LU
-    chunk = max(1, _DENSE_BYTES // per_config)
-    return torch.cat([2 * torch.linalg.slogdet(schur_matrix(c, theory.kappa)).logabsdet
-                      for c in x.to(torch.float64).split(chunk)])
 
 
 class InstantonJump:
@@ -215,7 +174,7 @@ class InstantonJump:
         held, version, action = self._held
         if held is x and version == x._version:
             return action
-        return self.theory.gauge_action(x.to(torch.float64)) - exact_log_det(self.theory, x)
+        return self.theory.gauge_action(x.to(torch.float64)) - self.theory.log_det(x)
 
     def step(self, state: KernelState, generator: torch.Generator):
         x = state.x

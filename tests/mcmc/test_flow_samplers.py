@@ -55,6 +55,30 @@ def test_metropolis_is_exact_for_a_mismatched_proposal(tmp_path):
                            ens.log_weight[-5:].ravel())
 
 
+def test_metropolis_measures_only_the_proposals_its_chains_hold(tmp_path):
+    """Observables are computed for accepted proposals only (a rejected one repeats the chain's
+    configuration), in chunks of batch_size proposals, and every row's observables are those
+    of its stored configuration."""
+    measured = []
+
+    class Counting(Phi4):
+        def observables(self, x):
+            measured.append(x.shape[0])
+            return super().observables(x)
+
+    theory = Counting((4, 4), m2=1.0, lam=0.0)
+    sampler = IndependenceMetropolis(theory, gaussian_proposal(0.45), n_chains=4, batch_size=64, seed=5)
+    path = tmp_path / "counted.h5"
+    run_ensemble(sampler, theory=theory, path=path, n=2000, config_text="", seed=5, block=200, progress=False)
+    with ensemble.open(path) as ens:
+        accepted = int(ens.accepted.sum())
+        assert 0 < accepted < 0.6 * ens.n
+        assert sum(measured) <= 4 + accepted  # the 4 starts, then at most one per acceptance
+        x = torch.from_numpy(ens.configs[:].reshape(-1, 4, 4))
+        for name in ("phi2", "chi2"):
+            assert np.array_equal(THEORY.observables(x)[name].numpy(), ens.observable(name).ravel())
+
+
 def gaussian_log_q(x, scale):
     return ((-0.5 * (x / scale) ** 2 - math.log(scale) - 0.5 * math.log(2 * math.pi))
             .sum((1, 2)).numpy())

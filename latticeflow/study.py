@@ -39,6 +39,7 @@ from .samplers import sampler_kind
 from .samplers.registry import baseline_names
 from .training import METRICS, load_flow, read_metrics
 from .training.run_files import CHECKPOINT, CONFIG, INTERRUPTED, MODEL, run_config, write_configs
+from .training.run_files import training_seconds as recorded_seconds
 
 __all__ = ["prepare", "run", "trained_flow", "resume_command", "choose_baselines", "HMC_FILE", "REPORT",
            "DEFAULT_N"]
@@ -170,7 +171,10 @@ def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model, bas
                                          f"hidden {list(f.hidden)}, kernel {f.kernel_size}; {n_params} parameters"}
     info.update(_training_facts(run_dir))
     rows = read_metrics(run_dir / "train" / METRICS)
-    training_seconds = float(rows[-1].get("seconds", 0.0)) if rows else None  # None: shipped weights
+    # shipped weights: the time their file records (None: unknown)
+    training_seconds = float(rows[-1].get("seconds", 0.0)) if rows else recorded_seconds(run_dir / MODEL)
+    if not rows and training_seconds is not None:
+        info["training time (s)"] = f"{training_seconds:.0f} (recorded in the shipped weights)"
 
     kind = cfg.sample.sampler
     flow_file = f"{kind}.h5"

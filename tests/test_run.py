@@ -57,6 +57,12 @@ def test_run_end_to_end_and_resume(tmp_path):
     report = (out / "report.md").read_text()
     assert "flow-MCMC vs HMC" in report and "![chi2](chi2.png)" in report
     assert "latticeflow run" in report
+    # the trained weights record their training time: what a run shipping them counts
+    from latticeflow.training.run_files import training_seconds
+
+    last = json.loads((out / "train" / "metrics.jsonl").read_text().splitlines()[-1])["seconds"]
+    assert training_seconds(out / "train" / "model.pt") == pytest.approx(last, abs=1e-3)
+    assert result["cost"]["training_seconds"] == pytest.approx(last)
     # both samplers agree with the exact free field within 4σ
     for name in ("chi2", "phi2", "ising_energy"):
         for label in ("flow-mcmc", "hmc", "cluster"):
@@ -66,6 +72,33 @@ def test_run_end_to_end_and_resume(tmp_path):
     again = run_cli("run", model, "-n", 3000, "--resume", out, "--quiet", "--json")
     assert again.returncode == 0, again.stderr
     assert all(e["n"] == 3000 for e in json.loads(again.stdout)["comparison"]["ensembles"])
+
+
+def test_a_run_counts_the_training_time_its_shipped_weights_record(tmp_path):
+    """Shipped weights that record their training time (``model_file``) have it counted in the
+    cost with training; weights without a record leave it unknown (no ratio with training)."""
+    from latticeflow.config import load_config
+    from latticeflow.files import atomic_save
+    from latticeflow.flows import build_flow
+    from latticeflow.training.run_files import model_file
+
+    model = tmp_path / "tiny.toml"
+    model.write_text(MODEL)
+    cfg = load_config(model)
+    flow = build_flow(cfg.theory.build(), cfg.flow)
+    for seconds, run in ((123.0, "recorded"), (None, "unknown")):
+        atomic_save(model_file(flow, cfg, seconds), tmp_path / "tiny.pt")
+        proc = run_cli("run", model, "-n", 400, "--out", tmp_path / run, "--quiet", "--json", "--baselines", "none",
+                       env_extra={"OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr
+        cost = json.loads(proc.stdout)["cost"]
+        assert cost["training_seconds"] == seconds
+        if seconds is None:
+            assert cost["ratio_with_training"] is None
+        else:
+            flow_cost, best = cost["flow_seconds_per_independent"], cost["best_seconds_per_independent"]
+            assert cost["ratio_with_training"] == pytest.approx((seconds + 1e4 * flow_cost) / (1e4 * best))
+            assert "123 (recorded in the shipped weights)" in (tmp_path / run / "report.md").read_text()
 
 
 def test_run_refuses_bad_input(tmp_path):

@@ -14,6 +14,7 @@ A run directory (``runs/<config name>-<timestamp>/`` or ``--out``) holds
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -65,10 +66,24 @@ def write_configs(run_dir: Path, cfg: Config, step: int = 0) -> None:
         atomic_write_text(path, text)
 
 
-def model_file(flow, cfg: Config) -> dict:
+def model_file(flow, cfg: Config, training_seconds: float | None = None) -> dict:
+    """The weights file's record; ``training_seconds``: the wall time the training took (what
+    ``latticeflow run`` counts beside the generation for shipped weights)."""
+    seconds = {} if training_seconds is None else {"training_seconds": float(training_seconds)}
     return {"format": "latticeflow-model", "version": 1, "latticeflow_version": __version__,
             "theory": cfg.theory.build().params(), "flow": asdict(cfg.flow), "config": cfg.toml,
-            "state_dict": {k: v.detach().cpu() for k, v in flow.state_dict().items()}}
+            "state_dict": {k: v.detach().cpu() for k, v in flow.state_dict().items()}} | seconds
+
+
+def training_seconds(weights) -> float | None:
+    """The training time a weights file records (:func:`model_file`), or None where it records
+    none (older files, checkpoints) or cannot be read."""
+    try:
+        state = torch.load(weights, weights_only=True, map_location="cpu")
+        seconds = float(state["training_seconds"])
+    except Exception:  # noqa: BLE001 - an unreadable record is an unknown time, never an error here
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def mismatch(old: Config, new: Config) -> list[str]:

@@ -350,7 +350,7 @@ class Trainer:
             self._rollback()
         if not self.group.is_main:
             return
-        atomic_save(model_file(self.flow, self.cfg), self.run_dir / MODEL)
+        atomic_save(model_file(self.flow, self.cfg, self.elapsed), self.run_dir / MODEL)
         self.plot()
 
     def plot(self) -> None:

@@ -42,6 +42,7 @@ def test_replot_of_the_schwinger_l16_and_snf_scaling_studies(tmp_path):
     and docs/flow_jumps.md (the scan along κ) from their committed results, without sampling."""
     for script, results, words in (
             ("schwinger_l16.py", "schwinger_l16.json", ("| HMC + exact-det jumps |", "sectors' bound", "m_eff(t)")),
+            ("schwinger_l16.py", "schwinger_l16_b2.json", ("| flow-MCMC (independence) |", "| mixed (PF HMC + flow) |")),
             ("snf_scaling.py", "snf_scaling.json", ("| 32 | 4 |",)),
             ("jump_bound_scan.py", "jump_bound_scan.json", ("kappa = 0.26: jump acceptance 0.035",))):
         before = (ROOT / "docs" / results).read_bytes()
@@ -53,3 +54,16 @@ def test_replot_of_the_schwinger_l16_and_snf_scaling_studies(tmp_path):
         assert all(w in proc.stdout for w in words), proc.stdout
         assert not drawn or figure.read_bytes()[:4] == b"\x89PNG"
         assert (ROOT / "docs" / results).read_bytes() == before
+
+
+def test_the_schwinger_l16_study_summary_from_the_committed_results(tmp_path):
+    """docs/schwinger.md ("The L = 16 study"): the table of every β and the probe, and the
+    figure, from the committed results of all three points."""
+    figure = tmp_path / "study.png"
+    proc = subprocess.run([sys.executable, ROOT / "benchmarks" / "schwinger_l16.py", "--study", ROOT / "docs",
+                           "--figure", figure], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith(("| 2 |", "| 4 |", "| 6 |"))]
+    assert len(rows) == 2 * 3 + 3, proc.stdout  # Q and condensate per β, then the probe per β
+    assert "flow-MCMC (independence)" in proc.stdout and "`u1_L8_b6.pt`" in proc.stdout
+    assert figure.read_bytes()[:4] == b"\x89PNG"

@@ -38,7 +38,7 @@ from .files import RunLock, atomic_copy, atomic_write_text, check_input, check_w
 from .samplers import sampler_kind
 from .samplers.registry import baseline_names
 from .training import METRICS, load_flow, read_metrics
-from .training.run_files import CHECKPOINT, CONFIG, INTERRUPTED, MODEL, run_config, write_configs
+from .training.run_files import CHECKPOINT, CONFIG, INIT, INTERRUPTED, MODEL, run_config, write_configs
 from .training.run_files import training_seconds as recorded_seconds
 
 __all__ = ["prepare", "run", "trained_flow", "resume_command", "choose_baselines", "HMC_FILE", "REPORT",
@@ -171,8 +171,11 @@ def _stages(cfg, run_dir, n, retrain, train_minutes, progress, stage, model, bas
                                          f"hidden {list(f.hidden)}, kernel {f.kernel_size}; {n_params} parameters"}
     info.update(_training_facts(run_dir))
     rows = read_metrics(run_dir / "train" / METRICS)
-    # shipped weights: the time their file records (None: unknown)
-    training_seconds = float(rows[-1].get("seconds", 0.0)) if rows else recorded_seconds(run_dir / MODEL)
+    # the time the weights record (a trained flow: with that of the weights it started from;
+    # None: unknown), else a training run's clock
+    training_seconds = recorded_seconds(run_dir / "train" / MODEL if rows else run_dir / MODEL)
+    if rows and training_seconds is None and not (run_dir / "train" / INIT).is_file():
+        training_seconds = float(rows[-1].get("seconds", 0.0))  # weights written before the record
     if not rows and training_seconds is not None:
         info["training time (s)"] = f"{training_seconds:.0f} (recorded in the shipped weights)"
 

@@ -62,7 +62,7 @@ def test_run_end_to_end_and_resume(tmp_path):
 
     last = json.loads((out / "train" / "metrics.jsonl").read_text().splitlines()[-1])["seconds"]
     assert training_seconds(out / "train" / "model.pt") == pytest.approx(last, abs=1e-3)
-    assert result["cost"]["training_seconds"] == pytest.approx(last)
+    assert result["cost"]["training_seconds"] == pytest.approx(last, abs=1e-3)
     # both samplers agree with the exact free field within 4σ
     for name in ("chi2", "phi2", "ising_energy"):
         for label in ("flow-mcmc", "hmc", "cluster"):
@@ -88,7 +88,7 @@ def test_a_run_counts_the_training_time_its_shipped_weights_record(tmp_path):
     flow = build_flow(cfg.theory.build(), cfg.flow)
     for seconds, run in ((123.0, "recorded"), (None, "unknown")):
         atomic_save(model_file(flow, cfg, seconds), tmp_path / "tiny.pt")
-        proc = run_cli("run", model, "-n", 400, "--out", tmp_path / run, "--quiet", "--json", "--baselines", "none",
+        proc = run_cli("run", model, "-n", 100, "--out", tmp_path / run, "--quiet", "--json", "--baselines", "none",
                        env_extra={"OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, proc.stderr
         cost = json.loads(proc.stdout)["cost"]

@@ -307,10 +307,23 @@ def test_train_init_transfers_weights_to_another_lattice(tmp_path):
     assert record["resolved"] == str((tmp_path / "small").resolve())
     assert record["theory"]["lam"] == 8.0 and record["theory"]["shape"] == [4, 4]
     assert len(record["sha256"]) == 64
+    # the weights record the whole training: their own and that of the weights they started from
+    from latticeflow.training.run_files import training_seconds
+
+    first_seconds = training_seconds(tmp_path / "small" / "model.pt")
+    assert first_seconds > 0 and record["training_seconds"] == first_seconds
+    own = json.loads((tmp_path / "big" / "metrics.jsonl").read_text().splitlines()[-1])["seconds"]
+    assert training_seconds(tmp_path / "big" / "model.pt") == pytest.approx(first_seconds + own, abs=1e-3)
     # a relative path is looked up beside the model file too
     (tmp_path / "small" / "model.pt").rename(tmp_path / "w.pt")
     model.write_text(text.replace("[train]\n", '[train]\ninit = "w.pt"\n'))
     assert train(load_config(model), out=tmp_path / "rel", progress=False).step == 1
+    # started from weights that record no training time: the total is unknown, not undercounted
+    state = torch.load(tmp_path / "w.pt", weights_only=True)
+    del state["training_seconds"]
+    torch.save(state, tmp_path / "w.pt")
+    assert train(load_config(model), out=tmp_path / "unknown", progress=False).step == 1
+    assert training_seconds(tmp_path / "unknown" / "model.pt") is None
 
 
 @pytest.mark.parametrize("init, message", [

@@ -87,7 +87,7 @@ def transport_problem(theory) -> str | None:
 
 
 def effective_action(theory, x: torch.Tensor) -> torch.Tensor:
-    """S_eff ``(batch,)`` float64: S_gauge − log det(D†D) (dense) with fermions, else the action."""
+    """S_eff ``(batch,)`` float64: S_gauge − log det(D†D) (exact: ``Schwinger.log_det``) with fermions, else the action."""
     if getattr(theory, "has_fermions", False):
         return theory.gauge_action(x.to(F64)) - theory.log_det(x)
     return theory.action(x).to(F64)

@@ -107,6 +107,9 @@ class IndependenceMetropolis(_FlowSampler):
         call each), so that the proposals of a chunk are held only while it is scanned."""
         step = max(1, self.batch_size // self.n_chains)
         blocks = [self._advance(min(step, rows - r)) for r in range(0, rows, step)]
+        # refused only if no proposal of the whole block has a finite weight (a chunk without
+        # one accepts nothing and leaves the chains as they were)
+        require_some_weight(torch.from_numpy(np.concatenate([b.mcmc["proposal_log_weight"].ravel() for b in blocks])))
         if len(blocks) == 1:
             return blocks[0]
         return Block({k: np.concatenate([b.observables[k] for b in blocks]) for k in blocks[0].observables},
@@ -119,7 +122,6 @@ class IndependenceMetropolis(_FlowSampler):
         and the theory's observables can cost more than the flow and the action together)."""
         c = self.n_chains
         x, log_w = self._proposals(rows * c)
-        require_some_weight(log_w)
         log_w = log_w.view(rows, c)
         log_u = torch.log(torch.rand(rows, c, dtype=torch.float64, generator=self.generator))
         accepted, source, chain_log_w = independence_chain(log_w, self.log_w, log_u)

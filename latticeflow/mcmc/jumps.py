@@ -71,7 +71,6 @@ import numpy as np
 import torch
 
 from ..groups import wrap_angle
-
 from ..theories.u1 import U1, topological_charge
 from .accept import metropolis
 from .chains import KernelChains

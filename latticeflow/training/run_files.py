@@ -32,7 +32,7 @@ from ..flows.registry import ARCHITECTURES
 __all__ = ["CHECKPOINT", "MODEL", "METRICS", "PLOT", "CONFIG", "EFFECTIVE_CONFIG", "load_flow",
            "resolve_model", "load_model", "check_weights", "require_flow",
            "model_file", "mismatch", "read_metrics", "last_metrics", "truncate_metrics",
-           "prepare_run_dir", "write_configs", "run_config", "init_weights", "record_init", "INIT",
+           "prepare_run_dir", "write_configs", "run_config", "init_weights", "record_init", "inherited_seconds", "INIT",
            "INTERRUPTED"]
 
 CHECKPOINT, MODEL, METRICS, PLOT = "checkpoint.pt", "model.pt", "metrics.jsonl", "training.png"
@@ -255,13 +255,28 @@ def init_weights(cfg: Config) -> tuple[dict, dict] | None:
     weights = weights_file(found)  # load_flow has read it: it exists and loads
     record = {"init": str(name), "resolved": str(found.resolve()),
               "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-              "theory": torch.load(weights, weights_only=True, map_location="cpu").get("theory")}  # none in a checkpoint
+              "theory": torch.load(weights, weights_only=True, map_location="cpu").get("theory"),  # none in a checkpoint
+              "training_seconds": training_seconds(weights)}  # None: unknown
     return flow.state_dict(), record
 
 
 def record_init(run_dir: Path, record: dict) -> None:
     """``run_dir/init.json``: where the run's starting weights came from."""
     atomic_write_text(Path(run_dir) / INIT, json.dumps(record, indent=2) + "\n")
+
+
+def inherited_seconds(run_dir: Path) -> float | None:
+    """The training time of the weights a run started from (``[train] init``, as
+    ``run_dir/init.json`` records it): 0 for a run from scratch, None where unknown (weights
+    that record no time), so that the run's own weights record the whole cost or none."""
+    path = Path(run_dir) / INIT
+    if not path.is_file():
+        return 0.0
+    try:
+        seconds = json.loads(path.read_text()).get("training_seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None if seconds is None else float(seconds)
 
 
 def resolve_model(source, weights_needed: bool = True) -> tuple[Config, Path]:

@@ -40,7 +40,7 @@ from .distributed import Group, rank_device, rank_seed
 from .guard import UpdateGuard, finite
 from .loss import frozen_twin, learning_rate
 from .objectives import objective
-from .run_files import (CHECKPOINT, INTERRUPTED, METRICS, MODEL, PLOT, last_metrics, mismatch, model_file, read_metrics,
+from .run_files import (CHECKPOINT, INTERRUPTED, METRICS, MODEL, PLOT, inherited_seconds, last_metrics, mismatch, model_file, read_metrics,
                         truncate_metrics)
 from .schedule import CouplingSchedule
 
@@ -350,7 +350,8 @@ class Trainer:
             self._rollback()
         if not self.group.is_main:
             return
-        atomic_save(model_file(self.flow, self.cfg, self.elapsed), self.run_dir / MODEL)
+        base = inherited_seconds(self.run_dir)  # the training of the weights it started from
+        atomic_save(model_file(self.flow, self.cfg, None if base is None else base + self.elapsed), self.run_dir / MODEL)
         self.plot()
 
     def plot(self) -> None:

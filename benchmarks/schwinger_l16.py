@@ -29,8 +29,9 @@ m_eff(t) = arccosh((C(t − 1) + C(t + 1)) / 2C(t)) and m_π L (the issue asks f
 per cost observable: the cheapest sampler without training and the cheapest trained one, and
 their ratio with the training counted for ``INDEPENDENT`` independent samples.
 
-The whole study, then its summary table and figure (``--study docs`` alone redraws them from
-the committed results):
+The whole study in one command (about 2 hours on one thread): ``--all docs``. The same, point
+by point, then its summary table and figure (``--study docs`` alone redraws them from the
+committed results):
 
     OMP_NUM_THREADS=1 python benchmarks/schwinger_l16.py --budget 420 --json docs/schwinger_l16.json
     OMP_NUM_THREADS=1 python benchmarks/schwinger_l16.py --beta 4 --kappa 0.255 --budget 240 --rounds 4 \\
@@ -78,12 +79,12 @@ FLOW_B2 = (MODELS / "schwinger_L8_b2_k0.26.toml", (38.0 + 19.2) * 60)
 #: the study's points: β -> κ, its results' file and each trained sampler's (model file,
 #: seconds of training); a sampler without weights at a point is not run there
 POINTS = {
-    6.0: {"kappa": 0.24, "json": "schwinger_l16.json", "snf": SNF,
-          "flow-jump": (MODELS / "flow_jump_schwinger_L8_b6_k0.24.toml", 137.0)},
-    4.0: {"kappa": 0.255, "json": "schwinger_l16_b4.json", "snf": SNF,
-          "flow-jump": (MODELS / "flow_jump_schwinger_L8_b4_k0.255.toml", 120.4)},
-    2.0: {"kappa": 0.26, "json": "schwinger_l16_b2.json", "snf": SNF,
-          "flow-jump": (MODELS / "flow_jump_schwinger_L8_b2_k0.26.toml", 79.1),
+    6.0: {"kappa": 0.24, "json": "schwinger_l16.json", "figure": "schwinger_l16.png", "budget": (420, 6),
+          "snf": SNF, "flow-jump": (MODELS / "flow_jump_schwinger_L8_b6_k0.24.toml", 137.0)},
+    4.0: {"kappa": 0.255, "json": "schwinger_l16_b4.json", "figure": "schwinger_l16_b4.png", "budget": (240, 4),
+          "snf": SNF, "flow-jump": (MODELS / "flow_jump_schwinger_L8_b4_k0.255.toml", 120.4)},
+    2.0: {"kappa": 0.26, "json": "schwinger_l16_b2.json", "figure": "schwinger_l16_b2.png", "budget": (240, 4),
+          "snf": SNF, "flow-jump": (MODELS / "flow_jump_schwinger_L8_b2_k0.26.toml", 79.1),
           "flow-mcmc": FLOW_B2, "mixed": FLOW_B2},
 }
 #: label -> (sampler, [sample] lines, title)
@@ -106,7 +107,7 @@ def trained(beta: float, label: str):
     """(model file, training seconds) of ``label``'s weights at ``beta`` (another β: those of
     β = 6), or None (no weights there)."""
     point = POINTS.get(float(beta), POINTS[BETA])
-    return point.get(label)
+    return point.get(label) if label in TRAINED else None
 
 
 def model_text(label: str, chains: int, seed: int, beta: float = BETA, kappa: float = KAPPA, size: int = L) -> str:
@@ -443,6 +444,10 @@ def main() -> None:
     p.add_argument("--study", type=Path, metavar="DIR",
                    help="print the study's summary and draw its figure from the results of every β in DIR "
                         "(docs/: the committed ones); measure nothing")
+    p.add_argument("--all", type=Path, metavar="DIR",
+                   help="the whole study: every β of POINTS with its budget (about 2 hours on one thread; the "
+                        "ensembles in runs/schwinger_l16_b<β>/, which must not exist yet), their results and "
+                        "figures into DIR (docs: the committed ones), the probe, then the summary")
     a = p.parse_args()
     if a.kappa is None:
         a.kappa = POINTS.get(a.beta, {"kappa": KAPPA})["kappa"]
@@ -452,39 +457,64 @@ def main() -> None:
         print(probe_table(json.loads(a.probe.read_text())))
         return
     if a.study:
-        points = study_points(a.study)
-        for data in points.values():
-            data["verdict"] = verdict(data["results"])
-        print(summary(points))
-        probed = json.loads((a.study / PROBE_JSON).read_text()) if (a.study / PROBE_JSON).exists() else None
-        if probed:
-            print(probe_table(probed))
-        plot_study(points, STUDY_FIGURE if a.figure == FIGURE else a.figure, probed)
-        return
+        return main_study(a.study, STUDY_FIGURE if a.figure == FIGURE else a.figure)
+    if a.all:
+        a.all.mkdir(parents=True, exist_ok=True)
+        for beta, point in POINTS.items():  # every point, then the probe and the summary
+            budget, rounds = point["budget"]
+            data = measure_point(beta, point["kappa"], ROOT / "runs" / f"schwinger_l16_b{beta:g}", budget, rounds,
+                                 a.chains, a.seed)
+            report(data, a.all / point["json"], a.all / "images" / point["figure"])
+        (a.all / PROBE_JSON).write_text(json.dumps(probe(), indent=1) + "\n")
+        return main_study(a.all, a.all / "images" / STUDY_FIGURE.name)
     if a.replot:
         data = json.loads(a.replot.read_text())
     else:
-        torch.set_num_threads(1)
-        data = {"command": " ".join(["OMP_NUM_THREADS=1 python benchmarks/schwinger_l16.py", *sys.argv[1:]]),
-                "L": L, "beta": a.beta, "kappa": a.kappa, "load_average_start": os.getloadavg()[1],
-                "independent": INDEPENDENT,
-                "results": (measure_all(a.out, a.beta) if a.measure
-                            else run(a.out, a.budget, a.rounds, a.chains, a.seed, a.beta, a.kappa,
-                                     a.only and a.only.split(",")))}
-        data["load_average_end"] = os.getloadavg()[1]
+        data = measure_point(a.beta, a.kappa, a.out, a.budget, a.rounds, a.chains, a.seed,
+                             a.only and a.only.split(","), a.measure)
+    report(data, None if a.replot else a.json, a.figure)
+
+
+def measure_point(beta: float, kappa: float, out: Path, budget: float, rounds: int, chains: int, seed: int,
+                  only: list[str] | None = None, measured: bool = False) -> dict:
+    """One point of the study run (or, ``measured``, the ensembles a run left in ``out`` measured)."""
+    torch.set_num_threads(1)
+    data = {"command": " ".join(["OMP_NUM_THREADS=1 python benchmarks/schwinger_l16.py", *sys.argv[1:]]),
+            "L": L, "beta": beta, "kappa": kappa, "load_average_start": os.getloadavg()[1],
+            "independent": INDEPENDENT,
+            "results": (measure_all(out, beta) if measured
+                        else run(out, budget, rounds, chains, seed, beta, kappa, only))}
+    data["load_average_end"] = os.getloadavg()[1]
+    return data
+
+
+def report(data: dict, path: Path | None, figure: Path) -> None:
+    """Pulls and verdict into ``data`` (written to ``path`` if given), its table, and its figure."""
     pulls(data["results"], "jump-pf")
     data["verdict"] = verdict(data["results"])
-    if a.json and not a.replot:
-        a.json.write_text(json.dumps(data, indent=1, default=float) + "\n")
+    if path:
+        path.write_text(json.dumps(data, indent=1, default=float) + "\n")
     print(table(data))
     print(json.dumps(data["verdict"], indent=1))
     if "sector_bound" in data["results"].get("jump-pf", {}):
         print(f"sectors' bound on a jump's acceptance (jump-pf's charges): {data['results']['jump-pf']['sector_bound']:.3f}")
     for label in ("hmc-pf", "jump-pf"):
-        pi = data["results"][label].get("pion")
+        pi = data["results"].get(label, {}).get("pion")
         if pi:
             print(f"{label}: m_eff(t) = " + ", ".join(f"{m:.3f}({1e3 * e:.0f})" for m, e in zip(pi["m_eff"], pi["m_eff_error"])))
-    plot(data, a.figure)
+    plot(data, figure)
+
+
+def main_study(folder: Path, figure: Path) -> None:
+    """The study's summary tables and figure from the results of every β in ``folder``."""
+    points = study_points(folder)
+    for data in points.values():
+        data["verdict"] = verdict(data["results"])
+    print(summary(points))
+    probed = json.loads((folder / PROBE_JSON).read_text()) if (folder / PROBE_JSON).exists() else None
+    if probed:
+        print(probe_table(probed))
+    plot_study(points, figure, probed)
 
 
 if __name__ == "__main__":

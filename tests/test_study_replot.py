@@ -2,6 +2,7 @@
 committed runs redraws them without sampling, leaves the committed file as it is, and refuses
 inputs that are not that run's (one line, exit code 2)."""
 
+import json
 import subprocess
 import sys
 
@@ -67,3 +68,29 @@ def test_the_schwinger_l16_study_summary_from_the_committed_results(tmp_path):
     assert len(rows) == 2 * 3 + 3, proc.stdout  # Q and condensate per β, then the probe per β
     assert "flow-MCMC (independence)" in proc.stdout and "`u1_L8_b6.pt`" in proc.stdout
     assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_whole_schwinger_l16_study_is_one_command(tmp_path, monkeypatch):
+    """``--all DIR`` runs every β of the study with its budget, writes each point's results and
+    figure, the probe and the summary into DIR (here with the sampling replaced by the
+    committed results, so that only the plumbing is timed)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    study = importlib.import_module("schwinger_l16")
+    calls = []
+
+    def run(out, budget, rounds, chains, seed, beta, kappa, only=None):
+        calls.append((beta, kappa, budget, rounds, out.name))
+        return json.loads((ROOT / "docs" / study.POINTS[beta]["json"]).read_text())["results"]
+
+    monkeypatch.setattr(study, "run", run)
+    monkeypatch.setattr(study, "probe", lambda: json.loads((ROOT / "docs" / study.PROBE_JSON).read_text()))
+    monkeypatch.setattr(sys, "argv", ["schwinger_l16.py", "--all", str(tmp_path)])
+    study.main()
+    assert calls == [(6.0, 0.24, 420, 6, "schwinger_l16_b6"), (4.0, 0.255, 240, 4, "schwinger_l16_b4"),
+                     (2.0, 0.26, 240, 4, "schwinger_l16_b2")]
+    for point in study.POINTS.values():
+        assert json.loads((tmp_path / point["json"]).read_text())["kappa"] == point["kappa"]
+        assert (tmp_path / "images" / point["figure"]).read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "images" / "schwinger_l16_study.png").is_file() and (tmp_path / study.PROBE_JSON).is_file()

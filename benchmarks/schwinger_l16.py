@@ -198,22 +198,28 @@ def meff(c: np.ndarray) -> np.ndarray:
     return np.arccosh(np.maximum(ratio, 1.0))
 
 
+def compare(results: dict, key: str, bounds: bool = False) -> dict | None:
+    """The cheapest classical sampler per independent ``key`` (a measured cost, not a lower
+    bound) against the cheapest trained one (``bounds``: a lower bound allowed), their cost
+    ratio in generation and with the training counted for ``INDEPENDENT`` independent samples,
+    and the break-even size (None: never); None where either side has no such cost."""
+    cost = f"seconds_per_independent_{key}"
+    usable = {k: r for k, r in results.items() if r[cost] > 0 and (bounds and k in TRAINED
+                                                                   or not r[COSTS[key]]["lower_bound"])}
+    classical = {k: r[cost] for k, r in usable.items() if k not in TRAINED}
+    trained = {k: r[cost] for k, r in usable.items() if k in TRAINED}
+    if not classical or not trained:
+        return None
+    best_c, best_t = min(classical, key=classical.get), min(trained, key=trained.get)
+    c_c, c_t, t = classical[best_c], trained[best_t], results[best_t]["training_seconds"]
+    return {"best_classical": best_c, "best_trained": best_t, "generation_ratio": c_t / c_c,
+            "ratio_with_training": (t + INDEPENDENT * c_t) / (INDEPENDENT * c_c),
+            "break_even": t / (c_c - c_t) if c_c > c_t else None}
+
+
 def verdict(results: dict) -> dict:
-    out = {}
-    for key in ("Q", "condensate"):
-        cost = f"seconds_per_independent_{key}"
-        usable = {k: r for k, r in results.items() if r[cost] > 0 and not r[COSTS[key]]["lower_bound"]}
-        classical = {k: r[cost] for k, r in usable.items() if k not in TRAINED}
-        trained = {k: r[cost] for k, r in usable.items() if k in TRAINED}
-        if not classical or not trained:
-            out[key] = None
-            continue
-        best_c, best_t = min(classical, key=classical.get), min(trained, key=trained.get)
-        c_c, c_t, t = classical[best_c], trained[best_t], results[best_t]["training_seconds"]
-        out[key] = {"best_classical": best_c, "best_trained": best_t, "generation_ratio": c_t / c_c,
-                    "ratio_with_training": (t + INDEPENDENT * c_t) / (INDEPENDENT * c_c),
-                    "break_even": t / (c_c - c_t) if c_c > c_t else None}
-    return out
+    """:func:`compare` per cost observable, measured costs only (what a run's JSON keeps)."""
+    return {key: compare(results, key) for key in ("Q", "condensate")}
 
 
 def table(data: dict) -> str:
@@ -282,6 +288,7 @@ def probe(proposals: int = 4096, sizes=(8, 12, 16), seed: int = 11) -> dict:
     (the weights unchanged, the network does not depend on L), and the seconds per proposal."""
     import time
 
+    from latticeflow.analysis import ess
     from latticeflow.config import parse_config
     from latticeflow.mcmc.independence import independence_acceptance, log_weight
     from latticeflow.theories.schwinger import Schwinger
@@ -301,9 +308,8 @@ def probe(proposals: int = 4096, sizes=(8, 12, 16), seed: int = 11) -> dict:
                     log_w.append(log_weight(theory.action(x.double()), log_q))
             seconds = (time.perf_counter() - t0) / proposals
             lw = torch.cat(log_w).numpy()
-            w = np.exp(lw - lw.max())
-            rows[size] = {"acceptance": independence_acceptance(lw, rng=seed),
-                          "ess": float(w.sum() ** 2 / (w.size * (w ** 2).sum())), "seconds_per_proposal": seconds}
+            rows[size] = {"acceptance": independence_acceptance(lw, rng=seed), "ess": ess(lw),
+                          "seconds_per_proposal": seconds}
             print(f"probe beta = {beta:g}, L = {size}: {rows[size]}", flush=True)
         out[beta] = {"kappa": kappa, "weights": model.with_suffix(".pt").name, "proposals": proposals, "L": rows}
     return out
@@ -332,16 +338,6 @@ def m_pi_l(data: dict) -> float | None:
     return p["m_eff"][-1] * data["L"] if p else None
 
 
-def best_pair(data: dict, key: str) -> tuple[str, str]:
-    """The cheapest classical sampler per independent ``key`` (among measured costs, not lower
-    bounds) and the cheapest flow-based one (a lower bound allowed) of one point's results."""
-    res, cost = data["results"], f"seconds_per_independent_{key}"
-    classical = {k: r[cost] for k, r in res.items()
-                 if k not in TRAINED and not r[COSTS[key]]["lower_bound"] and r[cost] > 0}
-    flows = {k: r[cost] for k, r in res.items() if k in TRAINED and r[cost] > 0}
-    return min(classical, key=classical.get), min(flows, key=flows.get)
-
-
 def summary(points: dict[float, dict]) -> str:
     """One line per β and observable: the cheapest classical and flow-based samplers per
     independent sample and their ratio, in generation and with the training counted for
@@ -353,14 +349,13 @@ def summary(points: dict[float, dict]) -> str:
         res = data["results"]
         for key in ("Q", "condensate"):
             cost = f"seconds_per_independent_{key}"
-            c, f = best_pair(data, key)
-            c_c, c_f, train = res[c][cost], res[f][cost], res[f]["training_seconds"]
+            v = compare(res, key, bounds=True)
+            c, f = v["best_classical"], v["best_trained"]
             ge = "≥ " if res[f][COSTS[key]]["lower_bound"] else ""
-            with_training = (train + INDEPENDENT * c_f) / (INDEPENDENT * c_c)
-            even = f"{ge}{train / (c_c - c_f):.2g}" if c_c > c_f else "never"
+            even = f"{ge}{v['break_even']:.2g}" if v["break_even"] is not None else "never"
             lines.append(f"| {beta:g} | {data['kappa']} | {m_pi_l(data):.1f} | {key} | {SAMPLERS[c][2]} | "
-                         f"{c_c:.2f} | {SAMPLERS[f][2]} | {ge}{c_f:.2f} | {ge}{c_f / c_c:.2f} | "
-                         f"{ge}{with_training:.2f} | {even} |")
+                         f"{res[c][cost]:.2f} | {SAMPLERS[f][2]} | {ge}{res[f][cost]:.2f} | {ge}{v['generation_ratio']:.2f} | "
+                         f"{ge}{v['ratio_with_training']:.2f} | {even} |")
     return "\n".join(lines)
 
 
@@ -405,7 +400,8 @@ def plot_study(points: dict[float, dict], path: Path, probed: dict | None = None
     ax = axes[2]
     for i, beta in enumerate(betas):
         res = points[beta]["results"]
-        c, f = best_pair(points[beta], "Q")
+        v = compare(res, "Q", bounds=True)
+        c, f = v["best_classical"], v["best_trained"]
         c_c, c_f = res[c]["seconds_per_independent_Q"], res[f]["seconds_per_independent_Q"]
         ax.plot(n, n * c_c, color=f"C{i}", label=f"β = {beta:g}: {SAMPLERS[c][2]}")
         ax.plot(n, res[f]["training_seconds"] + n * c_f, "--", color=f"C{i}",
@@ -508,8 +504,6 @@ def report(data: dict, path: Path | None, figure: Path) -> None:
 def main_study(folder: Path, figure: Path) -> None:
     """The study's summary tables and figure from the results of every β in ``folder``."""
     points = study_points(folder)
-    for data in points.values():
-        data["verdict"] = verdict(data["results"])
     print(summary(points))
     probed = json.loads((folder / PROBE_JSON).read_text()) if (folder / PROBE_JSON).exists() else None
     if probed:

@@ -200,6 +200,7 @@ def probe_l16(flow_path: Path, beta: float = 2.0, kappa: float = 0.26, proposals
     ESS, seconds per proposal: the flow and the exact action apart), the exact log det(D†D)
     per configuration (the 2V × 2V LU of D and the V × V one of D̂), and the seconds of one
     exact-determinant HMC trajectory per chain (4 chains)."""
+    from latticeflow.analysis import ess
     from latticeflow.config import parse_config
     from latticeflow.mcmc.hmc import HMC
     from latticeflow.mcmc.independence import independence_acceptance, log_weight
@@ -217,7 +218,6 @@ def probe_l16(flow_path: Path, beta: float = 2.0, kappa: float = 0.26, proposals
     theory.dense_log_det(x[:64])
     t3 = time.perf_counter()
     log_w = log_weight(action, log_q).numpy()
-    w = np.exp(log_w - log_w.max())
     hmc = HMC(theory, steps=6, fermions="exact")
     start = theory.random_field(4, g)
     t4 = time.perf_counter()
@@ -225,7 +225,7 @@ def probe_l16(flow_path: Path, beta: float = 2.0, kappa: float = 0.26, proposals
     t5 = time.perf_counter()
     return {"L": 16, "beta": beta, "kappa": kappa, "proposals": proposals,
             "flow_acceptance": independence_acceptance(log_w, rng=seed),
-            "flow_ess": float(w.sum() ** 2 / (w.size * (w ** 2).sum())),
+            "flow_ess": ess(log_w),
             "seconds_per_proposal_flow": (t1 - t0) / proposals, "seconds_per_config_action": (t2 - t1) / proposals,
             "seconds_per_config_dense_log_det": (t3 - t2) / 64,
             "seconds_per_exact_hmc_trajectory_6_steps": (t5 - t4) / 4}

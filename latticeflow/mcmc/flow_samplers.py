@@ -38,15 +38,20 @@ class _FlowSampler:
         self.store_configs = store_configs
         self.generator = torch.Generator().manual_seed(int(seed))
 
+    def _batches(self, n: int):
+        """n proposals in flow calls of at most ``batch_size``: ``(x, log_w)`` per call, x on the
+        flow's device (where the action ran), log w float64 on the host (for the scan)."""
+        for start in range(0, n, self.batch_size):
+            with torch.no_grad():
+                x, log_w = proposal_weights(self.theory, *self.propose(min(self.batch_size, n - start), self.generator))
+            yield x, log_w.cpu()
+
     def _draw(self, n: int):
         """n proposals with their observables and log weights (float64), on the host: the
         flow and the action run on the flow's device, the accept/reject scan on the CPU."""
         xs, obs, log_ws = [], [], []
-        for start in range(0, n, self.batch_size):
-            m = min(self.batch_size, n - start)
+        for x, log_w in self._batches(n):
             with torch.no_grad():
-                x, log_w = proposal_weights(self.theory, *self.propose(m, self.generator))  # the flow's device
-                log_w = log_w.cpu()
                 obs.append({k: v.cpu() for k, v in self.theory.observables(x).items()})
             xs.append(x.cpu() if self.store_configs else None)
             log_ws.append(log_w)
@@ -121,8 +126,8 @@ class IndependenceMetropolis(_FlowSampler):
         some chain holds afterwards are measured (a rejected one never enters the ensemble,
         and the theory's observables can cost more than the flow and the action together)."""
         c = self.n_chains
-        x, log_w = self._proposals(rows * c)
-        log_w = log_w.view(rows, c)
+        xs, log_ws = zip(*self._batches(rows * c))
+        x, log_w = torch.cat(xs), torch.cat(log_ws).view(rows, c)
         log_u = torch.log(torch.rand(rows, c, dtype=torch.float64, generator=self.generator))
         accepted, source, chain_log_w = independence_chain(log_w, self.log_w, log_u)
         # gather: proposal index source*C + c, or the chain's state before the block (−1)
@@ -151,16 +156,6 @@ class IndependenceMetropolis(_FlowSampler):
         self.log_w = chain_log_w[-1].clone()
         return Block(out_obs, {"accepted": accepted.numpy(), "log_weight": chain_log_w.numpy(),
                                "proposal_log_weight": log_w.numpy()}, configs)
-
-    def _proposals(self, n: int):
-        """n proposals (on the flow's device) and their log weights (float64, on the host)."""
-        xs, log_ws = [], []
-        for start in range(0, n, self.batch_size):
-            with torch.no_grad():
-                x, log_w = proposal_weights(self.theory, *self.propose(min(self.batch_size, n - start), self.generator))
-            xs.append(x)
-            log_ws.append(log_w.cpu())
-        return torch.cat(xs), torch.cat(log_ws)
 
     def state(self) -> ChainState:
         return ChainState(field=self.x.numpy(), rng=generator_state(self.generator),

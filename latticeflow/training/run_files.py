@@ -76,10 +76,10 @@ def model_file(flow, cfg: Config, training_seconds: float | None = None) -> dict
 
 
 def training_seconds(weights) -> float | None:
-    """The training time a weights file records (:func:`model_file`), or None where it records
-    none (older files, checkpoints) or cannot be read."""
+    """The training time a weights file records (:func:`model_file`; a file or its loaded
+    record), or None where it records none (older files, checkpoints) or cannot be read."""
     try:
-        state = torch.load(weights, weights_only=True, map_location="cpu")
+        state = weights if isinstance(weights, dict) else torch.load(weights, weights_only=True, map_location="cpu")
         seconds = float(state["training_seconds"])
     except Exception:  # noqa: BLE001 - an unreadable record is an unknown time, never an error here
         return None
@@ -253,10 +253,11 @@ def init_weights(cfg: Config) -> tuple[dict, dict] | None:
     except LatticeflowError as exc:
         raise LatticeflowError(f"train.init: {exc}") from None
     weights = weights_file(found)  # load_flow has read it: it exists and loads
+    state = torch.load(weights, weights_only=True, map_location="cpu")
     record = {"init": str(name), "resolved": str(found.resolve()),
               "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-              "theory": torch.load(weights, weights_only=True, map_location="cpu").get("theory"),  # none in a checkpoint
-              "training_seconds": training_seconds(weights)}  # None: unknown
+              "theory": state.get("theory"),  # none in a checkpoint
+              "training_seconds": training_seconds(state)}  # None: unknown
     return flow.state_dict(), record
 
 
